@@ -1,0 +1,120 @@
+"""What the host holds, as the adapters observe it (a plain data model; tests feed recorded states).
+
+Each `Seen*` carries the owning lab (from OVSDB external_ids, libvirt
+<metadata>, link aliases or the netns name), or None for foreign objects,
+and the fields that plan compares with the resolved model.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass, field
+
+from . import names
+from .model import HostFacts, OvsInterface, OvsPort
+
+
+@dataclass(frozen=True)
+class SeenBridge:
+    name: str
+    lab: str | None
+    datapath_type: str = ""
+    ports: tuple[OvsPort, ...] = ()  # the lab's ports only (ports libvirt adds are not labkit's to manage)
+    other_ports: tuple[str, ...] = ()  # ports not marked as labkit's: vnetN, taps, the local port
+
+
+@dataclass(frozen=True)
+class SeenLink:
+    name: str
+    netns: str | None  # None: the workstation's namespace
+    alias: str | None  # labkit's marker (both ends of a pair carry the same one), or a foreign alias
+    kind: str = ""
+    up: bool = True
+    mtu: int = 1500
+    master: str | None = None
+    addresses: tuple[str, ...] = ()
+
+    @property
+    def lab(self) -> str | None:
+        return names.link_lab(self.alias)
+
+
+@dataclass(frozen=True)
+class SeenNetns:
+    name: str
+    lab: str | None
+    routes: tuple[tuple[str, str], ...] = ()
+
+
+@dataclass(frozen=True)
+class SeenNetwork:
+    name: str
+    lab: str | None
+    bridge: str = ""
+    digest: str = ""
+    active: bool = False
+
+
+@dataclass(frozen=True)
+class SeenDomain:
+    name: str
+    lab: str | None
+    digest: str = ""
+    active: bool = False
+    ifnames: tuple[str, ...] = ()  # target devices of its NICs (taps, vnetN)
+
+
+@dataclass(frozen=True)
+class HostState:
+    bridges: tuple[SeenBridge, ...] = ()
+    links: tuple[SeenLink, ...] = ()
+    namespaces: tuple[SeenNetns, ...] = ()
+    networks: tuple[SeenNetwork, ...] = ()
+    domains: tuple[SeenDomain, ...] = ()
+    datapath_type: str = "system"
+    foreign_ports: tuple[str, ...] = field(default=())  # OVS port names on bridges that are not labkit's
+
+    def facts_for(self, lab: str) -> HostFacts:
+        """Names this lab must not take: everything on the host except what the lab owns already."""
+        ours_links = {link.name for link in self.links if link.netns is None and link.lab == lab}
+        ours_links |= {n.bridge for n in self.networks if n.lab == lab}
+        ours_links |= {b.name for b in self.bridges if b.lab == lab}  # netdev bridges show up as tap links
+        for dom in self.domains:
+            if dom.lab == lab:
+                ours_links |= set(dom.ifnames)
+        root_links = {link.name for link in self.links if link.netns is None}
+        return HostFacts(
+            taken_links=frozenset((root_links - ours_links) | set(self.foreign_ports)),
+            taken_bridges=frozenset(b.name for b in self.bridges if b.lab != lab)
+            | frozenset(n.bridge for n in self.networks if n.lab != lab and n.bridge),
+            taken_networks=frozenset(n.name for n in self.networks if n.lab != lab),
+            taken_domains=frozenset(d.name for d in self.domains if d.lab != lab),
+            datapath_type=self.datapath_type,  # type: ignore[arg-type]
+        )
+
+    def to_json(self) -> str:
+        return json.dumps(asdict(self), indent=1, sort_keys=True)
+
+    @classmethod
+    def from_json(cls, text: str) -> "HostState":
+        raw = json.loads(text)
+
+        def port(p: dict) -> OvsPort:
+            ifaces = tuple(OvsInterface(i["name"], i["type"], _pairs(i["options"]), i["mtu_request"]) for i in p["interfaces"])
+            return OvsPort(p["name"], ifaces, p["tag"], tuple(p["trunks"]), p["vlan_mode"], p["bond_mode"], p["lacp"],
+                           _pairs(p["other_config"]))
+
+        return cls(
+            bridges=tuple(SeenBridge(b["name"], b["lab"], b["datapath_type"], tuple(port(p) for p in b["ports"]),
+                                     tuple(b["other_ports"])) for b in raw["bridges"]),
+            links=tuple(SeenLink(**{**link, "addresses": tuple(link["addresses"])}) for link in raw["links"]),
+            namespaces=tuple(SeenNetns(n["name"], n["lab"], tuple(tuple(r) for r in n["routes"])) for n in raw["namespaces"]),
+            networks=tuple(SeenNetwork(**n) for n in raw["networks"]),
+            domains=tuple(SeenDomain(**{**d, "ifnames": tuple(d["ifnames"])}) for d in raw["domains"]),
+            datapath_type=raw["datapath_type"],
+            foreign_ports=tuple(raw["foreign_ports"]),
+        )
+
+
+def _pairs(items) -> tuple[tuple[str, str], ...]:
+    return tuple(tuple(kv) for kv in items)  # type: ignore[misc]

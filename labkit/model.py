@@ -1,0 +1,418 @@
+"""The resolved lab: every concrete object with its final name (pure, no I/O).
+
+`resolve(topology, facts)` decides every bridge, port, bond, tag, veth,
+namespace, libvirt network and domain.  `facts` says which names foreign
+objects already hold on this host, so AHV names (br0, virbr0, eth0,
+NTNX-Local-Network, ...) fall back deterministically where taken; with no
+facts (`HostFacts()`), the lab looks exactly like an AHV node.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+from dataclasses import dataclass, field
+from typing import Literal
+
+from . import names
+from .topology import Bond, Node, Topology
+
+LOCAL_SUBNET = ipaddress.IPv4Network("192.168.5.0/24")
+LOCAL_HOST_IP = "192.168.5.1/24"
+CVM_LOCAL_IPS = ("192.168.5.2/25", "192.168.5.254/24")  # eth1 and eth1:1 on the seed's CVM
+IMAGE_DIR = "/var/lib/labkit/images/guest"
+LOG_DIR = "/var/log/labkit"
+
+# Sizing profiles (DESIGN.md): `lab` fits a laptop, `fidelity` is AHV's.
+LAB_CVM_MIB, LAB_CVM_VCPUS = 256, 1
+
+KV = tuple[tuple[str, str], ...]
+
+
+@dataclass(frozen=True)
+class HostFacts:
+    """What the host says that resolve must respect: names held by others, and the datapath."""
+
+    taken_links: frozenset[str] = frozenset()  # interface names in the workstation's namespace
+    taken_bridges: frozenset[str] = frozenset()  # OVS bridges, and Linux bridges
+    taken_networks: frozenset[str] = frozenset()  # libvirt network names
+    taken_domains: frozenset[str] = frozenset()  # libvirt domain names
+    datapath_type: Literal["system", "netdev"] = "system"
+
+    def taken_ifnames(self) -> frozenset[str]:
+        return self.taken_links | self.taken_bridges
+
+
+# --------------------------------------------------------------------------- OVS
+
+
+@dataclass(frozen=True)
+class OvsInterface:
+    name: str
+    type: str = ""  # "" (system device), "internal", "vxlan", "patch"
+    options: KV = ()
+    mtu_request: int | None = None
+
+
+@dataclass(frozen=True)
+class OvsPort:
+    """An OVS Port row and its Interfaces: exactly the fields plan compares with the host."""
+
+    name: str
+    interfaces: tuple[OvsInterface, ...]
+    tag: int | None = None
+    trunks: tuple[int, ...] = ()
+    vlan_mode: str | None = None
+    bond_mode: str | None = None
+    lacp: str | None = None
+    other_config: KV = ()
+
+
+@dataclass(frozen=True)
+class OvsBridge:
+    name: str
+    role: Literal["node", "tor"]
+    node: str | None
+    datapath_type: str
+    mtu: int
+    ports: tuple[OvsPort, ...]
+    ahv_name: str
+
+
+# --------------------------------------------------------------------------- links and namespaces
+
+
+@dataclass(frozen=True)
+class Veth:
+    """A veth pair. `name` is the end that may move into `netns` and carry addresses;
+    `peer` stays in the workstation's namespace (OVS's userspace datapath needs it there)."""
+
+    name: str
+    peer: str
+    netns: str | None
+    purpose: str
+    mtu: int = 1500
+    addresses: tuple[str, ...] = ()
+    peer_master: str | None = None  # a Linux bridge the peer joins (the local network's)
+    alias: str = ""  # marker (altname) naming lab/node/purpose
+
+
+@dataclass(frozen=True)
+class Netns:
+    name: str
+    role: Literal["node", "gateway"]
+    node: str | None
+    routes: tuple[tuple[str, str], ...] = ()  # (destination, gateway)
+
+
+# --------------------------------------------------------------------------- libvirt
+
+
+@dataclass(frozen=True)
+class VirtNetwork:
+    name: str
+    kind: Literal["local", "ovs"]
+    node: str
+    bridge: str
+    uuid: str
+    ahv_name: str
+    ip: str | None = None  # shown in the AHV-faithful rendering; lives in the node namespace on the host
+    portgroup: str | None = None
+
+
+@dataclass(frozen=True)
+class DomainNic:
+    kind: Literal["ovs", "network"]
+    source: str  # OVS bridge, or libvirt network
+    mac: str
+    target: str | None = None  # tap name; None lets libvirt pick vnetN, as on the seed's CVM
+    interfaceid: str | None = None
+    vlan: tuple[int, ...] = ()
+    trunk: bool = False
+    mtu: int = 1500
+    guest_name: str = ""  # eth0, eth1 inside the guest
+    addresses: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class Domain:
+    name: str
+    uuid: str
+    role: Literal["cvm", "uvm"]
+    node: str
+    memory_mib: int
+    vcpus: int
+    nics: tuple[DomainNic, ...]
+    passthrough: tuple[str, ...] = ()
+    locked_memory: bool = False
+    hostname: str = ""
+    gateway: str | None = None
+    kernel: str = f"{IMAGE_DIR}/vmlinuz"
+    initrd: str = f"{IMAGE_DIR}/initrd.img"
+    serial_log: str = ""
+
+
+# --------------------------------------------------------------------------- the lab
+
+
+@dataclass(frozen=True)
+class Deviation:
+    """Something that differs from AHV on this host, said once by up and listed by status."""
+
+    what: str
+    why: str
+
+    def __str__(self) -> str:
+        return f"{self.what}: {self.why}"
+
+
+@dataclass(frozen=True)
+class Lab:
+    name: str
+    profile: str
+    bridges: tuple[OvsBridge, ...]
+    veths: tuple[Veth, ...]
+    namespaces: tuple[Netns, ...]
+    networks: tuple[VirtNetwork, ...]
+    domains: tuple[Domain, ...]
+    deviations: tuple[Deviation, ...] = ()
+    node_names: tuple[str, ...] = field(default=())
+
+    def domain(self, name: str) -> Domain:
+        return next(d for d in self.domains if d.name == name)
+
+
+# --------------------------------------------------------------------------- resolve
+
+
+def resolve(topo: Topology, facts: HostFacts = HostFacts()) -> Lab:
+    builder = _Builder(topo, facts)
+    for index, node in enumerate(topo.nodes, start=1):
+        builder.node(index, node)
+    builder.switch()
+    builder.user_vms()
+    return builder.lab()
+
+
+class _Builder:
+    def __init__(self, topo: Topology, facts: HostFacts):
+        self.topo, self.facts, self.lab_name = topo, facts, topo.name
+        self.bridges: list[OvsBridge] = []
+        self.veths: list[Veth] = []
+        self.namespaces: list[Netns] = []
+        self.networks: list[VirtNetwork] = []
+        self.domains: list[Domain] = []
+        self.deviations: list[Deviation] = []
+        self.node_bridges: dict[tuple[str, str], OvsBridge] = {}
+        self.tor_ports: list[OvsPort] = []
+        self.used_ifnames: set[str] = set()
+        self.used_macs: set[str] = set()
+
+    # names ---------------------------------------------------------------
+
+    def _claim(self, name: str) -> str:
+        self.used_ifnames.add(name)
+        return name
+
+    def ahv_ifname(self, ahv: str, node: str, taken: frozenset[str], what: str) -> str:
+        """The AHV name when no foreign object and no other node of this lab holds it."""
+        if ahv in taken or ahv in self.used_ifnames:
+            name = names.fallback(ahv, self.lab_name, node)
+            reason = "held by another node of this lab" if ahv in self.used_ifnames else "held by another owner on this host"
+            self.deviations.append(Deviation(f"{what} {ahv}", f"named {name}: {ahv} is {reason}"))
+            return self._claim(name)
+        return self._claim(ahv)
+
+    def lab_ifname(self, *parts: str) -> str:
+        return self._claim(names.fit("-".join((self.lab_name,) + parts)))
+
+    def global_name(self, ahv: str, node: str, taken: frozenset[str], used: set[str], what: str) -> str:
+        if ahv in taken or ahv in used:
+            name = f"{ahv}-{self.lab_name}-{node}"
+            self.deviations.append(Deviation(f"{what} {ahv}", f"named {name}: {ahv} is already used on this host"))
+        else:
+            name = ahv
+        used.add(name)
+        return name
+
+    def mac(self, oui: str, *parts: str) -> str:
+        bump = 0
+        while (value := names.mac(oui, self.lab_name, *parts, bump=bump)) in self.used_macs:
+            bump += 1
+        self.used_macs.add(value)
+        return value
+
+    # nodes ---------------------------------------------------------------
+
+    def node(self, index: int, node: Node) -> None:
+        facts, lab = self.facts, self.lab_name
+        n = f"n{index}"
+        netns = names.netns(lab, node.name)
+        gateway = str(node.gateway or self.topo.switch.gateways[node.host_vlan].ip)
+        self.namespaces.append(Netns(netns, "node", node.name, routes=(("default", gateway),)))
+
+        # Uplinks: the node end is the AHV NIC name; the far end plugs into the ToR.
+        uplink_names: dict[str, str] = {}
+        tor_ends: dict[str, str] = {}
+        for uplink in node.uplinks:
+            name = self.ahv_ifname(uplink, node.name, facts.taken_ifnames(), "uplink")
+            uplink_names[uplink] = name
+            tor_ends[uplink] = tor_end = self.lab_ifname(n, uplink)
+            self.veths.append(Veth(tor_end, name, None, "uplink", mtu=self._uplink_mtu(node, uplink),
+                                   alias=names.link_alias(lab, node.name, "uplink", uplink)))
+        self.tor_ports.extend(self._tor_ports(n, node, tor_ends))
+
+        for bname, bridge in node.bridges.items():
+            real = self.ahv_ifname(bname, node.name, facts.taken_ifnames(), "OVS bridge")
+            ports: list[OvsPort] = []
+            if bridge.bond is not None:
+                # OVS port names are global to the switch daemon, so a second node's bond falls back too.
+                bond_name = bridge.bond.name if len(bridge.bond.interfaces) == 1 else \
+                    self.ahv_ifname(bridge.bond.name, node.name, facts.taken_ifnames(), "bond")
+                ports.append(_bond_port(bridge.bond, bond_name, uplink_names, bridge.mtu))
+            if bname == node.cvm.bridge:
+                # The node's host identity: a veth whose far end is named br0 in the node namespace.
+                host_port = self.lab_ifname(n, "host")
+                tag = node.host_vlan or None
+                ports.append(OvsPort(host_port, (OvsInterface(host_port, mtu_request=bridge.mtu),), tag=tag))
+                self.veths.append(Veth("br0", host_port, netns, "host", mtu=bridge.mtu, addresses=(str(node.host_ip),),
+                                       alias=names.link_alias(lab, node.name, "host")))
+            ovs = OvsBridge(real, "node", node.name, facts.datapath_type, bridge.mtu, tuple(ports), bname)
+            self.bridges.append(ovs)
+            self.node_bridges[(node.name, bname)] = ovs
+            ahv_net = "VM-Network" if bname == "br0" else f"VM-Network-{bname}"
+            vm_net = self.global_name(ahv_net, node.name, facts.taken_networks, {x.name for x in self.networks}, "libvirt network")
+            self.networks.append(VirtNetwork(vm_net, "ovs", node.name, real, names.uuid_for(lab, node.name, "net", bname),
+                                             ahv_net, portgroup=ahv_net))
+
+        # NTNX-Local-Network: a Linux bridge (virbr0) made by libvirt; 192.168.5.1/24 is on a veth
+        # end named virbr0 in the node namespace, whose peer joins that bridge.
+        local_bridge = self.ahv_ifname("virbr0", node.name, facts.taken_ifnames(), "local-network bridge")
+        local_net = self.global_name("NTNX-Local-Network", node.name, facts.taken_networks,
+                                     {x.name for x in self.networks}, "libvirt network")
+        self.networks.append(VirtNetwork(local_net, "local", node.name, local_bridge,
+                                         names.uuid_for(lab, node.name, "net", "local"), "NTNX-Local-Network", ip=LOCAL_HOST_IP))
+        local_peer = self.lab_ifname(n, "lnet")
+        self.veths.append(Veth("virbr0", local_peer, netns, "local", addresses=(LOCAL_HOST_IP,), peer_master=local_bridge,
+                               alias=names.link_alias(lab, node.name, "local")))
+        self.cvm(node, self.node_bridges[(node.name, node.cvm.bridge)], local_net)
+
+    def _uplink_mtu(self, node: Node, uplink: str) -> int:
+        for bridge in node.bridges.values():
+            if bridge.bond and uplink in bridge.bond.interfaces:
+                return bridge.mtu
+        return 1500
+
+    def _tor_ports(self, n: str, node: Node, tor_ends: dict[str, str]) -> list[OvsPort]:
+        """The ToR ports facing a node: trunks of the switch's VLANs (native VLAN untagged); the
+        members of a node's LACP bond form one LACP bond on the ToR too, as a real switch would."""
+        switch = self.topo.switch
+        vlan = dict(trunks=tuple(sorted(set(switch.vlans))))
+        if switch.native_vlan != 0:
+            vlan.update(tag=switch.native_vlan, vlan_mode="native-untagged")
+        ports, bonded = [], set()
+        for bridge in node.bridges.values():
+            bond = bridge.bond
+            if bond is None or bond.lacp == "off" or len(bond.interfaces) < 2:
+                continue
+            members = tuple(OvsInterface(tor_ends[m], mtu_request=bridge.mtu) for m in bond.interfaces)
+            other = (("lacp-fallback-ab", "true" if bond.lacp_fallback else "false"), ("lacp-time", bond.lacp_time))
+            ports.append(OvsPort(self.lab_ifname(n, bond.name), members, bond_mode="balance-tcp", lacp="active",
+                                 other_config=other, **vlan))
+            bonded.update(bond.interfaces)
+        for uplink, end in tor_ends.items():
+            if uplink not in bonded:
+                ports.append(OvsPort(end, (OvsInterface(end, mtu_request=self._uplink_mtu(node, uplink)),), **vlan))
+        return ports
+
+    def cvm(self, node: Node, bridge: OvsBridge, local_net: str) -> None:
+        lab = self.lab_name
+        fidelity = self.topo.profile == "fidelity"
+        name = self.global_name(f"NTNX-{node.name}-CVM", node.name, self.facts.taken_domains,
+                                {d.name for d in self.domains}, "CVM domain")
+        cvm = node.cvm
+        gateway = str(node.gateway or self.topo.switch.gateways[node.host_vlan].ip) if cvm.vlan == node.host_vlan else \
+            (str(self.topo.switch.gateways[cvm.vlan].ip) if cvm.vlan in self.topo.switch.gateways else None)
+        nics = (
+            DomainNic("ovs", bridge.name, self.mac(names.CVM_OUI, node.name, "cvm", "0"),
+                      interfaceid=names.uuid_for(lab, node.name, "cvm", "nic0"), vlan=(cvm.vlan,) if cvm.vlan else (),
+                      mtu=bridge.mtu, guest_name="eth0", addresses=(str(cvm.ip),)),
+            DomainNic("network", local_net, self.mac(names.CVM_OUI, node.name, "cvm", "1"), guest_name="eth1",
+                      addresses=CVM_LOCAL_IPS),
+        )
+        self.domains.append(Domain(
+            name, names.uuid_for(lab, node.name, "cvm"), "cvm", node.name,
+            memory_mib=cvm.memory if fidelity else LAB_CVM_MIB, vcpus=cvm.vcpus if fidelity else LAB_CVM_VCPUS,
+            nics=nics, passthrough=tuple(cvm.passthrough), locked_memory=True,
+            hostname=f"NTNX-{node.name}-CVM", gateway=gateway, serial_log=f"{LOG_DIR}/{lab}/{name}.serial.log"))
+
+    # switch --------------------------------------------------------------
+
+    def switch(self) -> None:
+        lab = self.lab_name
+        ports = list(self.tor_ports)
+        for vlan, gw in sorted(self.topo.switch.gateways.items()):
+            netns = names.netns(lab, f"gw{vlan}")
+            outer = self.lab_ifname(f"gw{vlan}")
+            self.namespaces.append(Netns(netns, "gateway", None))
+            self.veths.append(Veth("eth0", outer, netns, "gateway", addresses=(str(gw),), alias=names.link_alias(lab, f"gw{vlan}")))
+            ports.append(OvsPort(outer, (OvsInterface(outer),), tag=vlan))
+        tor = self.lab_ifname("tor")
+        mtu = max((b.mtu for b in self.bridges), default=1500)
+        self.bridges.append(OvsBridge(tor, "tor", None, self.facts.datapath_type, mtu, tuple(ports), "tor"))
+
+    # user VMs ------------------------------------------------------------
+
+    def user_vms(self) -> None:
+        lab = self.lab_name
+        networks = {n.name: n for n in self.topo.networks}
+        taken_taps = self.facts.taken_links
+        for vm in self.topo.vms:
+            nics = []
+            for index, nic in enumerate(vm.nics):
+                bname = networks[nic.network].bridge if nic.network else (nic.bridge or "br0")
+                bridge = self.node_bridges[(vm.node, bname)]
+                bump = 0
+                while (tap := names.tap_name(lab, vm.name, str(index), bump=bump)) in taken_taps or tap in self.used_ifnames:
+                    bump += 1
+                self._claim(tap)
+                vlan = (networks[nic.network].vlan,) if nic.network else tuple(sorted(set(nic.trunk or ())))
+                nics.append(DomainNic(
+                    "ovs", bridge.name, self.mac(names.UVM_OUI, vm.name, str(index)), target=tap,
+                    interfaceid=names.uuid_for(lab, vm.name, f"nic{index}"), vlan=vlan, trunk=nic.trunk is not None,
+                    mtu=bridge.mtu, guest_name=f"eth{index}", addresses=(str(nic.ip),) if nic.ip else ()))
+            name = self.global_name(vm.name, vm.node, self.facts.taken_domains, {d.name for d in self.domains}, "VM")
+            self.domains.append(Domain(name, names.uuid_for(lab, vm.name), "uvm", vm.node, vm.memory, vm.vcpus,
+                                       tuple(nics), hostname=vm.name, gateway=self._uvm_gateway(vm),
+                                       serial_log=f"{LOG_DIR}/{lab}/{name}.serial.log"))
+
+    def _uvm_gateway(self, vm) -> str | None:
+        networks = {n.name: n for n in self.topo.networks}
+        for nic in vm.nics:
+            if nic.network and nic.ip:
+                net = networks[nic.network]
+                if net.ip_config:
+                    return str(net.ip_config.gateway)
+                gw = self.topo.switch.gateways.get(net.vlan)
+                if gw is not None and gw.ip in nic.ip.network:
+                    return str(gw.ip)
+        return None
+
+    def lab(self) -> Lab:
+        return Lab(self.lab_name, self.topo.profile, tuple(self.bridges), tuple(self.veths), tuple(self.namespaces),
+                   tuple(self.networks), tuple(self.domains), tuple(self.deviations),
+                   tuple(n.name for n in self.topo.nodes))
+
+
+def _bond_port(bond: Bond, name: str, uplink_names: dict[str, str], mtu: int) -> OvsPort:
+    """AHV's bond settings (ahv-formats.md section 4) as OVS Port columns."""
+    members = tuple(OvsInterface(uplink_names[m], mtu_request=mtu) for m in bond.interfaces)
+    if len(members) == 1:  # a single uplink is a plain port named after the NIC, as on AHV
+        return OvsPort(members[0].name, members)
+    other: dict[str, str] = {}
+    if bond.lacp != "off":
+        other["lacp-time"] = bond.lacp_time
+        other["lacp-fallback-ab"] = "true" if bond.lacp_fallback else "false"
+    if bond.mode == "balance-slb" and bond.rebalance_interval:
+        other["bond-rebalance-interval"] = str(bond.rebalance_interval)
+    return OvsPort(name, members, bond_mode=bond.mode, lacp=None if bond.lacp == "off" else bond.lacp,
+                   other_config=tuple(sorted(other.items())))

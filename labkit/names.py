@@ -1,0 +1,85 @@
+"""Deterministic names and identities.
+
+Everything here is a pure function of (lab, node, VM, NIC) names, so the same
+topology always resolves to the same MACs, UUIDs and interface names, and two
+labs never share a UUID.  Names that live in the workstation's single
+namespace (links, OVS bridges, libvirt objects) carry the lab's name, or an
+AHV name where that is free (see `ahv_or_fallback`).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import uuid
+
+IFNAME_MAX = 15
+LABKIT_UUID_NS = uuid.UUID("6a0b4f0e-9a1c-5d2e-8f3b-1a6b5c4d3e2f")
+CVM_OUI = "52:54:00"  # QEMU's, as on the seed's CVM
+UVM_OUI = "50:6b:8d"  # AHV's default for user VMs
+NETNS_PREFIX = "labkit."  # then <lab>.<node or gwN>: "." is in neither name, so ownership is unambiguous
+
+
+def digest(*parts: str) -> str:
+    return hashlib.sha256("\0".join(parts).encode()).hexdigest()
+
+
+def short(*parts: str, length: int = 4) -> str:
+    return digest(*parts)[:length]
+
+
+def fit(name: str) -> str:
+    """A Linux interface name of at most 15 bytes: kept as is when it fits,
+    else its first 10 bytes, '-', and 4 hex digits of a hash of the whole name."""
+    if len(name.encode()) <= IFNAME_MAX:
+        return name
+    return f"{name.encode()[:10].decode(errors='ignore').rstrip('-')}-{short(name)}"
+
+
+def fallback(ahv_name: str, lab: str, node: str, limit: int = IFNAME_MAX) -> str:
+    """The documented fallback for an AHV name held by someone else:
+    `<ahv name>-<4 hex of lab/node>`, the AHV part cut to fit `limit`."""
+    tag = short(lab, node)
+    return f"{ahv_name[: limit - 5]}-{tag}"
+
+
+def ahv_or_fallback(ahv_name: str, lab: str, node: str, taken: set[str] | frozenset[str], limit: int = IFNAME_MAX) -> str:
+    return ahv_name if ahv_name not in taken else fallback(ahv_name, lab, node, limit)
+
+
+def uuid_for(*parts: str) -> str:
+    return str(uuid.uuid5(LABKIT_UUID_NS, "/".join(parts)))
+
+
+def mac(oui: str, *parts: str, bump: int = 0) -> str:
+    tail = digest(*parts, str(bump))[:6]
+    return f"{oui}:{tail[0:2]}:{tail[2:4]}:{tail[4:6]}"
+
+
+def tap_name(*parts: str, bump: int = 0) -> str:
+    """AHV-looking tap names (`tap345` on the seed): 'tap' and five digits."""
+    return f"tap{int(digest(*parts, str(bump))[:8], 16) % 100000:05d}"
+
+
+def netns(lab: str, what: str) -> str:
+    return f"{NETNS_PREFIX}{lab}.{what}"
+
+
+def netns_lab(name: str) -> str | None:
+    """The lab owning a namespace named by `netns`, or None when it is not labkit's."""
+    if not name.startswith(NETNS_PREFIX):
+        return None
+    lab, sep, _ = name[len(NETNS_PREFIX):].partition(".")
+    return lab if sep else None
+
+
+LINK_MARK = "labkit:"  # IFLA_IFALIAS of every link labkit creates: labkit:<lab>:<node>:<purpose>
+
+
+def link_alias(lab: str, *parts: str) -> str:
+    return ":".join((LINK_MARK.rstrip(":"), lab) + parts)
+
+
+def link_lab(alias: str | None) -> str | None:
+    if not alias or not alias.startswith(LINK_MARK):
+        return None
+    return alias.split(":")[1]

@@ -1,0 +1,232 @@
+"""The plan: what must change on the host to match the resolved lab (pure).
+
+`plan(lab, host, docs)` diffs the desired objects against the observed host
+state and returns ordered, printable `Action`s: deletes of the lab's objects
+that are no longer wanted (domains before networks before ports before
+links), then creates and updates in dependency order.  An empty plan means
+the host already matches.  A name held by a foreign object is a `PlanError`
+raised before anything is touched.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from . import names
+from .errors import PlanError
+from .hoststate import HostState, SeenLink
+from .model import Lab, OvsBridge, Veth
+from .render import metadata_of
+
+# Execution order. Deletes run first, leaves before what they hang on.
+ORDER = [
+    ("delete", "domain"), ("delete", "network"), ("delete", "ovs-port"), ("delete", "ovs-bridge"),
+    ("delete", "veth"), ("delete", "netns"),
+    ("create", "netns"), ("create", "veth"), ("update", "veth"),
+    ("create", "ovs-bridge"), ("update", "ovs-bridge"), ("create", "ovs-port"), ("update", "ovs-port"),
+    ("create", "route"), ("update", "route"),
+    ("create", "network"), ("update", "network"), ("start", "network"),
+    ("attach", "veth"),
+    ("create", "domain"), ("update", "domain"), ("start", "domain"),
+]
+SYMBOL = {"create": "+", "update": "~", "delete": "-", "start": ">", "attach": "="}
+
+
+@dataclass(frozen=True)
+class Action:
+    verb: str
+    kind: str
+    name: str
+    where: str = ""  # the bridge of a port, the namespace of a link or route
+    detail: str = ""
+
+    @property
+    def rank(self) -> int:
+        return ORDER.index((self.verb, self.kind))
+
+    def __str__(self) -> str:
+        target = f"{self.where}/{self.name}" if self.where else self.name
+        line = f"{SYMBOL[self.verb]} {self.verb:<6} {self.kind:<10} {target}"
+        return f"{line}  ({self.detail})" if self.detail else line
+
+
+@dataclass(frozen=True)
+class Plan:
+    lab: str
+    actions: tuple[Action, ...]
+
+    @property
+    def empty(self) -> bool:
+        return not self.actions
+
+    def __str__(self) -> str:
+        if self.empty:
+            return f"lab {self.lab}: nothing to do, the host already matches"
+        return "\n".join([f"lab {self.lab}: {len(self.actions)} change(s)"] + [f"  {a}" for a in self.actions])
+
+
+def plan(lab: Lab, host: HostState, docs: dict[str, str]) -> Plan:
+    """Changes that bring `host` to `lab`; `docs` are the rendered libvirt documents by name."""
+    planner = _Planner(lab.name, host)
+    planner.namespaces({ns.name: ns for ns in lab.namespaces})
+    planner.veths(lab.veths)
+    planner.bridges(lab.bridges)
+    planner.libvirt("network", {n.name: docs[n.name] for n in lab.networks}, host.networks)
+    planner.libvirt("domain", {d.name: docs[d.name] for d in lab.domains}, host.domains)
+    return planner.finish()
+
+
+def plan_down(lab_name: str, host: HostState) -> Plan:
+    """Deletes of everything the host shows as `lab_name`'s: works from markers alone, no topology needed."""
+    planner = _Planner(lab_name, host)
+    planner.namespaces({})
+    planner.veths(())
+    planner.bridges(())
+    planner.libvirt("network", {}, host.networks)
+    planner.libvirt("domain", {}, host.domains)
+    return planner.finish()
+
+
+class _Planner:
+    def __init__(self, lab: str, host: HostState):
+        self.lab, self.host = lab, host
+        self.actions: list[Action] = []
+        self.conflicts: list[str] = []
+
+    def add(self, *args, **kwargs) -> None:
+        self.actions.append(Action(*args, **kwargs))
+
+    def finish(self) -> Plan:
+        if self.conflicts:
+            raise PlanError("\n".join(self.conflicts))
+        return Plan(self.lab, tuple(sorted(self.actions, key=lambda a: a.rank)))
+
+    # namespaces and routes ----------------------------------------------
+
+    def namespaces(self, wanted: dict) -> None:
+        seen = {ns.name: ns for ns in self.host.namespaces if names.netns_lab(ns.name) == self.lab}
+        for name in sorted(set(seen) - set(wanted)):
+            self.add("delete", "netns", name)
+        for name, ns in wanted.items():
+            if name not in seen:
+                self.add("create", "netns", name, detail=ns.role)
+            for dest, gateway in ns.routes:
+                if name not in seen:
+                    self.add("create", "route", dest, where=name, detail=f"via {gateway}")
+                elif (dest, gateway) not in seen[name].routes:
+                    self.add("update", "route", dest, where=name, detail=f"via {gateway}")
+
+    # veth pairs -----------------------------------------------------------
+
+    def veths(self, wanted: tuple[Veth, ...]) -> None:
+        links = {(link.netns, link.name): link for link in self.host.links}
+        deleted_ns = {a.name for a in self.actions if a.kind == "netns" and a.verb == "delete"}
+        wanted_ends = {(v.netns, v.name) for v in wanted} | {(None, v.peer) for v in wanted}
+        # Both ends of a pair carry the same marker and go together: one delete per pair, none
+        # when an end is in a namespace being deleted (the pair dies with it).
+        unwanted: dict[str, list] = {}
+        for link in self.host.links:
+            if link.lab == self.lab and (link.netns, link.name) not in wanted_ends:
+                unwanted.setdefault(link.alias, []).append(link)
+        for ends in unwanted.values():
+            if any(end.netns in deleted_ns for end in ends):
+                continue
+            end = min(ends, key=lambda e: (e.netns is not None, e.netns or "", e.name))
+            self.add("delete", "veth", end.name, where=end.netns or "")
+        for veth in wanted:
+            self._veth(veth, links)
+
+    def _veth(self, veth: Veth, links: dict) -> None:
+        end: SeenLink | None = links.get((veth.netns, veth.name))
+        peer: SeenLink | None = links.get((None, veth.peer))
+        for link in (end, peer):
+            if link is not None and link.lab != self.lab:
+                where = f" in namespace {link.netns}" if link.netns else ""
+                self.conflicts.append(
+                    f"interface {link.name}{where} already exists and is not lab {self.lab}'s; "
+                    f"delete or rename it, or rename the lab")
+                return
+        where = veth.netns or ""
+        if end is None or peer is None:
+            self.add("create", "veth", veth.name, where=where, detail=f"peer {veth.peer}, {veth.purpose}")
+            if veth.peer_master:
+                self.add("attach", "veth", veth.peer, detail=f"to bridge {veth.peer_master}")
+            return
+        diffs = []
+        if set(end.addresses) != set(veth.addresses):
+            diffs.append(f"addresses {', '.join(veth.addresses) or 'none'}")
+        if end.mtu != veth.mtu or peer.mtu != veth.mtu:
+            diffs.append(f"mtu {veth.mtu}")
+        if not (end.up and peer.up):
+            diffs.append("up")
+        if diffs:
+            self.add("update", "veth", veth.name, where=where, detail=", ".join(diffs))
+        if veth.peer_master and peer.master != veth.peer_master:
+            self.add("attach", "veth", veth.peer, detail=f"to bridge {veth.peer_master}")
+
+    # OVS ------------------------------------------------------------------
+
+    def bridges(self, wanted: tuple[OvsBridge, ...]) -> None:
+        seen = {b.name: b for b in self.host.bridges}
+        wanted_names = {b.name for b in wanted}
+        for name, bridge in sorted(seen.items()):
+            if bridge.lab == self.lab and name not in wanted_names:
+                self.add("delete", "ovs-bridge", name)
+        foreign_ports = set(self.host.foreign_ports)
+        for bridge in wanted:
+            have = seen.get(bridge.name)
+            if have is not None and have.lab != self.lab:
+                self.conflicts.append(f"OVS bridge {bridge.name} already exists and is not lab {self.lab}'s; "
+                                      f"delete it (ovs-vsctl del-br {bridge.name}) or rename the lab")
+                continue
+            for port in bridge.ports:
+                if port.name in foreign_ports:
+                    self.conflicts.append(f"OVS port {port.name} already exists on a bridge that is not lab {self.lab}'s; "
+                                          f"remove it (ovs-vsctl del-port {port.name})")
+            if have is None:
+                self.add("create", "ovs-bridge", bridge.name, detail=f"{bridge.datapath_type}, {len(bridge.ports)} ports")
+                for port in bridge.ports:
+                    self.add("create", "ovs-port", port.name, where=bridge.name, detail=_port_summary(port))
+                continue
+            if have.datapath_type != bridge.datapath_type:
+                self.add("update", "ovs-bridge", bridge.name, detail=f"datapath {bridge.datapath_type}")
+            have_ports = {p.name: p for p in have.ports}
+            for port in bridge.ports:
+                if port.name not in have_ports:
+                    self.add("create", "ovs-port", port.name, where=bridge.name, detail=_port_summary(port))
+                elif have_ports[port.name] != port:
+                    self.add("update", "ovs-port", port.name, where=bridge.name, detail=_port_summary(port))
+            for name in sorted(set(have_ports) - {p.name for p in bridge.ports}):
+                self.add("delete", "ovs-port", name, where=bridge.name)
+
+    # libvirt --------------------------------------------------------------
+
+    def libvirt(self, kind: str, wanted: dict[str, str], seen_objects) -> None:
+        seen = {o.name: o for o in seen_objects}
+        for name, obj in sorted(seen.items()):
+            if obj.lab == self.lab and name not in wanted:
+                self.add("delete", kind, name)
+        for name, xml in wanted.items():
+            have = seen.get(name)
+            if have is not None and have.lab != self.lab:
+                self.conflicts.append(f"libvirt {kind} {name} already exists and is not lab {self.lab}'s; "
+                                      f"remove it (virsh {'net-' if kind == 'network' else ''}undefine {name}) or rename the lab")
+            elif have is None:
+                self.add("create", kind, name)
+            elif have.digest != metadata_of(xml)["digest"]:
+                self.add("update", kind, name, detail="definition changed")
+            elif not have.active:
+                self.add("start", kind, name)
+
+
+def _port_summary(port) -> str:
+    parts = []
+    if port.bond_mode:
+        parts.append(f"bond {port.bond_mode} over {', '.join(i.name for i in port.interfaces)}")
+    if port.lacp:
+        parts.append(f"lacp {port.lacp}")
+    if port.tag is not None:
+        parts.append(f"tag {port.tag}")
+    if port.trunks:
+        parts.append(f"trunks {','.join(map(str, port.trunks))}")
+    return ", ".join(parts)

@@ -1,0 +1,137 @@
+"""Render the resolved lab into libvirt XML (pure: templates in, normalized XML out).
+
+Templates in xml_templates/ hold the shape; lxml normalizes the result (one
+element order, fixed indentation) and adds the ownership metadata, so a
+rendered document diffs cleanly against a golden file and against what
+libvirt reads back.  `Adaptation` is how a host bends AHV's XML where it
+cannot run it (no KVM, no memlock, no VFIO); `Adaptation.ahv()` bends nothing.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import ipaddress
+from dataclasses import dataclass
+from pathlib import Path
+
+import jinja2
+from lxml import etree
+
+from .model import Deviation, Domain, Lab, VirtNetwork
+
+TEMPLATE_DIR = Path(__file__).resolve().parent.parent / "xml_templates"
+METADATA_NS = "urn:labkit:lab:1"
+AGENT_CHANNEL = "org.labkit.agent.0"
+BASE_CMDLINE = "console=ttyS0,115200n8 quiet"
+
+_env = jinja2.Environment(
+    loader=jinja2.FileSystemLoader(str(TEMPLATE_DIR)),
+    autoescape=True,
+    undefined=jinja2.StrictUndefined,
+    keep_trailing_newline=True,
+)
+
+
+@dataclass(frozen=True)
+class Adaptation:
+    """What the host allows; every False is a deviation from AHV that `lab.up` reports."""
+
+    domain_type: str = "kvm"  # "qemu" (TCG) where a KVM probe fails
+    cpu_passthrough: bool = True  # host-passthrough needs KVM
+    locked_memory: bool = True  # <locked/> needs a memlock limit above guest memory
+    passthrough: bool = True  # <hostdev> needs VFIO and the device
+    network_ips: bool = False  # an <ip> on a libvirt network puts an address in the workstation's namespace
+    serial_file: bool = False  # serial to a file only (the seed's); otherwise a pty logged to that file
+
+    @classmethod
+    def ahv(cls) -> "Adaptation":
+        """AHV-faithful: everything the seed's node has (lab.render shows this)."""
+        return cls(network_ips=True, serial_file=True)
+
+    def deviations(self, lab: Lab) -> list[Deviation]:
+        out = []
+        if self.domain_type != "kvm":
+            out.append(Deviation("domain type", "qemu (software emulation, TCG): KVM is not usable on this host"))
+        if not self.cpu_passthrough:
+            out.append(Deviation("CPU", "no host-passthrough CPU: it needs KVM"))
+        if not self.locked_memory and any(d.locked_memory for d in lab.domains):
+            out.append(Deviation("CVM memory", "no <locked/>: the memlock limit is below the CVM's memory"))
+        if not self.passthrough and any(d.passthrough for d in lab.domains):
+            out.append(Deviation("CVM PCI passthrough", "no <hostdev>: VFIO is not available on this host"))
+        if not self.network_ips and any(n.ip for n in lab.networks):
+            out.append(Deviation("NTNX-Local-Network", "192.168.5.1/24 is in the node namespace, not on the host bridge"))
+        return out
+
+
+def render_domain(dom: Domain, lab: Lab, adapt: Adaptation) -> str:
+    template = "cvm.xml.j2" if dom.role == "cvm" else "uvm.xml.j2"
+    text = _env.get_template(template).render(
+        dom=dom, adapt=adapt, cmdline=kernel_cmdline(dom), passthrough=[_pci(p) for p in dom.passthrough],
+        agent_channel=AGENT_CHANNEL,
+    )
+    return _finish(text, lab.name, dom.node, dom.role)
+
+
+def render_network(net: VirtNetwork, lab: Lab, adapt: Adaptation) -> str:
+    template = "local_network.xml.j2" if net.kind == "local" else "vm_network.xml.j2"
+    ip = ipaddress.IPv4Interface(net.ip) if net.ip else None
+    text = _env.get_template(template).render(net=net, adapt=adapt, ip=ip)
+    return _finish(text, lab.name, net.node, net.kind)
+
+
+def render_all(lab: Lab, adapt: Adaptation) -> dict[str, str]:
+    """Every libvirt document of the lab by object name: networks first, then domains."""
+    docs = {net.name: render_network(net, lab, adapt) for net in lab.networks}
+    docs.update({dom.name: render_domain(dom, lab, adapt) for dom in lab.domains})
+    return docs
+
+
+def kernel_cmdline(dom: Domain) -> str:
+    """The guest's role, read by the guest agent's init: hostname, gateway, and per NIC (found by MAC)
+    its addresses; a trunk NIC lists its VLANs."""
+    parts = [BASE_CMDLINE, f"labkit.role={dom.role}", f"labkit.hostname={dom.hostname}"]
+    if dom.gateway:
+        parts.append(f"labkit.gw={dom.gateway}")
+    for nic in dom.nics:
+        value = ",".join([nic.mac, *nic.addresses])
+        if nic.trunk:
+            value += ",vlans=" + "+".join(str(v) for v in nic.vlan)
+        parts.append(f"labkit.nic.{nic.guest_name}={value}")
+    return " ".join(parts)
+
+
+def metadata_of(xml: str) -> dict[str, str]:
+    """The labkit attributes in a libvirt document's <metadata> ({} when it is not a lab's)."""
+    root = etree.fromstring(xml.encode())
+    node = root.find(f"metadata/{{{METADATA_NS}}}lab")
+    return dict(node.attrib) if node is not None else {}
+
+
+def _finish(text: str, lab: str, node: str, role: str) -> str:
+    """Normalize and mark as the lab's: <metadata><labkit:lab name=... digest=.../></metadata>."""
+    parser = etree.XMLParser(remove_blank_text=True, remove_comments=True)
+    root = etree.fromstring(text.encode(), parser)
+    digest = hashlib.sha256(etree.tostring(root, method="c14n")).hexdigest()[:16]
+    metadata = etree.Element("metadata")
+    mark = etree.SubElement(metadata, f"{{{METADATA_NS}}}lab", nsmap={"labkit": METADATA_NS})
+    for key, value in (("name", lab), ("node", node), ("role", role), ("digest", digest)):
+        mark.set(key, value)
+    # libvirt's schemas want <metadata> right after name/uuid/title/description.
+    anchor = root.find("uuid")
+    anchor.addnext(metadata)
+    return etree.tostring(root, pretty_print=True, encoding="unicode")
+
+
+@dataclass(frozen=True)
+class _Pci:
+    domain: str
+    bus: str
+    slot: str
+    function: str
+
+
+def _pci(address: str) -> _Pci:
+    domain, bus, rest = address.split(":")
+    slot, function = rest.split(".")
+    return _Pci(domain.lower(), bus.lower(), slot.lower(), function)
+

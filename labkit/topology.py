@@ -1,0 +1,415 @@
+"""Parse and validate a topology file (the user's contract, DESIGN.md "Topology file").
+
+Two passes, both collecting every problem before stopping (netlab's way):
+pydantic checks shapes and types, then `crosscheck` checks what only the
+whole file can tell (bond members that are not uplinks, networks that do not
+exist, addresses outside their subnet).  Every problem carries file:line and
+the key path, and says what would be valid.
+"""
+
+from __future__ import annotations
+
+import difflib
+import ipaddress
+import re
+import types
+import typing
+from importlib import resources
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, Strict, ValidationError
+
+from . import yamlpos
+from .errors import Problem, TopologyError
+
+DEFAULT_TOPOLOGY = "default.yaml"
+
+IFNAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
+IFNAME_MAX = 15  # IFNAMSIZ - 1, in bytes
+LAB_NAME_RE = re.compile(r"^[a-z][a-z0-9-]{0,11}$")
+HOST_NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9-]{0,31}$")
+PCI_RE = re.compile(r"^[0-9a-fA-F]{4}:[0-9a-fA-F]{2}:[0-9a-fA-F]{2}\.[0-7]$")
+SIZE_RE = re.compile(r"^(\d+)\s*(MiB|GiB|M|G)$")
+
+Vlan = Annotated[int, Strict(), Field(ge=0, le=4094)]
+Count = Annotated[int, Strict(), Field(ge=1, le=256)]
+
+
+def _mebibytes(value: Any) -> Any:
+    """'24GiB' / '256MiB' / 256 (MiB) -> MiB; anything else is left for pydantic to reject."""
+    if isinstance(value, str):
+        match = SIZE_RE.match(value.strip())
+        if not match:
+            raise ValueError(f"{value!r} is not a size; write it like 256MiB or 24GiB")
+        number, unit = int(match.group(1)), match.group(2)
+        return number * 1024 if unit.startswith("G") else number
+    return value
+
+
+MiB = Annotated[int, BeforeValidator(_mebibytes), Strict(), Field(ge=16, le=1024 * 1024)]
+
+
+class Spec(BaseModel):
+    """Unknown keys are errors (with a did-you-mean), never silently ignored."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class Bond(Spec):
+    name: str
+    interfaces: list[str] = Field(min_length=1)
+    mode: Literal["active-backup", "balance-slb", "balance-tcp"] = "active-backup"
+    lacp: Literal["off", "active", "passive"] = "off"
+    lacp_time: Literal["fast", "slow"] = "slow"
+    lacp_fallback: Annotated[bool, Strict()] = False
+    rebalance_interval: Annotated[int, Strict(), Field(ge=1000, le=10_000_000)] | None = None
+
+
+class Bridge(Spec):
+    bond: Bond | None = None
+    mtu: Annotated[int, Strict(), Field(ge=1280, le=9216)] = 1500
+
+
+class Cvm(Spec):
+    ip: ipaddress.IPv4Interface
+    vlan: Vlan = 0
+    bridge: str = "br0"
+    memory: MiB = 24 * 1024
+    vcpus: Count = 8
+    passthrough: list[str] = ["0000:01:00.0"]
+
+
+class Node(Spec):
+    name: str
+    host_ip: ipaddress.IPv4Interface
+    host_vlan: Vlan = 0
+    gateway: ipaddress.IPv4Address | None = None
+    cvm: Cvm
+    uplinks: dict[str, Literal["1g", "10g", "25g", "40g", "100g"]] = Field(min_length=1)
+    bridges: dict[str, Bridge] = Field(min_length=1)
+
+
+class Switch(Spec):
+    vlans: list[Vlan] = [0]
+    native_vlan: Vlan = 0
+    gateways: dict[Vlan, ipaddress.IPv4Interface] = {}
+
+
+class IpConfig(Spec):
+    network: ipaddress.IPv4Network
+    gateway: ipaddress.IPv4Address
+    pool: list[str] = []
+
+
+class Network(Spec):
+    name: str
+    vlan: Vlan
+    bridge: str = "br0"
+    ip_config: IpConfig | None = None
+
+
+class Nic(Spec):
+    network: str | None = None
+    trunk: list[Vlan] | None = None
+    bridge: str | None = None
+    ip: ipaddress.IPv4Interface | None = None
+
+
+class Vm(Spec):
+    name: str
+    node: str
+    memory: MiB = 128
+    vcpus: Count = 1
+    nics: list[Nic] = Field(min_length=1)
+
+
+class Topology(Spec):
+    name: str
+    profile: Literal["lab", "fidelity"] = "lab"
+    switch: Switch = Switch()
+    nodes: list[Node] = Field(min_length=1)
+    networks: list[Network] = []
+    vms: list[Vm] = []
+
+
+# --------------------------------------------------------------------------- loading
+
+
+def load(path: str | Path | None) -> Topology:
+    """Read, parse and validate a topology file; None means the embedded default (the seed's node)."""
+    if path is None:
+        text = resources.files("labkit").joinpath(DEFAULT_TOPOLOGY).read_text()
+        name = f"<default topology {DEFAULT_TOPOLOGY}>"
+    else:
+        try:
+            text = Path(path).read_text()
+        except OSError as exc:
+            raise TopologyError([Problem(str(path), 0, "", f"cannot be read ({exc.strerror}); give an existing topology file")]) from None
+        name = str(path)
+    return parse(text, name)
+
+
+def parse(text: str, file: str) -> Topology:
+    located = yamlpos.load(text, file)
+    if not isinstance(located.data, dict):
+        raise TopologyError([Problem(file, 1, "", "must be a mapping with `name` and `nodes` at the top")])
+    try:
+        topology = Topology.model_validate(located.data)
+    except ValidationError as exc:
+        raise TopologyError(_from_pydantic(exc, located)) from None
+    problems = [Problem(file, located.line_of(path), yamlpos.dotted(path), msg) for path, msg in crosscheck(topology)]
+    if problems:
+        raise TopologyError(problems)
+    return topology
+
+
+def _from_pydantic(exc: ValidationError, located: yamlpos.Located) -> list[Problem]:
+    problems = []
+    for error in exc.errors():
+        path = tuple(part for part in error["loc"] if part != "[key]")
+        line = located.line_of(path)
+        key = yamlpos.dotted(path)
+        if error["type"] == "extra_forbidden":
+            message = _unknown_key(path)
+        elif error["type"] == "missing":
+            message = "is missing; add it"
+        else:
+            text = error["msg"]
+            if text.startswith("Value error, "):  # our own validators already quote the input
+                message = text.removeprefix("Value error, ")
+            else:
+                message = f"{text[0].lower()}{text[1:]} (got {error['input']!r})"
+        problems.append(Problem(located.file, line, key, message))
+    return sorted(set(problems), key=lambda p: (p.line, p.key))
+
+
+def _unknown_key(path: tuple) -> str:
+    valid = sorted(_fields_at(Topology, path[:-1]))
+    close = difflib.get_close_matches(str(path[-1]), valid, n=1, cutoff=0.5)
+    hint = f"did you mean `{close[0]}`? " if close else ""
+    return f"is not a known key; {hint}valid keys here: {', '.join(valid)}"
+
+
+def _fields_at(model: Any, path: tuple) -> set[str]:
+    """Field names of the model found at `path` below `model` (walks lists, dicts, Optional)."""
+    annotation = model
+    for part in path:
+        annotation = _unwrap(annotation)
+        if isinstance(annotation, type) and issubclass(annotation, BaseModel):
+            annotation = annotation.model_fields[part].annotation
+        elif typing.get_origin(annotation) in (list, dict):
+            annotation = typing.get_args(annotation)[-1]
+    annotation = _unwrap(annotation)
+    return set(annotation.model_fields) if isinstance(annotation, type) and issubclass(annotation, BaseModel) else set()
+
+
+def _unwrap(annotation: Any) -> Any:
+    """`Bond | None` -> Bond; `Annotated[X, ...]` -> X."""
+    while True:
+        origin = typing.get_origin(annotation)
+        if origin is typing.Annotated:
+            annotation = typing.get_args(annotation)[0]
+        elif origin in (typing.Union, types.UnionType):
+            annotation = next(arg for arg in typing.get_args(annotation) if arg is not type(None))
+        else:
+            return annotation
+
+
+# --------------------------------------------------------------------------- cross-checks
+
+
+def crosscheck(topo: Topology) -> list[tuple[tuple, str]]:
+    """Checks that need the whole file; returns (path, message) pairs."""
+    out: list[tuple[tuple, str]] = []
+
+    def bad(path: tuple, message: str) -> None:
+        out.append((path, message))
+
+    if not LAB_NAME_RE.match(topo.name):
+        bad(("name",), f"{topo.name!r} is not a valid lab name; use 1-12 of a-z, 0-9 and '-', starting with a letter")
+    _unique(bad, [(("nodes", i, "name"), n.name) for i, n in enumerate(topo.nodes)], "node")
+    _unique(bad, [(("vms", i, "name"), v.name) for i, v in enumerate(topo.vms)], "VM")
+    _unique(bad, [(("networks", i, "name"), n.name) for i, n in enumerate(topo.networks)], "network")
+
+    vlans = set(topo.switch.vlans)
+    _unique(bad, [(("switch", "vlans", i), v) for i, v in enumerate(topo.switch.vlans)], "VLAN")
+    if topo.switch.native_vlan not in vlans:
+        bad(("switch", "native_vlan"), f"VLAN {topo.switch.native_vlan} is not in switch.vlans; add it there or pick one of {sorted(vlans)}")
+    for vlan, gw in topo.switch.gateways.items():
+        path = ("switch", "gateways", vlan)
+        if vlan not in vlans:
+            bad(path, f"VLAN {vlan} is not in switch.vlans {sorted(vlans)}; add it there")
+        _host_address(bad, path, gw)
+
+    addresses: list[tuple[tuple, ipaddress.IPv4Address]] = []
+    for i, node in enumerate(topo.nodes):
+        _check_node(bad, ("nodes", i), node, topo, addresses)
+
+    networks = {n.name: n for n in topo.networks}
+    for i, net in enumerate(topo.networks):
+        _check_network(bad, ("networks", i), net, topo)
+
+    nodes = {n.name: n for n in topo.nodes}
+    for i, vm in enumerate(topo.vms):
+        path = ("vms", i)
+        _hostname(bad, path + ("name",), vm.name, "VM")
+        node = nodes.get(vm.node)
+        if node is None:
+            bad(path + ("node",), f"node {vm.node!r} does not exist; {_choices(vm.node, nodes)}")
+        for j, nic in enumerate(vm.nics):
+            _check_nic(bad, path + ("nics", j), nic, node, networks, vlans, addresses)
+
+    _unique(bad, [(p, str(a)) for p, a in addresses], "IP address")
+    return out
+
+
+def _check_node(bad, path: tuple, node: Node, topo: Topology, addresses: list) -> None:
+    _hostname(bad, path + ("name",), node.name, "node")
+    if len(f"NTNX-{node.name}-CVM") > 64:
+        bad(path + ("name",), "is too long for a CVM name; use at most 54 characters")
+    for uplink in node.uplinks:
+        _ifname(bad, path + ("uplinks", uplink), uplink)
+    for bname in node.bridges:
+        _ifname(bad, path + ("bridges", bname), bname)
+    port_names = [(path + ("uplinks", u), u) for u in node.uplinks] + [(path + ("bridges", b), b) for b in node.bridges]
+    used_by: dict[str, str] = {}
+    for bname, bridge in node.bridges.items():
+        if bridge.bond is None:
+            continue
+        bpath = path + ("bridges", bname, "bond")
+        bond = bridge.bond
+        _ifname(bad, bpath + ("name",), bond.name)
+        port_names.append((bpath + ("name",), bond.name))
+        for k, member in enumerate(bond.interfaces):
+            mpath = bpath + ("interfaces", k)
+            if member not in node.uplinks:
+                bad(mpath, f"{member!r} is not an uplink of node {node.name}; {_choices(member, node.uplinks)}")
+            elif member in used_by:
+                bad(mpath, f"{member!r} is already a member of bond {used_by[member]}; an uplink belongs to one bond only")
+            else:
+                used_by[member] = bond.name
+        if bond.mode == "balance-tcp" and bond.lacp == "off":
+            bad(bpath + ("lacp",), "must be active or passive with mode balance-tcp (LACP); set lacp: active")
+        if bond.mode != "balance-tcp" and bond.lacp != "off":
+            bad(bpath + ("lacp",), f"LACP needs mode balance-tcp, not {bond.mode}; set mode: balance-tcp or lacp: off")
+        if bond.lacp_fallback and bond.lacp == "off":
+            bad(bpath + ("lacp_fallback",), "only applies with LACP; set lacp: active or remove lacp_fallback")
+        if bond.rebalance_interval is not None and bond.mode != "balance-slb":
+            bad(bpath + ("rebalance_interval",), f"only applies to mode balance-slb, not {bond.mode}; remove it")
+    _unique(bad, port_names, "port name on this node")
+
+    vlans = set(topo.switch.vlans)
+    subnet = node.host_ip.network
+    _host_address(bad, path + ("host_ip",), node.host_ip)
+    addresses.append((path + ("host_ip",), node.host_ip.ip))
+    if node.host_vlan not in vlans:
+        bad(path + ("host_vlan",), f"VLAN {node.host_vlan} is not in switch.vlans {sorted(vlans)}; add it there")
+    gateway = node.gateway or (topo.switch.gateways[node.host_vlan].ip if node.host_vlan in topo.switch.gateways else None)
+    if gateway is None:
+        bad(path + ("host_ip",), f"has no gateway; set nodes[].gateway or switch.gateways.{node.host_vlan}")
+    elif gateway not in subnet:
+        bad(path + ("gateway",) if node.gateway else ("switch", "gateways", node.host_vlan),
+            f"gateway {gateway} is outside the host subnet {subnet}; use an address in {subnet}")
+    elif gateway == node.host_ip.ip:
+        bad(path + ("host_ip",), f"is the gateway address {gateway}; give the host its own address")
+
+    cpath = path + ("cvm",)
+    cvm = node.cvm
+    _host_address(bad, cpath + ("ip",), cvm.ip)
+    addresses.append((cpath + ("ip",), cvm.ip.ip))
+    if cvm.ip.network != subnet and cvm.vlan == node.host_vlan:
+        bad(cpath + ("ip",), f"{cvm.ip} is not in the host subnet {subnet}; the CVM and host share VLAN {cvm.vlan}")
+    if cvm.vlan not in vlans:
+        bad(cpath + ("vlan",), f"VLAN {cvm.vlan} is not in switch.vlans {sorted(vlans)}; add it there")
+    if cvm.bridge not in node.bridges:
+        bad(cpath + ("bridge",), f"bridge {cvm.bridge!r} is not a bridge of node {node.name}; {_choices(cvm.bridge, node.bridges)}")
+    for k, address in enumerate(cvm.passthrough):
+        if not PCI_RE.match(address):
+            bad(cpath + ("passthrough", k), f"{address!r} is not a PCI address; write it like 0000:01:00.0")
+
+
+def _check_network(bad, path: tuple, net: Network, topo: Topology) -> None:
+    if not re.match(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$", net.name):
+        bad(path + ("name",), f"{net.name!r} is not a valid network name; use letters, digits, '_', '.' and '-'")
+    if net.vlan not in topo.switch.vlans:
+        bad(path + ("vlan",), f"VLAN {net.vlan} is not carried by the switch; add it to switch.vlans {sorted(topo.switch.vlans)}")
+    for i, node in enumerate(topo.nodes):
+        if net.bridge not in node.bridges:
+            bad(path + ("bridge",), f"bridge {net.bridge!r} does not exist on node {node.name}; {_choices(net.bridge, node.bridges)}")
+    ipc = net.ip_config
+    if ipc is None:
+        return
+    ipath = path + ("ip_config",)
+    if ipc.gateway not in ipc.network:
+        bad(ipath + ("gateway",), f"{ipc.gateway} is outside {ipc.network}; use an address in it")
+    for k, text in enumerate(ipc.pool):
+        ppath = ipath + ("pool", k)
+        try:
+            start, end = (ipaddress.IPv4Address(part) for part in text.split())
+        except ValueError:
+            bad(ppath, f"{text!r} is not a range; write it as \"START END\", e.g. \"10.40.0.50 10.40.0.99\"")
+            continue
+        if start not in ipc.network or end not in ipc.network:
+            bad(ppath, f"range {text!r} is not inside {ipc.network}; keep both ends in the network")
+        elif start > end:
+            bad(ppath, f"range {text!r} starts after it ends; put the lower address first")
+        elif start <= ipc.gateway <= end:
+            bad(ppath, f"range {text!r} contains the gateway {ipc.gateway}; leave the gateway out of the pool")
+
+
+def _check_nic(bad, path: tuple, nic: Nic, node: Node | None, networks: dict, vlans: set, addresses: list) -> None:
+    if (nic.network is None) == (nic.trunk is None):
+        bad(path, "needs exactly one of `network` (access) or `trunk` (list of VLANs)")
+        return
+    if nic.network is not None:
+        if nic.network not in networks:
+            bad(path + ("network",), f"network {nic.network!r} does not exist; {_choices(nic.network, networks)}")
+        if nic.bridge is not None:
+            bad(path + ("bridge",), "comes from the network for access NICs; remove it")
+        if nic.ip is not None:
+            _host_address(bad, path + ("ip",), nic.ip)
+            addresses.append((path + ("ip",), nic.ip.ip))
+    else:
+        for k, vlan in enumerate(nic.trunk or []):
+            if vlan not in vlans:
+                bad(path + ("trunk", k), f"VLAN {vlan} is not in switch.vlans {sorted(vlans)}; add it there")
+        if nic.ip is not None:
+            bad(path + ("ip",), "does not apply to a trunk NIC; remove it")
+        bridge = nic.bridge or "br0"
+        if node is not None and bridge not in node.bridges:
+            bad(path + ("bridge",), f"bridge {bridge!r} does not exist on node {node.name}; {_choices(bridge, node.bridges)}")
+
+
+def _ifname(bad, path: tuple, name: str) -> None:
+    if len(name.encode()) > IFNAME_MAX or not IFNAME_RE.match(name):
+        bad(path, f"{name!r} is not a valid interface name; use at most 15 of A-Z, a-z, 0-9, '_', '.', '-'")
+
+
+def _hostname(bad, path: tuple, name: str, what: str) -> None:
+    if not HOST_NAME_RE.match(name):
+        bad(path, f"{name!r} is not a valid {what} name; use 1-32 of letters, digits and '-', not starting with '-'")
+
+
+def _host_address(bad, path: tuple, iface: ipaddress.IPv4Interface) -> None:
+    net = iface.network
+    if net.prefixlen < 31 and iface.ip in (net.network_address, net.broadcast_address):
+        bad(path, f"{iface} is the network or broadcast address of {net}; use a host address inside it")
+
+
+def _unique(bad, items: list[tuple[tuple, Any]], what: str) -> None:
+    seen: dict[Any, tuple] = {}
+    for path, value in items:
+        if value in seen:
+            bad(path, f"{what} {value!r} is used twice (first at {yamlpos.dotted(seen[value])}); each must be unique")
+        else:
+            seen[value] = path
+
+
+def _choices(value: str, valid) -> str:
+    valid = sorted(valid)
+    if not valid:
+        return "none is defined"
+    close = difflib.get_close_matches(value, valid, n=1, cutoff=0.5)
+    hint = f"did you mean {close[0]!r}? " if close else ""
+    return f"{hint}defined: {', '.join(valid)}"

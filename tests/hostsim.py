@@ -1,0 +1,30 @@
+"""The host state a correct apply leaves behind, computed from the model (for plan tests only).
+
+Real observation lives in labkit/host/; this lets the pure plan be tested
+against "host already matches" and "host has an older version of the lab".
+"""
+
+from __future__ import annotations
+
+from dataclasses import replace
+
+from labkit.hoststate import HostState, SeenBridge, SeenDomain, SeenLink, SeenNetns, SeenNetwork
+from labkit.model import Lab
+from labkit.render import metadata_of
+
+
+def state_after(lab: Lab, docs: dict[str, str], base: HostState = HostState()) -> HostState:
+    links = []
+    for veth in lab.veths:
+        links.append(SeenLink(veth.name, veth.netns, veth.alias, "veth", True, veth.mtu, None, veth.addresses))
+        links.append(SeenLink(veth.peer, None, veth.alias, "veth", True, veth.mtu, veth.peer_master, ()))
+    return replace(
+        base,
+        bridges=base.bridges + tuple(SeenBridge(b.name, lab.name, b.datapath_type, b.ports) for b in lab.bridges),
+        links=base.links + tuple(links),
+        namespaces=base.namespaces + tuple(SeenNetns(ns.name, lab.name, ns.routes) for ns in lab.namespaces),
+        networks=base.networks + tuple(SeenNetwork(n.name, lab.name, n.bridge, metadata_of(docs[n.name])["digest"], True)
+                                       for n in lab.networks),
+        domains=base.domains + tuple(SeenDomain(d.name, lab.name, metadata_of(docs[d.name])["digest"], True,
+                                                tuple(nic.target for nic in d.nics if nic.target)) for d in lab.domains),
+    )

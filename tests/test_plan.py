@@ -1,0 +1,118 @@
+"""Golden plans against recorded host states; idempotency, differences only, deletes of owned objects only."""
+
+from __future__ import annotations
+
+from dataclasses import replace
+from pathlib import Path
+
+import pytest
+
+from labkit import pipeline, plan, render, topology
+from labkit.errors import PlanError
+from labkit.hoststate import HostState, SeenBridge
+
+from .conftest import REPO
+from .hostsim import state_after
+
+STATES = REPO / "tests/hoststates"
+GOLDEN = REPO / "tests/golden/plans"
+HOST_ADAPT = render.Adaptation(domain_type="qemu", cpu_passthrough=False, locked_memory=False, passthrough=False)
+
+
+def recorded(name: str) -> HostState:
+    return HostState.from_json((STATES / f"{name}.json").read_text())
+
+
+def up_plan(host: HostState, path: str | None = None) -> tuple[pipeline.Desired, plan.Plan]:
+    desired = pipeline.desire(pipeline.load(path), host, HOST_ADAPT)
+    return desired, pipeline.plan_up(desired, host)
+
+
+def test_state_json_round_trips():
+    desired, _ = up_plan(HostState())
+    state = state_after(desired.lab, desired.docs, recorded("debian-fresh"))
+    assert HostState.from_json(state.to_json()) == state
+
+
+@pytest.mark.parametrize("example", [None] + sorted(str(p.relative_to(REPO)) for p in (REPO / "examples").glob("*.yaml")))
+def test_golden_plan_on_a_fresh_debian_host(example, golden):
+    desired, the_plan = up_plan(recorded("debian-fresh"), example)
+    text = str(the_plan) + "\n\ndeviations:\n" + "".join(f"  {d}\n" for d in desired.deviations)
+    golden(GOLDEN / f"fresh-{Path(example).stem if example else 'default'}.txt", text)
+
+
+def test_fallback_names_on_debian():
+    desired, _ = up_plan(recorded("debian-fresh"))
+    local = next(n for n in desired.lab.networks if n.kind == "local")
+    assert local.name == "NTNX-Local-Network" and local.bridge != "virbr0"  # Debian's default holds virbr0
+    uplinks = {v.peer for v in desired.lab.veths if v.purpose == "uplink"}
+    assert "eth0" not in uplinks and {"eth1", "eth2", "eth3"} <= uplinks  # the workstation's NIC keeps eth0
+    assert {b.name for b in desired.lab.bridges} == {"br0", "seed-tor"}
+
+
+def test_second_up_plans_nothing():
+    host = recorded("debian-fresh")
+    desired, _ = up_plan(host)
+    after = state_after(desired.lab, desired.docs, host)
+    _, again = up_plan(after)
+    assert again.empty, str(again)
+    assert str(again) == "lab seed: nothing to do, the host already matches"
+
+
+def test_changed_topology_plans_only_the_difference(tmp_path, golden):
+    host = recorded("debian-fresh")
+    desired, _ = up_plan(host)
+    after = state_after(desired.lab, desired.docs, host)
+    text = (REPO / "examples/seed.yaml").read_text()
+    text = text.replace("vlans: [0, 32]", "vlans: [0, 32, 40]").replace(
+        "    nics: [{network: vlan32, ip: 10.32.0.11/24}]",
+        "    nics: [{network: vlan40, ip: 10.40.0.11/24}]\n  - {name: uvm32b, node: DRM-3060-G4-1-1, nics: [{network: vlan32}]}")
+    text = text.replace("  - {name: vlan32, vlan: 32, bridge: br0}", "  - {name: vlan32, vlan: 32, bridge: br0}\n  - {name: vlan40, vlan: 40}")
+    changed = tmp_path / "changed.yaml"
+    changed.write_text(text)
+    _, diff = up_plan(after, str(changed))
+    golden(GOLDEN / "changed-default.txt", str(diff) + "\n")
+    kinds = {(a.verb, a.kind, a.name) for a in diff.actions}
+    assert ("update", "domain", "uvm32") in kinds and ("create", "domain", "uvm32b") in kinds
+    assert not any(a.kind in ("netns", "network") or a.verb == "delete" for a in diff.actions)
+
+
+def test_down_deletes_only_the_labs_objects(golden):
+    host = recorded("debian-fresh")
+    desired, _ = up_plan(host)
+    seed_up = state_after(desired.lab, desired.docs, host)
+    other = pipeline.desire(pipeline.load(str(REPO / "examples/lacp.yaml")), seed_up, HOST_ADAPT)
+    both = state_after(other.lab, other.docs, seed_up)
+    down = plan.plan_down("seed", both)
+    golden(GOLDEN / "down-default.txt", str(down) + "\n")
+    seed_objects = {b.name for b in desired.lab.bridges} | {n.name for n in desired.lab.networks} | \
+        {d.name for d in desired.lab.domains} | {ns.name for ns in desired.lab.namespaces}
+    assert {a.name for a in down.actions if a.kind != "veth"} == seed_objects
+    assert "default" not in {a.name for a in down.actions}
+
+
+def test_foreign_names_are_plan_errors_before_anything_runs(golden):
+    host = replace(recorded("debian-fresh"),
+                   bridges=(SeenBridge("seed-tor", None, "netdev"), SeenBridge("brx", None, "netdev", (), ("seed-n1-host",))),
+                   foreign_ports=("seed-n1-host",))
+    with pytest.raises(PlanError) as info:
+        up_plan(host)
+    golden(GOLDEN / "conflict-foreign-bridge.txt", str(info.value) + "\n")
+
+
+def test_another_labs_br0_makes_this_lab_fall_back():
+    host = recorded("debian-fresh")
+    first = pipeline.desire(pipeline.load(str(REPO / "examples/lacp.yaml")), host, HOST_ADAPT)
+    after = state_after(first.lab, first.docs, host)
+    desired, _ = up_plan(after)
+    names = {b.name for b in desired.lab.bridges}
+    assert "br0" not in names and any(n.startswith("br0-") for n in names)
+    assert any("br0" in d.what for d in desired.lab.deviations)
+
+
+def test_actions_are_ordered_deletes_first_then_dependencies():
+    _, the_plan = up_plan(recorded("debian-fresh"))
+    ranks = [a.rank for a in the_plan.actions]
+    assert ranks == sorted(ranks)
+    kinds = [a.kind for a in the_plan.actions]
+    assert kinds.index("netns") < kinds.index("veth") < kinds.index("ovs-bridge") < kinds.index("network") < kinds.index("domain")

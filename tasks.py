@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import functools
+import os
 import sys
+import time
 from pathlib import Path
 
 from invoke import Collection, Exit, task
@@ -13,6 +15,13 @@ from labkit.errors import LabkitError, TopologyError
 from labkit.hoststate import HostState
 
 TOPOLOGY_HELP = "topology YAML file (default: the embedded seed node, labkit/default.yaml)"
+LAB_HELP = "lab name, for a lab whose file is not at hand (its last lab.up recorded it)"
+T0 = time.monotonic()
+
+
+def say(message: str) -> None:
+    """Progress, on stderr, with the time since the command started."""
+    print(f"[{time.monotonic() - T0:6.1f}s] {message}", file=sys.stderr, flush=True)
 
 
 def user_errors(fn):
@@ -26,11 +35,60 @@ def user_errors(fn):
             raise Exit(str(exc), code=exc.exit_code) from None
         except LabkitError as exc:
             raise Exit(f"labkit: {exc}", code=exc.exit_code) from None
+        except KeyboardInterrupt:
+            raise Exit("labkit: interrupted; run the same command again to converge", code=130) from None
 
     return wrapper
 
 
+def need_root() -> None:
+    if os.geteuid() != 0:
+        raise LabkitError("this task changes the host (OVS, libvirt, namespaces) and must run as root")
+
+
 # --------------------------------------------------------------------------- lab
+
+
+@task(help={"topology": TOPOLOGY_HELP, "profile": "lab (default: fits a laptop) or fidelity (AHV's sizes)",
+            "strict": "fail instead of degrading when the host lacks KVM, memlock, VFIO or the OVS module"})
+@user_errors
+def up(c, topology=None, profile=None, strict=False):
+    """Build the lab (observe -> plan -> apply); a second run changes nothing and says so."""
+    need_root()
+    result = pipeline.up(topology, profile, strict=strict, say=say)
+    lab = result.desired.lab
+    say(f"lab {lab.name} is up: {len(lab.bridges)} OVS bridges, {len(lab.networks)} libvirt networks, "
+        f"{len(lab.domains)} domains, {len(lab.namespaces)} namespaces")
+    for ns in lab.namespaces:
+        if ns.role == "node":
+            say(f"  node {ns.node}: ip netns exec {ns.name} ip addr")
+    deviations = result.desired.deviations
+    if deviations:
+        say("deviations from AHV on this host:")
+        for d in deviations:
+            say(f"  {d}")
+
+
+@task(help={"topology": "topology file (only its lab name is used)", "lab": LAB_HELP})
+@user_errors
+def down(c, topology=None, lab=None):
+    """Remove every object of the lab, found by its marks (no topology file needed), and nothing else."""
+    need_root()
+    _, name = pipeline.target(topology, lab)
+    pipeline.down(name, say=say)
+    say(f"lab {name} is down")
+
+
+@task(help={"topology": TOPOLOGY_HELP, "lab": LAB_HELP, "json": "print the stable JSON form (see README)"})
+@user_errors
+def status(c, topology=None, lab=None, json=False):
+    """Per object of the lab: wanted, present, healthy; the deviations; the node namespaces."""
+    need_root()
+    path, _ = pipeline.target(topology, lab)
+    report = pipeline.status(path)
+    print(report.to_json() if json else report.table())
+    if not report.healthy:
+        raise Exit(code=1)
 
 
 @task(help={"topology": TOPOLOGY_HELP, "profile": "lab (default: fits a laptop) or fidelity (AHV's sizes)",
@@ -49,21 +107,71 @@ def render_(c, topology=None, profile=None, out=None):
         target.mkdir(parents=True, exist_ok=True)
         for name, xml in desired.docs.items():
             (target / f"{name}.xml").write_text(xml)
-        print(f"wrote {len(desired.docs)} documents to {target}/", file=sys.stderr)
+        say(f"wrote {len(desired.docs)} documents to {target}/")
         return
     for name, xml in desired.docs.items():
         print(f"<!-- {name} -->")
         print(xml, end="")
 
 
-@task(help={"topology": TOPOLOGY_HELP, "profile": "lab or fidelity (overrides the file's)"})
+@task(help={"topology": TOPOLOGY_HELP, "profile": "lab or fidelity (overrides the file's)",
+            "offline": "plan against an empty host, without looking at this one"})
 @user_errors
-def plan_(c, topology=None, profile=None):
+def plan_(c, topology=None, profile=None, offline=False):
     """Show what `lab.up` would change on this host, without changing anything."""
     topo = pipeline.load(topology, profile)
-    host = HostState()
-    desired = pipeline.desire(topo, host, render.Adaptation())
-    print(pipeline.plan_up(desired, host))
+    if offline:
+        host = HostState()
+        print(pipeline.plan_up(pipeline.desire(topo, host, render.Adaptation()), host))
+        return
+    need_root()
+    print(pipeline.status_plan(topology, profile))
+
+
+# --------------------------------------------------------------------------- host and images
+
+
+@task
+@user_errors
+def bootstrap(c):
+    """Install what a fresh Debian 12 needs (apt), start ovsdb-server, ovs-vswitchd, virtlogd and
+    libvirtd when they are not running, build the guest image, probe KVM. Idempotent."""
+    need_root()
+    from labkit import images
+    from labkit.host import preflight, services
+
+    services.install_packages(services.missing_packages(), say=say)
+    started = services.start_services(say=say)
+    images.build(say=say)
+    kvm = preflight.check_kvm()
+    say(f"services {'started: ' + ', '.join(started) if started else 'already running'}; KVM: {kvm.detail}")
+
+
+@task(help={"topology": TOPOLOGY_HELP, "strict": "exit non-zero on degraded checks too"})
+@user_errors
+def preflight(c, topology=None, strict=False):
+    """Check this host for a lab: KVM (a real probe), memlock, VFIO, OVS datapath, services, names, capacity."""
+    from labkit import model
+    from labkit.host import preflight as checks
+
+    topo = pipeline.load(topology)
+    facts = HostState()
+    if checks.check_services().status == checks.PASS:
+        with pipeline.host_session() as host:
+            facts = host.observe(checks.check_datapath_type())
+    report = checks.run(model.resolve(topo, facts.facts_for(topo.name)))
+    print(report.table())
+    checks.enforce(report, strict)
+
+
+@task(help={"force": "rebuild even when the inputs are unchanged"})
+@user_errors
+def build(c, force=False):
+    """Build the guest image (Debian cloud kernel + busybox-static initramfs) into /var/lib/labkit/images."""
+    need_root()
+    from labkit import images
+
+    images.build(say=say, force=force)
 
 
 # --------------------------------------------------------------------------- tests
@@ -72,6 +180,8 @@ def plan_(c, topology=None, profile=None):
 @task(help={"pytest_args": "extra arguments for pytest, e.g. '-k plan -x'"})
 def test(c, pytest_args=""):
     """Run the whole test suite: unit tests, then integration tests on real OVS, libvirt and TCG guests."""
+    if os.geteuid() == 0:
+        bootstrap(c)
     result = c.run(f"{sys.executable} -m pytest -ra {pytest_args}", warn=True, pty=False)
     if result.exited == 5:  # pytest: nothing collected - a suite that ran nothing has not passed
         raise Exit("labkit: pytest collected no tests; check the selection given with --pytest-args", code=1)
@@ -80,7 +190,12 @@ def test(c, pytest_args=""):
 
 
 lab = Collection("lab")
-lab.add_task(render_, "render")
-lab.add_task(plan_, "plan")
+for t, name in ((up, "up"), (down, "down"), (status, "status"), (render_, "render"), (plan_, "plan")):
+    lab.add_task(t, name)
+host = Collection("host")
+host.add_task(bootstrap, "bootstrap")
+host.add_task(preflight, "preflight")
+images_ = Collection("images")
+images_.add_task(build, "build")
 
-ns = Collection(lab, test)
+ns = Collection(lab, host, images_, test)

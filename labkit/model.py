@@ -314,7 +314,7 @@ class _Builder:
             bond = bridge.bond
             if bond is None or bond.lacp == "off" or len(bond.interfaces) < 2:
                 continue
-            members = tuple(OvsInterface(tor_ends[m], mtu_request=bridge.mtu) for m in bond.interfaces)
+            members = tuple(sorted((OvsInterface(tor_ends[m], mtu_request=bridge.mtu) for m in bond.interfaces), key=lambda i: i.name))
             other = (("lacp-fallback-ab", "true" if bond.lacp_fallback else "false"), ("lacp-time", bond.lacp_time))
             ports.append(OvsPort(self.lab_ifname(n, bond.name), members, bond_mode="balance-tcp", lacp="active",
                                  other_config=other, **vlan))
@@ -405,7 +405,7 @@ class _Builder:
 
 def _bond_port(bond: Bond, name: str, uplink_names: dict[str, str], mtu: int) -> OvsPort:
     """AHV's bond settings (ahv-formats.md section 4) as OVS Port columns."""
-    members = tuple(OvsInterface(uplink_names[m], mtu_request=mtu) for m in bond.interfaces)
+    members = tuple(sorted((OvsInterface(uplink_names[m], mtu_request=mtu) for m in bond.interfaces), key=lambda i: i.name))
     if len(members) == 1:  # a single uplink is a plain port named after the NIC, as on AHV
         return OvsPort(members[0].name, members)
     other: dict[str, str] = {}

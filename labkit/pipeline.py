@@ -1,10 +1,17 @@
-"""labkit's pipeline, one call a line: load -> validate -> resolve -> render -> observe -> plan -> apply."""
+"""labkit's pipeline, one call a line: load -> validate -> resolve -> render -> observe -> plan -> apply.
+
+`desire` is the pure half (tests call it with recorded host states); `up`,
+`down` and `status` are the commands, each holding the lab's lock and one
+connection to each real system.
+"""
 
 from __future__ import annotations
 
+import contextlib
 from dataclasses import dataclass
 
-from . import model, plan, render, topology
+from . import images, model, plan, render, state, topology
+from .errors import HostError, LabkitError
 from .hoststate import HostState
 
 
@@ -34,3 +41,132 @@ def desire(topo: topology.Topology, host: HostState, adapt: render.Adaptation) -
 
 def plan_up(desired: Desired, host: HostState) -> plan.Plan:
     return plan.plan(desired.lab, host, desired.docs)  # plan: the diff, ordered
+
+
+# --------------------------------------------------------------------------- on the real host
+
+
+class Host:
+    """One connection to each real system for the length of a command."""
+
+    def __init__(self):
+        from .host.netlink import Netlink
+        from .host.ovs import Ovs
+        from .host.virt import Virt
+
+        self.ovs = Ovs()
+        self.netlink = Netlink()
+        try:
+            self.virt = Virt()
+        except LabkitError:
+            self.ovs.close()
+            raise
+
+    def observe(self, datapath_type: str) -> HostState:
+        from .host.observe import observe
+
+        return observe(self.ovs, self.netlink, self.virt, datapath_type)
+
+    def close(self) -> None:
+        self.ovs.close()
+        self.virt.close()
+
+
+@contextlib.contextmanager
+def host_session():
+    host = Host()
+    try:
+        yield host
+    finally:
+        host.close()
+
+
+@dataclass(frozen=True)
+class UpResult:
+    desired: Desired
+    plan: plan.Plan
+    checks: object
+
+
+def up(path: str | None, profile: str | None = None, *, strict: bool = False, say=print) -> UpResult:
+    from .apply import Applier
+    from .host import preflight
+
+    topo = load(path, profile)                                            # parse + validate
+    if images.current() is None:
+        images.build(say)                                                 # the guest every domain boots
+    with state.LabLock(topo.name, say), host_session() as host:
+        observed = host.observe(preflight.check_datapath_type())          # observe
+        lab = model.resolve(topo, observed.facts_for(topo.name))          # resolve
+        checks = preflight.run(lab)                                       # what this host can do
+        preflight.enforce(checks, strict)
+        desired = Desired(lab, checks.adaptation(), render.render_all(lab, checks.adaptation()))  # render
+        todo = plan.plan(desired.lab, observed, desired.docs)             # plan
+        if todo.empty:
+            say(str(todo))
+        else:
+            say(f"lab {topo.name}: applying {len(todo.actions)} change(s)")
+            Applier(host.ovs, host.netlink, host.virt, say).apply(todo, desired.lab, desired.docs)  # apply
+        state.save(topo.name, {"lab": topo.name, "topology": path, "profile": topo.profile,
+                               "deviations": [str(d) for d in desired.deviations]})
+    return UpResult(desired, todo, checks)
+
+
+def down(lab_name: str, say=print) -> plan.Plan:
+    """Remove everything the host marks as `lab_name`'s; needs no topology file."""
+    from .apply import Applier
+    from .host import preflight
+
+    with state.LabLock(lab_name, say) as lock, host_session() as host:
+        observed = host.observe(preflight.check_datapath_type())          # observe
+        todo = plan.plan_down(lab_name, observed)                         # plan
+        if todo.empty:
+            say(f"lab {lab_name}: nothing of it is on this host")
+        else:
+            say(f"lab {lab_name}: removing {len(todo.actions)} object(s)")
+            Applier(host.ovs, host.netlink, host.virt, say).apply(todo, None, {})  # apply
+        state.forget(lab_name)
+        lock.remove()
+    return todo
+
+
+def _look(path: str | None, profile: str | None = None):
+    """Observe, resolve, render and plan without changing anything (for lab.plan and lab.status)."""
+    from .host import preflight
+
+    topo = load(path, profile)                                            # parse + validate
+    with host_session() as host:
+        observed = host.observe(preflight.check_datapath_type())          # observe
+        lab = model.resolve(topo, observed.facts_for(topo.name))          # resolve
+        adapt = preflight.run(lab, probe_kvm=False).adaptation()
+        desired = Desired(lab, adapt, render.render_all(lab, adapt))      # render
+        pending = plan.plan(lab, observed, desired.docs)                  # plan (not applied)
+        vm_ports = host.ovs.vm_ports()
+    return desired, observed, pending, vm_ports
+
+
+def status_plan(path: str | None, profile: str | None = None) -> plan.Plan:
+    return _look(path, profile)[2]
+
+
+def status(path: str | None, profile: str | None = None):
+    from . import status as status_mod
+
+    desired, observed, pending, vm_ports = _look(path, profile)
+    return status_mod.build(desired.lab, observed, pending, vm_ports, [str(d) for d in desired.deviations])
+
+
+def target(path: str | None, lab: str | None) -> tuple[str | None, str]:
+    """(topology file, lab name) a command means: --topology; else --lab with the file its last
+    lab.up used; else the embedded default lab."""
+    if path:
+        return path, load(path).name
+    name = lab or load(None).name
+    if not topology.LAB_NAME_RE.match(name):
+        raise LabkitError(f"{name!r} is not a lab name; lab names are 1-12 of a-z, 0-9 and '-'")
+    record = state.load(name)
+    if record is not None:
+        return record.get("topology"), name
+    if lab and lab != load(None).name:
+        raise HostError(f"lab {lab} has no state under {state.lab_dir(lab)}; give --topology FILE")
+    return None, name

@@ -1,0 +1,145 @@
+"""Apply: carry a plan out through the adapters, in its order, batching where the plan allows.
+
+OVS changes of one node go in one transaction; domains are defined and
+started concurrently. Every step is idempotent, so a crash at any point is
+repaired by running `lab.up` (or `lab.down`) again; each finished step is
+appended to /run/labkit/<lab>/journal for the post-mortem.
+"""
+
+from __future__ import annotations
+
+import itertools
+import time
+from pathlib import Path
+
+from .host.netlink import Netlink
+from .host.ovs import Ovs
+from .host.virt import Virt
+from .model import Lab
+from .plan import Action, Plan
+
+from .state import lab_dir
+
+
+class Applier:
+    def __init__(self, ovs: Ovs, netlink: Netlink, virt: Virt, say=print):
+        self.ovs, self.netlink, self.virt, self.say = ovs, netlink, virt, say
+
+    def apply(self, plan: Plan, lab: Lab | None, docs: dict[str, str]) -> None:
+        self.lab_name, self.lab, self.docs = plan.lab, lab, docs
+        self._converged: set[str] = set()
+        journal = lab_dir(plan.lab) / "journal"
+        journal.parent.mkdir(parents=True, exist_ok=True)
+        for (verb, kind), group in itertools.groupby(plan.actions, key=lambda a: (a.verb, a.kind)):
+            actions = list(group)
+            started = time.monotonic()
+            self.say(f"{verb} {kind}: {', '.join(_target(a) for a in actions)}")
+            getattr(self, f"_{verb}_{kind.replace('-', '_')}")(actions)
+            with journal.open("a") as log:
+                log.writelines(f"{time.strftime('%FT%T')} done {a} ({time.monotonic() - started:.2f}s)\n" for a in actions)
+
+    # deletes -------------------------------------------------------------
+
+    def _delete_domain(self, actions: list[Action]) -> None:
+        self.virt.delete_domains([a.name for a in actions], self.lab_name)
+
+    def _delete_network(self, actions: list[Action]) -> None:
+        for a in actions:
+            self.virt.delete_network(a.name, self.lab_name)
+
+    def _delete_ovs_port(self, actions: list[Action]) -> None:
+        self.ovs.converge([], self.lab_name, delete_ports=[a.name for a in actions])
+
+    def _delete_ovs_bridge(self, actions: list[Action]) -> None:
+        self.ovs.delete_bridges([a.name for a in actions])
+
+    def _delete_veth(self, actions: list[Action]) -> None:
+        for a in actions:
+            self.netlink.delete_link(a.name, a.where or None)
+
+    def _delete_netns(self, actions: list[Action]) -> None:
+        for a in actions:
+            self.netlink.delete_netns(a.name)
+
+    # creates and updates -----------------------------------------------------
+
+    def _create_netns(self, actions: list[Action]) -> None:
+        for a in actions:
+            self.netlink.create_netns(a.name)
+
+    def _create_veth(self, actions: list[Action]) -> None:
+        for a in actions:
+            self.netlink.create_veth(self._veth(a))
+
+    def _update_veth(self, actions: list[Action]) -> None:
+        for a in actions:
+            self.netlink.update_veth(self._veth(a))
+
+    def _create_ovs_bridge(self, actions: list[Action]) -> None:
+        self._converge_bridges({a.name for a in actions})
+
+    _update_ovs_bridge = _create_ovs_bridge
+
+    def _create_ovs_port(self, actions: list[Action]) -> None:
+        self._converge_bridges({a.where for a in actions})
+
+    _update_ovs_port = _create_ovs_port
+
+    def _converge_bridges(self, names: set[str]) -> None:
+        """One OVSDB transaction per node (the ToR counts as one), never one per port."""
+        bridges = [b for b in self.lab.bridges if b.name in names and b.name not in self._converged]
+        for _node, group in itertools.groupby(sorted(bridges, key=lambda b: b.node or ""), key=lambda b: b.node):
+            group = list(group)
+            self.ovs.converge(group, self.lab_name)
+            self._converged.update(b.name for b in group)
+
+    def _create_route(self, actions: list[Action]) -> None:
+        for a in actions:
+            gateway = dict(next(ns for ns in self.lab.namespaces if ns.name == a.where).routes)[a.name]
+            self.netlink.set_route(a.where, a.name, gateway)
+
+    _update_route = _create_route
+
+    def _create_network(self, actions: list[Action]) -> None:
+        for a in actions:
+            self.virt.create_network(self.docs[a.name])
+
+    def _update_network(self, actions: list[Action]) -> None:
+        for a in actions:
+            self.virt.delete_network(a.name, self.lab_name)
+            self.virt.create_network(self.docs[a.name])
+
+    def _start_network(self, actions: list[Action]) -> None:
+        for a in actions:
+            self.virt.start_network(a.name)
+
+    def _attach_veth(self, actions: list[Action]) -> None:
+        masters = {v.peer: v.peer_master for v in self.lab.veths if v.peer_master}
+        for a in actions:
+            self.netlink.attach(a.name, masters[a.name])
+
+    def _create_domain(self, actions: list[Action]) -> None:
+        self._log_dirs(actions)
+        self.virt.create_domains([self.docs[a.name] for a in actions], say=self.say)
+
+    def _update_domain(self, actions: list[Action]) -> None:
+        self.virt.delete_domains([a.name for a in actions], self.lab_name)
+        self._create_domain(actions)
+
+    def _start_domain(self, actions: list[Action]) -> None:
+        self._log_dirs(actions)
+        self.virt.start_domains([a.name for a in actions], say=self.say)
+
+    # helpers -------------------------------------------------------------
+
+    def _log_dirs(self, actions: list[Action]) -> None:
+        """The serial logs' directory: libvirt does not create it."""
+        for a in actions:
+            Path(self.lab.domain(a.name).serial_log).parent.mkdir(parents=True, exist_ok=True)
+
+    def _veth(self, action: Action):
+        return next(v for v in self.lab.veths if v.name == action.name and (v.netns or "") == action.where)
+
+
+def _target(action: Action) -> str:
+    return f"{action.where}/{action.name}" if action.where else action.name

@@ -1,0 +1,190 @@
+"""OVSDB adapter (ovsdbapp over the ovs IDL): observe bridges and ports, converge them in one transaction.
+
+A node's bridge, its bond and all its ports are written by one
+`ConvergeBridge` command inside one transaction: no round trip per port.
+Every row labkit writes carries external_ids labkit-lab=<lab>; ports that
+libvirt adds for domains (vnetN, taps) are left to libvirt.
+"""
+
+from __future__ import annotations
+
+from ovsdbapp.backend.ovs_idl import command, connection, idlutils
+from ovsdbapp.schema.open_vswitch import impl_idl
+
+from ..errors import HostError
+from ..hoststate import SeenBridge
+from ..model import OvsBridge, OvsInterface, OvsPort
+from .services import OVSDB_SOCK
+
+LAB_KEY = "labkit-lab"
+
+
+def _opt(value):
+    """OVSDB optional columns are lists of zero or one element."""
+    return value[0] if value else None
+
+
+class Ovs:
+    def __init__(self, remote: str = f"unix:{OVSDB_SOCK}", timeout: int = 20):
+        try:
+            idl = connection.OvsdbIdl.from_server(remote, "Open_vSwitch")
+            self._conn = connection.Connection(idl=idl, timeout=timeout)
+            self.api = impl_idl.OvsdbIdl(self._conn)
+        except Exception as exc:  # ovsdbapp raises bare Exception/TimeoutException on connect
+            raise HostError(f"cannot reach ovsdb-server at {remote} ({exc}); run `invoke host.bootstrap`") from None
+
+    def close(self) -> None:
+        self._conn.stop()
+
+    def __enter__(self) -> "Ovs":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+    # observe --------------------------------------------------------------
+
+    def observe(self) -> tuple[tuple[SeenBridge, ...], tuple[str, ...]]:
+        """Every bridge (with the lab's ports read back into model types), and the port names on
+        bridges that are no lab's (so a lab never takes them)."""
+        bridges, foreign_ports = [], []
+        for br in self.api.tables["Bridge"].rows.values():
+            lab = br.external_ids.get(LAB_KEY)
+            ours, others = [], []
+            for port in br.ports:
+                if lab is not None and port.external_ids.get(LAB_KEY) == lab:
+                    ours.append(_read_port(port))
+                else:
+                    others.append(port.name)
+            if lab is None:
+                foreign_ports.extend(others)
+            bridges.append(SeenBridge(br.name, lab, br.datapath_type or "system",
+                                      tuple(sorted(ours, key=lambda p: p.name)), tuple(sorted(others))))
+        return tuple(sorted(bridges, key=lambda b: b.name)), tuple(sorted(foreign_ports))
+
+    def vm_ports(self) -> dict[str, tuple[str, int | None, str]]:
+        """Ports libvirt made for domain NICs, by OVS interface id: (port, tag, problem or '')."""
+        out = {}
+        for port in self.api.tables["Port"].rows.values():
+            for iface in port.interfaces:
+                iface_id = iface.external_ids.get("iface-id")
+                if iface_id:
+                    problem = _opt(iface.error) or ("" if _opt(iface.link_state) in (None, "up") else "link down")
+                    out[iface_id] = (port.name, _opt(port.tag), problem or "")
+        return out
+
+    def datapath_types(self) -> list[str]:
+        root = next(iter(self.api.tables["Open_vSwitch"].rows.values()))
+        return list(root.datapath_types)
+
+    def interface(self, name: str):
+        """The Interface row named `name` (for status: link_state, bond members), or None."""
+        return idlutils.row_by_value(self.api.idl, "Interface", "name", name, None)
+
+    def port(self, name: str):
+        return idlutils.row_by_value(self.api.idl, "Port", "name", name, None)
+
+    # change ---------------------------------------------------------------
+
+    def converge(self, bridges: list[OvsBridge], lab: str, delete_ports: list[str] = ()) -> None:
+        """Create or update `bridges` with exactly their desired labkit ports, and delete the
+        named ports, in a single transaction."""
+        with self.api.transaction(check_error=True) as txn:
+            for port in delete_ports:
+                txn.add(self.api.del_port(port, if_exists=True))
+            for bridge in bridges:
+                txn.add(ConvergeBridge(self.api, bridge, lab))
+
+    def delete_bridges(self, names: list[str]) -> None:
+        with self.api.transaction(check_error=True) as txn:
+            for name in names:
+                txn.add(self.api.del_br(name, if_exists=True))
+
+
+class ConvergeBridge(command.BaseCommand):
+    """Make one bridge and its labkit ports match the model, reusing rows that exist."""
+
+    def __init__(self, api, bridge: OvsBridge, lab: str):
+        super().__init__(api)
+        self.bridge, self.lab = bridge, lab
+
+    def run_idl(self, txn):
+        want = self.bridge
+        tables = self.api._tables
+        br = idlutils.row_by_value(self.api.idl, "Bridge", "name", want.name, None)
+        marks = {LAB_KEY: self.lab, "labkit-role": want.role, "labkit-ahv-name": want.ahv_name}
+        if want.node:
+            marks["labkit-node"] = want.node
+        if br is None:
+            br = txn.insert(tables["Bridge"])
+            br.name = want.name
+            self.api._ovs.addvalue("bridges", br)
+            local = self._insert_port(txn, want.name, [self._insert_iface(txn, OvsInterface(want.name, "internal"))])
+            br.ports = [local]
+        elif br.external_ids.get(LAB_KEY) != self.lab:
+            raise RuntimeError(f"bridge {want.name} is not lab {self.lab}'s")
+        br.datapath_type = want.datapath_type
+        br.external_ids = marks
+        current = {p.name: p for p in br.ports}
+        wanted = {p.name for p in want.ports}
+        for name, row in current.items():
+            if getattr(row, "external_ids", {}).get(LAB_KEY) == self.lab and name not in wanted:  # new rows have none yet
+                br.delvalue("ports", row)
+        for port in want.ports:
+            row = current.get(port.name)
+            if row is None:
+                row = idlutils.row_by_value(self.api.idl, "Port", "name", port.name, None)
+                if row is not None:
+                    raise RuntimeError(f"port {port.name} exists on another bridge")
+                row = self._insert_port(txn, port.name, [])
+                br.addvalue("ports", row)
+            self._set_port(txn, row, port)
+
+    def _insert_port(self, txn, name, interfaces):
+        row = txn.insert(self.api._tables["Port"])
+        row.name = name
+        row.interfaces = interfaces
+        return row
+
+    def _insert_iface(self, txn, iface: OvsInterface):
+        row = txn.insert(self.api._tables["Interface"])
+        row.name = iface.name
+        self._set_iface(row, iface)
+        return row
+
+    def _set_iface(self, row, iface: OvsInterface) -> None:
+        row.type = iface.type
+        row.options = dict(iface.options)
+        row.mtu_request = [iface.mtu_request] if iface.mtu_request else []
+        row.external_ids = {LAB_KEY: self.lab}
+
+    def _set_port(self, txn, row, port: OvsPort) -> None:
+        existing = {i.name: i for i in getattr(row, "interfaces", [])}  # new rows cannot be read back
+        interfaces = []
+        for iface in port.interfaces:
+            irow = existing.get(iface.name)
+            if irow is None:
+                irow = self._insert_iface(txn, iface)
+            else:
+                self._set_iface(irow, iface)
+            interfaces.append(irow)
+        row.interfaces = interfaces
+        row.tag = [] if port.tag is None else [port.tag]
+        row.trunks = list(port.trunks)
+        row.vlan_mode = [port.vlan_mode] if port.vlan_mode else []
+        row.bond_mode = [port.bond_mode] if port.bond_mode else []
+        row.lacp = [port.lacp] if port.lacp else []
+        row.other_config = dict(port.other_config)
+        row.external_ids = {LAB_KEY: self.lab}
+
+
+def _read_port(row) -> OvsPort:
+    """A Port row as the model's OvsPort, in the model's order (interfaces by name as written)."""
+    interfaces = tuple(
+        OvsInterface(i.name, i.type or "", tuple(sorted(i.options.items())), _opt(i.mtu_request))
+        for i in row.interfaces
+    )
+    return OvsPort(
+        row.name, tuple(sorted(interfaces, key=lambda i: i.name)), _opt(row.tag), tuple(sorted(row.trunks)),
+        _opt(row.vlan_mode), _opt(row.bond_mode), _opt(row.lacp), tuple(sorted(row.other_config.items())),
+    )

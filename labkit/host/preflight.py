@@ -1,0 +1,209 @@
+"""Preflight: what this host can do for a lab, checked for real, and how the lab must bend to it.
+
+Each check is pass / degraded / fail with one line of advice. By default a
+lab degrades and says so (TCG instead of KVM, no <locked/>, no <hostdev>,
+userspace datapath); `--strict` turns every degraded check into a failure.
+"""
+
+from __future__ import annotations
+
+import os
+import resource
+import subprocess
+from dataclasses import dataclass
+from pathlib import Path
+
+from ..model import Lab
+from ..render import Adaptation
+from . import services
+
+PASS, DEGRADED, FAIL = "pass", "degraded", "fail"
+PROBE_CACHE = Path("/run/labkit/kvm-probe")
+CAP_SYS_RESOURCE = 24
+QEMU_OVERHEAD_MIB = 96  # per guest: QEMU itself, TCG translation cache, page tables
+
+
+@dataclass(frozen=True)
+class Check:
+    name: str
+    status: str
+    detail: str
+    advice: str = ""
+
+
+@dataclass(frozen=True)
+class Report:
+    checks: tuple[Check, ...]
+
+    def status(self, name: str) -> str:
+        return next(c.status for c in self.checks if c.name == name)
+
+    @property
+    def failed(self) -> list[Check]:
+        return [c for c in self.checks if c.status == FAIL]
+
+    @property
+    def degraded(self) -> list[Check]:
+        return [c for c in self.checks if c.status == DEGRADED]
+
+    def adaptation(self) -> Adaptation:
+        kvm = self.status("kvm") == PASS
+        return Adaptation(domain_type="kvm" if kvm else "qemu", cpu_passthrough=kvm,
+                          locked_memory=self.status("memlock") == PASS, passthrough=self.status("vfio") == PASS)
+
+    def datapath_type(self) -> str:
+        return "system" if self.status("ovs datapath") == PASS else "netdev"
+
+    def table(self) -> str:
+        width = max(len(c.name) for c in self.checks)
+        lines = [f"{'check':<{width}}  {'status':<8}  detail / advice"]
+        for c in self.checks:
+            lines.append(f"{c.name:<{width}}  {c.status:<8}  {c.detail}")
+            if c.advice and c.status != PASS:
+                lines.append(f"{'':<{width}}  {'':<8}  -> {c.advice}")
+        return "\n".join(lines)
+
+
+def run(lab: Lab | None = None, *, probe_kvm: bool = True) -> Report:
+    checks = [
+        check_services(),
+        check_kvm(probe=probe_kvm),
+        check_memlock(lab),
+        check_vfio(lab),
+        check_datapath(),
+    ]
+    if lab is not None:
+        checks += [check_names(lab), check_memory(lab), check_cpus(lab)]
+    return Report(tuple(checks))
+
+
+def check_services() -> Check:
+    down = [s.name for s in services.SERVICES if not services.running(s)]
+    if down:
+        return Check("services", FAIL, f"not running: {', '.join(down)}", "run `invoke host.bootstrap` to start them")
+    return Check("services", PASS, "ovsdb-server, ovs-vswitchd, virtlogd, libvirtd answer")
+
+
+def check_kvm(probe: bool = True) -> Check:
+    """A real probe (cached per boot in /run): on some hosts /dev/kvm exists but guests hang."""
+    if not os.access("/dev/kvm", os.R_OK | os.W_OK):
+        return Check("kvm", DEGRADED, "/dev/kvm is missing or not accessible",
+                     "guests run under TCG (slower); enable virtualization to use KVM")
+    from .. import images
+
+    if images.current() is None:
+        return Check("kvm", DEGRADED, "not probed: no guest image yet", "run `invoke images.build`, then preflight again")
+    if PROBE_CACHE.exists():
+        ok = PROBE_CACHE.read_text().strip() == "ok"
+    elif not probe:
+        return Check("kvm", DEGRADED, "not probed yet", "run `invoke host.preflight` to probe KVM")
+    else:
+        ok = _probe_kvm()
+        PROBE_CACHE.parent.mkdir(parents=True, exist_ok=True)
+        PROBE_CACHE.write_text("ok\n" if ok else "hang\n")
+    if ok:
+        return Check("kvm", PASS, "a probe guest ran under KVM")
+    return Check("kvm", DEGRADED, "a probe guest did not run under KVM (hung or failed)",
+                 f"guests run under TCG (domain type qemu); delete {PROBE_CACHE} to probe again")
+
+
+def _probe_kvm(timeout: float = 10.0) -> bool:
+    """Boot the guest kernel under KVM with labkit.probe: its init prints a marker and powers off.
+    (A trivial boot sector is not enough: on some hosts it runs while a Linux guest hangs.)"""
+    from .. import images
+
+    image = images.current()
+    if image is None:
+        return False
+    cmd = ["qemu-system-x86_64", "-accel", "kvm", "-machine", "pc", "-m", "128", "-display", "none",
+           "-nodefaults", "-no-reboot", "-serial", "stdio", "-kernel", str(image / "vmlinuz"),
+           "-initrd", str(image / "initrd.img"), "-append", "console=ttyS0 quiet panic=-1 labkit.probe"]
+    try:
+        run = subprocess.run(cmd, capture_output=True, timeout=timeout, stdin=subprocess.DEVNULL)
+    except (subprocess.TimeoutExpired, FileNotFoundError):
+        return False
+    return b"LABKIT-PROBE-OK" in run.stdout
+
+
+def _has_capability(bit: int) -> bool:
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith("CapEff:"):
+            return bool(int(line.split()[1], 16) >> bit & 1)
+    return False
+
+
+def check_datapath_type() -> str:
+    return "system" if check_datapath().status == PASS else "netdev"
+
+
+def enforce(report: Report, strict: bool) -> None:
+    """Fail on failed checks; with --strict on degraded ones too (DESIGN.md: degrade and say so)."""
+    from ..errors import HostError
+
+    bad = report.failed + (report.degraded if strict else [])
+    if bad:
+        what = "; ".join(f"{c.name}: {c.detail}" + (f" ({c.advice})" if c.advice else "") for c in bad)
+        mode = " (--strict)" if strict and report.degraded else ""
+        raise HostError(f"preflight{mode} stops the lab: {what}")
+
+
+def check_memlock(lab: Lab | None) -> Check:
+    need_mib = max((d.memory_mib for d in lab.domains if d.locked_memory), default=0) if lab else 0
+    soft, hard = resource.getrlimit(resource.RLIMIT_MEMLOCK)
+    hard_text = "unlimited" if hard == resource.RLIM_INFINITY else f"{hard // (1024 * 1024)} MiB"
+    if _has_capability(CAP_SYS_RESOURCE) or hard == resource.RLIM_INFINITY or hard >= (need_mib + 1024) * 1024 * 1024:
+        return Check("memlock", PASS, f"memlock hard limit {hard_text}; <locked/> can be honoured")
+    return Check("memlock", DEGRADED, f"memlock hard limit {hard_text}, no CAP_SYS_RESOURCE",
+                 "the CVM runs without <locked/>; raise the limit (ulimit -l unlimited) to lock its memory")
+
+
+def check_vfio(lab: Lab | None) -> Check:
+    devices = sorted({p for d in lab.domains for p in d.passthrough}) if lab else []
+    if not Path("/dev/vfio/vfio").exists():
+        return Check("vfio", DEGRADED, "no /dev/vfio/vfio (no VFIO driver)",
+                     "the CVM runs without <hostdev>; load vfio-pci and enable the IOMMU for passthrough")
+    if not any(Path("/sys/kernel/iommu_groups").glob("*")):
+        return Check("vfio", DEGRADED, "no IOMMU groups", "enable the IOMMU (intel_iommu=on / amd_iommu=on)")
+    missing = [d for d in devices if not Path(f"/sys/bus/pci/devices/{d}").exists()]
+    if missing:
+        return Check("vfio", DEGRADED, f"PCI device(s) {', '.join(missing)} not on this host",
+                     "name devices of this host in nodes[].cvm.passthrough")
+    return Check("vfio", PASS, "VFIO and IOMMU available")
+
+
+def check_datapath() -> Check:
+    if Path("/sys/module/openvswitch").exists():
+        return Check("ovs datapath", PASS, "openvswitch kernel module loaded (datapath system)")
+    return Check("ovs datapath", DEGRADED, "no openvswitch kernel module",
+                 "bridges use the userspace datapath (datapath_type=netdev), as labkit does here")
+
+
+def check_names(lab: Lab) -> Check:
+    fallbacks = lab.deviations  # resolve records one per AHV name that fell back
+    if not fallbacks:
+        return Check("names", PASS, "every AHV name is free on this host")
+    return Check("names", DEGRADED, "; ".join(str(d) for d in fallbacks),
+                 "fallback names are used; free the AHV names to get them (never taken from their owners)")
+
+
+def check_memory(lab: Lab) -> Check:
+    need = sum(d.memory_mib + QEMU_OVERHEAD_MIB for d in lab.domains)
+    available = _meminfo_mib("MemAvailable")
+    if need > available:
+        return Check("memory", FAIL, f"lab needs {need} MiB, {available} MiB available",
+                     "use the lab profile or fewer VMs")
+    return Check("memory", PASS, f"lab needs {need} MiB of {available} MiB available")
+
+
+def check_cpus(lab: Lab) -> Check:
+    vcpus, cores = sum(d.vcpus for d in lab.domains), os.cpu_count() or 1
+    if vcpus > 4 * cores:
+        return Check("cpus", DEGRADED, f"{vcpus} vCPUs on {cores} cores", "guests will be slow; use fewer VMs or vCPUs")
+    return Check("cpus", PASS, f"{vcpus} vCPUs on {cores} cores")
+
+
+def _meminfo_mib(key: str) -> int:
+    for line in Path("/proc/meminfo").read_text().splitlines():
+        if line.startswith(key + ":"):
+            return int(line.split()[1]) // 1024
+    return 0

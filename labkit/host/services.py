@@ -1,0 +1,120 @@
+"""Packages and daemons: what `host.bootstrap` installs and starts (there is no systemd here).
+
+apt and the daemons' own start scripts have no Python library to call, so
+this module is the one place labkit runs them as processes.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import socket
+import subprocess
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+from ..errors import HostError
+
+# Runtime packages (bootstrap.sh installs what building .venv needs).
+APT_PACKAGES = (
+    "openvswitch-switch", "libvirt-daemon-system", "libvirt-clients", "qemu-system-x86", "qemu-utils",
+    "busybox-static", "dnsmasq-base", "cpio", "iproute2", "iputils-ping", "genisoimage",
+)
+OVS_CTL = "/usr/share/openvswitch/scripts/ovs-ctl"
+OVSDB_SOCK = "/var/run/openvswitch/db.sock"
+LIBVIRT_SOCK = "/var/run/libvirt/libvirt-sock"
+VIRTLOGD_SOCK = "/var/run/libvirt/virtlogd-sock"
+
+
+@dataclass(frozen=True)
+class Service:
+    name: str
+    socket: str
+    start: tuple[tuple[str, ...], ...]
+
+
+SERVICES = (
+    Service("ovsdb-server", OVSDB_SOCK, ((OVS_CTL, "--no-ovs-vswitchd", "start"),)),
+    Service("ovs-vswitchd", "", ((OVS_CTL, "--no-ovsdb-server", "--no-monitor", "start"),)),
+    Service("virtlogd", VIRTLOGD_SOCK, (("virtlogd", "-d"),)),
+    Service("libvirtd", LIBVIRT_SOCK, (("libvirtd", "-d"),)),
+)
+
+
+def missing_packages(packages=APT_PACKAGES) -> list[str]:
+    missing = []
+    for pkg in packages:
+        run = subprocess.run(["dpkg-query", "-W", "-f=${Status}", pkg], capture_output=True, text=True)
+        if "install ok installed" not in run.stdout:
+            missing.append(pkg)
+    return missing
+
+
+def install_packages(packages: list[str], say=print) -> None:
+    if not packages:
+        return
+    if os.geteuid() != 0:
+        raise HostError(f"packages {', '.join(packages)} are missing and installing them needs root; run as root")
+    say(f"installing {' '.join(packages)} (apt)")
+    env = dict(os.environ, DEBIAN_FRONTEND="noninteractive")
+    for cmd in (["apt-get", "update", "-qq"], ["apt-get", "install", "-y", "-qq", "--no-install-recommends", *packages]):
+        run = subprocess.run(cmd, env=env, capture_output=True, text=True)
+        if run.returncode:
+            tail = (run.stderr or run.stdout).strip().splitlines()[-1:] or ["no output"]
+            raise HostError(f"{' '.join(cmd[:2])} failed ({tail[0]}); check the apt sources and try again")
+
+
+def running(service: Service) -> bool:
+    if service.name == "ovs-vswitchd":
+        return _pid_alive(Path("/var/run/openvswitch/ovs-vswitchd.pid"))
+    return _socket_answers(service.socket)
+
+
+def start_services(say=print) -> list[str]:
+    """Start every daemon that is not running; returns the names started. Idempotent."""
+    started = []
+    for service in SERVICES:
+        if running(service):
+            continue
+        say(f"starting {service.name}")
+        for cmd in service.start:
+            if not shutil.which(cmd[0]):
+                raise HostError(f"{cmd[0]} is not installed; run `invoke host.bootstrap`")
+            run = subprocess.run(cmd, capture_output=True, text=True)
+            if run.returncode:
+                raise HostError(f"{service.name} did not start ({(run.stderr or run.stdout).strip()[-200:]}); "
+                                f"see its log under /var/log")
+        _wait(service)
+        started.append(service.name)
+    return started
+
+
+def _wait(service: Service, timeout: float = 20) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if running(service):
+            return
+        time.sleep(0.1)
+    raise HostError(f"{service.name} was started but does not answer after {timeout:.0f} s; see its log under /var/log")
+
+
+def _socket_answers(path: str) -> bool:
+    if not path or not os.path.exists(path):
+        return False
+    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as sock:
+        sock.settimeout(1)
+        try:
+            sock.connect(path)
+            return True
+        except OSError:
+            return False
+
+
+def _pid_alive(pidfile: Path) -> bool:
+    try:
+        pid = int(pidfile.read_text().strip())
+        os.kill(pid, 0)
+        return True
+    except (OSError, ValueError):
+        return False

@@ -1,0 +1,147 @@
+"""libvirt adapter (libvirt-python): networks and domains, observed through their <metadata> mark.
+
+Domains are defined and started concurrently (libvirt connections are
+thread-safe); objects whose <metadata> names another lab, or none, are never
+changed.
+"""
+
+from __future__ import annotations
+
+import threading
+from concurrent.futures import ThreadPoolExecutor
+
+import libvirt
+from lxml import etree
+
+from ..errors import HostError
+from ..hoststate import SeenDomain, SeenNetwork
+from ..render import metadata_of
+
+URI = "qemu:///system"
+
+# libvirt prints every error to stderr by default; labkit reports them itself.
+libvirt.registerErrorHandler(lambda _ctx, _err: None, None)
+
+
+class Virt:
+    def __init__(self, uri: str = URI):
+        try:
+            self.conn = libvirt.open(uri)
+        except libvirt.libvirtError as exc:
+            raise HostError(f"cannot connect to libvirt at {uri} ({exc.get_error_message()}); run `invoke host.bootstrap`") from None
+        self._lock = threading.Lock()
+
+    def close(self) -> None:
+        self.conn.close()
+
+    def __enter__(self) -> "Virt":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+    # observe ----------------------------------------------------------------
+
+    def observe(self) -> tuple[tuple[SeenNetwork, ...], tuple[SeenDomain, ...]]:
+        networks = []
+        for net in self.conn.listAllNetworks():
+            xml = net.XMLDesc(libvirt.VIR_NETWORK_XML_INACTIVE)
+            meta = metadata_of(xml)
+            bridge = etree.fromstring(xml.encode()).find("bridge")
+            networks.append(SeenNetwork(net.name(), meta.get("name"), bridge.get("name", "") if bridge is not None else "",
+                                        meta.get("digest", ""), bool(net.isActive())))
+        domains = []
+        for dom in self.conn.listAllDomains():
+            meta = metadata_of(dom.XMLDesc(libvirt.VIR_DOMAIN_XML_INACTIVE))
+            live = etree.fromstring(dom.XMLDesc(0).encode())
+            ifnames = tuple(t.get("dev") for t in live.findall("devices/interface/target") if t.get("dev"))
+            domains.append(SeenDomain(dom.name(), meta.get("name"), meta.get("digest", ""), bool(dom.isActive()), ifnames))
+        return tuple(sorted(networks, key=lambda n: n.name)), tuple(sorted(domains, key=lambda d: d.name))
+
+    def domain(self, name: str):
+        try:
+            return self.conn.lookupByName(name)
+        except libvirt.libvirtError:
+            return None
+
+    # networks ---------------------------------------------------------------
+
+    def create_network(self, xml: str) -> None:
+        net = self._call("define network", self.conn.networkDefineXML, xml)
+        if not net.isActive():
+            self._call(f"start network {net.name()}", net.create)
+
+    def start_network(self, name: str) -> None:
+        net = self.conn.networkLookupByName(name)
+        if not net.isActive():
+            self._call(f"start network {name}", net.create)
+
+    def delete_network(self, name: str, lab: str) -> None:
+        try:
+            net = self.conn.networkLookupByName(name)
+        except libvirt.libvirtError:
+            return
+        self._check_owner(name, net.XMLDesc(libvirt.VIR_NETWORK_XML_INACTIVE), lab)
+        if net.isActive():
+            self._call(f"stop network {name}", net.destroy)
+        self._call(f"undefine network {name}", net.undefine)
+
+    # domains ----------------------------------------------------------------
+
+    def create_domains(self, docs: list[str], say=print) -> None:
+        """Define and start domains in parallel; every failure is reported, none hidden."""
+        def one(xml: str) -> None:
+            dom = self._call("define domain", self.conn.defineXML, xml)
+            if not dom.isActive():
+                self._call(f"start domain {dom.name()}", dom.create)
+            say(f"  started {dom.name()}")
+
+        self._parallel(one, docs)
+
+    def start_domains(self, names: list[str], say=print) -> None:
+        def one(name: str) -> None:
+            dom = self.conn.lookupByName(name)
+            if not dom.isActive():
+                self._call(f"start domain {name}", dom.create)
+            say(f"  started {name}")
+
+        self._parallel(one, names)
+
+    def delete_domains(self, names: list[str], lab: str) -> None:
+        def one(name: str) -> None:
+            dom = self.domain(name)
+            if dom is None:
+                return
+            self._check_owner(name, dom.XMLDesc(libvirt.VIR_DOMAIN_XML_INACTIVE), lab)
+            if dom.isActive():
+                try:
+                    dom.destroy()
+                except libvirt.libvirtError:
+                    if dom.isActive():
+                        raise
+            self._call(f"undefine domain {name}", dom.undefine)
+
+        self._parallel(one, names)
+
+    # helpers ----------------------------------------------------------------
+
+    def _parallel(self, fn, items) -> None:
+        if not items:
+            return
+        with ThreadPoolExecutor(max_workers=min(8, len(items))) as pool:
+            futures = [pool.submit(fn, item) for item in items]
+        errors = [f.exception() for f in futures if f.exception() is not None]
+        if errors:
+            raise errors[0]
+
+    @staticmethod
+    def _call(what: str, fn, *args):
+        try:
+            return fn(*args)
+        except libvirt.libvirtError as exc:
+            raise HostError(f"libvirt could not {what}: {exc.get_error_message()}") from None
+
+    @staticmethod
+    def _check_owner(name: str, xml: str, lab: str) -> None:
+        if metadata_of(xml).get("name") != lab:
+            raise HostError(f"{name} is not lab {lab}'s (no labkit mark for it); labkit leaves it alone")

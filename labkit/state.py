@@ -1,0 +1,71 @@
+"""Per-lab run state under /run/labkit: the lock that serializes commands on one lab, and the
+state file that lets status and down work without the topology file."""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import json
+import os
+import shutil
+from pathlib import Path
+
+from .model import LOG_DIR
+
+RUN_DIR = Path("/run/labkit")
+
+
+class LabLock:
+    """flock on /run/labkit/<lab>.lock; different labs never wait for each other."""
+
+    def __init__(self, lab: str, say=print):
+        self.path = RUN_DIR / f"{lab}.lock"
+        self.lab, self.say, self.fd = lab, say, -1
+
+    def __enter__(self) -> "LabLock":
+        RUN_DIR.mkdir(parents=True, exist_ok=True)
+        while True:
+            self.fd = os.open(self.path, os.O_CREAT | os.O_RDWR, 0o600)
+            try:
+                fcntl.flock(self.fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                self.say(f"waiting for another labkit command on lab {self.lab} to finish")
+                fcntl.flock(self.fd, fcntl.LOCK_EX)
+            # The holder before us may have removed the file (lab.down): lock the new one instead.
+            with contextlib.suppress(FileNotFoundError):
+                if os.stat(self.path).st_ino == os.fstat(self.fd).st_ino:
+                    return self
+            os.close(self.fd)
+
+    def remove(self) -> None:
+        """Called by lab.down while holding the lock: leave no file behind."""
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(self.path)
+
+    def __exit__(self, *exc) -> None:
+        os.close(self.fd)
+
+
+def lab_dir(lab: str) -> Path:
+    return RUN_DIR / lab
+
+
+def save(lab: str, record: dict) -> None:
+    path = lab_dir(lab) / "state.json"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(".tmp")
+    tmp.write_text(json.dumps(record, indent=1, sort_keys=True) + "\n")
+    os.replace(tmp, path)
+
+
+def load(lab: str) -> dict | None:
+    try:
+        return json.loads((lab_dir(lab) / "state.json").read_text())
+    except (FileNotFoundError, json.JSONDecodeError):
+        return None
+
+
+def forget(lab: str) -> None:
+    """Remove the lab's files: run state and the guests' serial logs."""
+    shutil.rmtree(lab_dir(lab), ignore_errors=True)
+    shutil.rmtree(Path(LOG_DIR) / lab, ignore_errors=True)

@@ -117,7 +117,7 @@ def down(lab_name: str, say=print) -> plan.Plan:
     from .apply import Applier
     from .host import preflight
 
-    with state.LabLock(lab_name, say) as lock, host_session() as host:
+    with state.LabLock(lab_name, say), host_session() as host:
         observed = host.observe(preflight.check_datapath_type())          # observe
         todo = plan.plan_down(lab_name, observed)                         # plan
         if todo.empty:
@@ -126,7 +126,6 @@ def down(lab_name: str, say=print) -> plan.Plan:
             say(f"lab {lab_name}: removing {len(todo.actions)} object(s)")
             Applier(host.ovs, host.netlink, host.virt, say).apply(todo, None, {})  # apply
         state.forget(lab_name)
-        lock.remove()
     return todo
 
 

@@ -37,12 +37,10 @@ class LabLock:
                     return self
             os.close(self.fd)
 
-    def remove(self) -> None:
-        """Called by lab.down while holding the lock: leave no file behind."""
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(self.path)
-
     def __exit__(self, *exc) -> None:
+        if not lab_dir(self.lab).exists():  # lab down, or never built: leave no file behind
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(self.path)
         os.close(self.fd)
 
 

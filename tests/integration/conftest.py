@@ -1,0 +1,72 @@
+"""Integration tests: real OVS, libvirt, namespaces and TCG guests on this machine (root only).
+
+`invoke test` starts the services and builds the guest image first. These tests
+create labs and foreign objects of their own and remove them at the end.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+
+from ..conftest import REPO
+
+pytestmark = pytest.mark.host
+
+
+def pytest_collection_modifyitems(items):
+    for item in items:
+        if "integration" in str(item.fspath):
+            item.add_marker(pytest.mark.host)
+            if os.geteuid() != 0:
+                item.add_marker(pytest.mark.skip(reason="needs root (run through `invoke test` as root)"))
+
+
+def sh(cmd: str, check: bool = True) -> str:
+    run = subprocess.run(cmd, shell=True, capture_output=True, text=True)
+    if check and run.returncode:
+        raise AssertionError(f"{cmd!r} failed ({run.returncode}): {run.stderr.strip()}")
+    return run.stdout
+
+
+def invoke(*args: str, expect: int = 0) -> subprocess.CompletedProcess:
+    run = subprocess.run([sys.executable, "-m", "invoke", *args], cwd=REPO, capture_output=True, text=True, timeout=600)
+    assert run.returncode == expect, f"invoke {' '.join(args)} exited {run.returncode}:\n{run.stdout}\n{run.stderr}"
+    assert "Traceback" not in run.stderr, run.stderr
+    return run
+
+
+def root_namespace() -> tuple:
+    """The workstation's own addresses and routes (what labkit must never change)."""
+    addrs = sorted((a["ifname"], i["local"], i["prefixlen"]) for a in json.loads(sh("ip -j addr"))
+                   for i in a.get("addr_info", []))
+    routes = sorted(json.dumps(r, sort_keys=True) for r in json.loads(sh("ip -j route show table all")))
+    return addrs, routes
+
+
+def labkit_leftovers(lab: str) -> list[str]:
+    """Everything on the host that still belongs to `lab`, by every marker labkit uses."""
+    left = []
+    for line in sh("ovs-vsctl --format=json --columns=name,external_ids list Bridge").splitlines():
+        data = json.loads(line)
+        for name, ext in data["data"]:
+            if ["labkit-lab", lab] in ext[1]:
+                left.append(f"OVS bridge {name}")
+    for name in sh("virsh -c qemu:///system list --all --name").split():
+        if f'name="{lab}"' in sh(f"virsh -c qemu:///system dumpxml --inactive {name}"):
+            left.append(f"domain {name}")
+    for name in sh("virsh -c qemu:///system net-list --all --name").split():
+        if f'name="{lab}"' in sh(f"virsh -c qemu:///system net-dumpxml --inactive {name}"):
+            left.append(f"network {name}")
+    left += [f"netns {n}" for n in sh("ip netns list").split() if n.startswith(f"labkit.{lab}.")]
+    for link in json.loads(sh("ip -j -d link")):
+        if link.get("ifalias", "").startswith(f"labkit:{lab}:"):
+            left.append(f"link {link['ifname']}")
+    for path in (f"/run/labkit/{lab}", f"/run/labkit/{lab}.lock", f"/var/log/labkit/{lab}"):
+        if os.path.exists(path):
+            left.append(f"file {path}")
+    return left

@@ -1,0 +1,157 @@
+"""The default lab on the real host: up, the seed's shape, idempotency, differences, down, safety.
+
+Tests run in file order against one lab; the last ones take it down and
+check that the host is as it was, foreign objects included.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import shutil
+import time
+
+import pytest
+
+from labkit import model, pipeline
+
+from ..conftest import REPO
+from .conftest import invoke, labkit_leftovers, root_namespace, sh
+
+LAB = "seed"
+NODE_NS = "labkit.seed.DRM-3060-G4-1-1"
+CVM = "NTNX-DRM-3060-G4-1-1-CVM"
+FOREIGN_NET = """<network><name>labkit-test-foreign</name><bridge name='lkfrgn0'/></network>"""
+
+
+@pytest.fixture(scope="module")
+def foreign(tmp_path_factory):
+    """Objects that are not labkit's: they must survive every lab command."""
+    invoke("lab.down")  # a lab an earlier run left behind must not spoil this one
+    path = tmp_path_factory.mktemp("foreign") / "net.xml"
+    path.write_text(FOREIGN_NET)
+    sh("ovs-vsctl --may-exist add-br lkfrgn-br -- set Bridge lkfrgn-br datapath_type=netdev")
+    sh(f"virsh -c qemu:///system net-define {path}")
+    sh("ip netns add lkfrgn-ns")
+    sh("ip link add lkfrgn-a type veth peer name lkfrgn-b")
+    before = root_namespace()
+    yield before
+    sh("ovs-vsctl --if-exists del-br lkfrgn-br")
+    sh("virsh -c qemu:///system net-undefine labkit-test-foreign", check=False)
+    sh("ip netns del lkfrgn-ns", check=False)
+    sh("ip link del lkfrgn-a", check=False)
+
+
+@pytest.fixture(scope="module")
+def lab_up(foreign):
+    run = invoke("lab.up")
+    yield run
+    invoke("lab.down")
+
+
+def test_up_reports_what_it_built_and_every_deviation(lab_up):
+    err = lab_up.stderr
+    assert "lab seed is up" in err
+    assert "virbr0 is held by another owner" in err  # Debian's default network keeps virbr0
+    assert "eth0 is held by another owner" in err  # the workstation's NIC keeps eth0
+    assert "no <locked/>" in err and "no <hostdev>" in err
+
+
+def test_ovs_looks_like_the_seed(lab_up):
+    show = sh("ovs-vsctl show")
+    br0 = show[show.index("Bridge br0"):]
+    br0 = br0[:br0.index("Bridge", 10)] if "Bridge" in br0[10:] else br0
+    assert re.search(r'Port bond0\n\s+Interface eth[23]\n\s+Interface eth[23]', br0), br0
+    assert re.search(r'Port br0\n\s+Interface br0\n\s+type: internal', br0), br0
+    assert re.search(r'Port tap\d{5}\n\s+tag: 32\n\s+Interface tap\d{5}', br0), br0
+    assert re.search(r'Port vnet\d+\n\s+Interface vnet\d+', br0), br0
+    expected_id = model.resolve(pipeline.load(None)).domain(CVM).nics[0].interfaceid
+    vnet = re.search(r"Port (vnet\d+)", br0).group(1)
+    assert sh(f"ovs-vsctl get Interface {vnet} external_ids:iface-id").strip().strip('"') == expected_id
+    assert sh("ovs-vsctl get Bridge br0 datapath_type").strip() in ("netdev", "system")
+
+
+def test_libvirt_looks_like_the_seed(lab_up):
+    nets = sh("virsh -c qemu:///system net-list")
+    assert re.search(r"NTNX-Local-Network\s+active", nets) and re.search(r"VM-Network\s+active", nets)
+    doms = sh("virsh -c qemu:///system list --name").split()
+    assert CVM in doms and "uvm32" in doms
+    xml = sh(f"virsh -c qemu:///system dumpxml {CVM}")
+    assert "<virtualport type='openvswitch'>" in xml and "<source network='NTNX-Local-Network'" in xml
+
+
+def test_node_namespace_holds_the_host_identity_and_reaches_the_lab(lab_up):
+    addrs = sh(f"ip netns exec {NODE_NS} ip -br addr")
+    assert re.search(r"^br0@\S+\s+UP\s+10\.59\.31\.77/23", addrs, re.M), addrs
+    assert re.search(r"^virbr0@\S+\s+UP\s+192\.168\.5\.1/24", addrs, re.M), addrs
+    assert "default via 10.59.30.1 dev br0" in sh(f"ip netns exec {NODE_NS} ip route")
+    sh(f"ip netns exec {NODE_NS} ping -c1 -W2 10.59.30.1")  # the gateway namespace, through bond0 and the ToR
+    wait_ping(NODE_NS, "10.59.30.77")  # the CVM's eth0 over OVS br0 (it boots under TCG in seconds)
+    wait_ping(NODE_NS, "192.168.5.254")  # the CVM's eth1:1 over NTNX-Local-Network
+
+
+def wait_ping(netns: str, address: str, timeout: float = 60) -> None:
+    deadline = time.monotonic() + timeout
+    while "1 received" not in sh(f"ip netns exec {netns} ping -c1 -W1 {address}", check=False):
+        assert time.monotonic() < deadline, f"{address} never answered from {netns}"
+
+
+def test_status_json_is_healthy_and_names_the_namespace(lab_up):
+    report = json.loads(invoke("lab.status", "--json").stdout)
+    assert report["version"] == 1 and report["lab"] == LAB and report["healthy"], report
+    assert report["namespaces"] == {"DRM-3060-G4-1-1": NODE_NS}
+    kinds = {o["kind"] for o in report["objects"]}
+    assert {"netns", "veth", "ovs-bridge", "ovs-port", "network", "domain", "vm-port"} <= kinds
+    tap = next(o for o in report["objects"] if o["name"] == "uvm32/eth0")
+    assert tap["healthy"] and "tag 32" in tap["detail"]
+
+
+def test_second_up_changes_nothing(lab_up):
+    ids = sh("virsh -c qemu:///system list --all")
+    ovs = sh("ovs-vsctl --format=json list Port")
+    run = invoke("lab.up")
+    assert "nothing to do, the host already matches" in run.stderr
+    assert sh("virsh -c qemu:///system list --all") == ids  # same domain ids: nothing restarted
+    assert json.loads(sh("ovs-vsctl --format=json list Port")) == json.loads(ovs)
+
+
+def test_changed_topology_applies_only_the_difference(lab_up, tmp_path):
+    text = (REPO / "examples/seed.yaml").read_text()
+    text += "  - {name: uvm32b, node: DRM-3060-G4-1-1, nics: [{network: vlan32, ip: 10.32.0.12/24}]}\n"
+    changed = tmp_path / "seed.yaml"
+    changed.write_text(text)
+    cvm_id = sh(f"virsh -c qemu:///system domid {CVM}")
+    plan = invoke("lab.plan", "--topology", str(changed)).stdout
+    assert "+ create domain     uvm32b" in plan and plan.count("\n  ") == 1, plan
+    invoke("lab.up", "--topology", str(changed))
+    assert sh(f"virsh -c qemu:///system domid {CVM}") == cvm_id
+    assert "uvm32b" in sh("virsh -c qemu:///system list --name").split()
+    invoke("lab.up")  # back to the default lab: uvm32b is removed
+    assert "uvm32b" not in sh("virsh -c qemu:///system list --all --name").split()
+
+
+def test_down_works_from_marks_alone_and_leaves_nothing(lab_up, foreign):
+    shutil.rmtree(f"/run/labkit/{LAB}")  # no state file: down still finds everything
+    invoke("lab.down")
+    assert labkit_leftovers(LAB) == []
+    assert "nothing of it is on this host" in invoke("lab.down").stderr
+
+
+def test_foreign_objects_and_the_root_namespace_are_untouched(lab_up, foreign):
+    invoke("lab.down")
+    assert "lkfrgn-br" in sh("ovs-vsctl list-br").split()
+    assert "labkit-test-foreign" in sh("virsh -c qemu:///system net-list --all --name").split()
+    assert "default" in sh("virsh -c qemu:///system net-list --all --name").split()
+    assert "lkfrgn-ns" in sh("ip netns list")
+    assert sh("ip -br link show lkfrgn-a")
+    assert root_namespace() == foreign
+
+
+def test_a_foreign_name_stops_up_before_anything_is_created(foreign):
+    sh("ovs-vsctl add-port lkfrgn-br seed-n1-host -- set Interface seed-n1-host type=internal")
+    try:
+        run = invoke("lab.up", expect=3)
+        assert "OVS port seed-n1-host already exists on a bridge that is not lab seed's" in run.stderr
+        assert labkit_leftovers(LAB) == []
+    finally:
+        sh("ovs-vsctl --if-exists del-port lkfrgn-br seed-n1-host")

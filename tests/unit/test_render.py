@@ -11,7 +11,7 @@ from lxml import etree
 from labkit import model, pipeline, render, schema
 from labkit.hoststate import HostState
 
-from .conftest import REPO
+from ..conftest import REPO
 
 TOPOLOGIES = {"default": None} | {p.stem: p for p in sorted((REPO / "examples").glob("*.yaml"))}
 PROFILES = ["lab", "fidelity"]

@@ -11,7 +11,7 @@ from labkit import pipeline, plan, render, topology
 from labkit.errors import PlanError
 from labkit.hoststate import HostState, SeenBridge
 
-from .conftest import REPO
+from ..conftest import REPO
 from .hostsim import state_after
 
 STATES = REPO / "tests/hoststates"

@@ -11,9 +11,9 @@ import pytest
 from labkit import topology
 from labkit.errors import TopologyError
 
-from .conftest import REPO
+from ..conftest import REPO
 
-CASES = sorted((Path(__file__).parent / "errors").glob("*.yaml"))
+CASES = sorted((REPO / "tests/errors").glob("*.yaml"))
 
 
 def test_corpus_is_large_enough():

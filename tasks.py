@@ -50,10 +50,12 @@ def need_root() -> None:
 
 
 @task(help={"topology": TOPOLOGY_HELP, "profile": "lab (default: fits a laptop) or fidelity (AHV's sizes)",
-            "strict": "fail instead of degrading when the host lacks KVM, memlock, VFIO or the OVS module"})
+            "strict": "fail instead of degrading when the host lacks KVM, memlock, VFIO or the OVS module",
+            "verify": "check the network from inside the guests afterwards (default; --no-verify skips it)",
+            "timeout": "seconds to wait for the guests to boot before verifying (default 180)"})
 @user_errors
-def up(c, topology=None, profile=None, strict=False):
-    """Build the lab (observe -> plan -> apply); a second run changes nothing and says so."""
+def up(c, topology=None, profile=None, strict=False, verify=True, timeout=180):
+    """Build the lab (observe -> plan -> apply), then verify it from inside the guests."""
     need_root()
     result = pipeline.up(topology, profile, strict=strict, say=say)
     lab = result.desired.lab
@@ -67,6 +69,63 @@ def up(c, topology=None, profile=None, strict=False):
         say("deviations from AHV on this host:")
         for d in deviations:
             say(f"  {d}")
+    if verify:
+        _verify(topology, float(timeout), as_json=False)
+
+
+def _verify(topology, timeout: float, as_json: bool) -> None:
+    import json as json_mod
+
+    from labkit import verify as verify_mod
+
+    lab, outcomes = pipeline.verify(topology, timeout, say=say)
+    failed = [o for o in outcomes if not o.ok]
+    if as_json:
+        print(json_mod.dumps({"version": 1, "lab": lab.name, "ok": not failed, "checks": [
+            {"from": o.probe.source.label, "to": o.probe.target, "address": o.probe.address,
+             "expect": "reach" if o.probe.expect else "blocked", "reached": o.reached, "ok": o.ok}
+            for o in outcomes]}, indent=1))
+    else:
+        print(verify_mod.matrix(outcomes))
+    if failed:
+        raise LabkitError(f"lab {lab.name} fails verification: " + "; ".join(verify_mod.describe_failure(o) for o in failed))
+    say(f"lab {lab.name} verified: {len(outcomes)} checks passed from inside the guests")
+
+
+@task(help={"topology": TOPOLOGY_HELP, "lab": LAB_HELP, "json": "print the results as JSON",
+            "timeout": "seconds to wait for the guests to boot (default 180)"})
+@user_errors
+def verify(c, topology=None, lab=None, json=False, timeout=180):
+    """Wait for the guests, then check the lab's network from inside them: a reach/blocked matrix."""
+    need_root()
+    path, _ = pipeline.target(topology, lab)
+    _verify(path, float(timeout), as_json=json)
+
+
+@task(help={"vm": "VM name (as in the topology, or its domain name, or `cvm`)", "topology": TOPOLOGY_HELP,
+            "lab": LAB_HELP, "cmd": "run this one command through the guest agent and print its output"})
+@user_errors
+def console(c, vm, topology=None, lab=None, cmd=None):
+    """An interactive serial console on a VM (Ctrl-] leaves), or --cmd to run one command in it."""
+    need_root()
+    path, _ = pipeline.target(topology, lab)
+    name = pipeline.domain_name(path, vm)
+    from labkit.host.agent import Agent
+    from labkit.host.console import attach
+    from labkit.host.virt import Virt
+
+    with Virt() as virt:
+        if cmd is None:
+            attach(virt.conn, name)
+            return
+        with Agent(virt.conn, name) as agent:
+            try:
+                result = agent.run(cmd, timeout=60)
+            except TimeoutError as exc:
+                raise LabkitError(f"{exc}; is the VM booted? (lab.verify waits for it)") from None
+    sys.stdout.write(result.output if result.output.endswith("\n") or not result.output else result.output + "\n")
+    if result.status:
+        raise Exit(code=result.status)
 
 
 @task(help={"topology": "topology file (only its lab name is used)", "lab": LAB_HELP})
@@ -190,7 +249,8 @@ def test(c, pytest_args=""):
 
 
 lab = Collection("lab")
-for t, name in ((up, "up"), (down, "down"), (status, "status"), (render_, "render"), (plan_, "plan")):
+for t, name in ((up, "up"), (down, "down"), (status, "status"), (verify, "verify"), (console, "console"),
+                (render_, "render"), (plan_, "plan")):
     lab.add_task(t, name)
 host = Collection("host")
 host.add_task(bootstrap, "bootstrap")

@@ -86,6 +86,9 @@ def build(say=print, force: bool = False) -> Path:
     tmp_link.unlink(missing_ok=True)
     tmp_link.symlink_to(digest)
     os.replace(tmp_link, current)  # atomic: a running lab never sees a half-built image
+    for old in IMAGES.iterdir():  # earlier builds: guests already running keep their kernel in memory
+        if old.is_dir() and not old.is_symlink() and old.name != digest:
+            shutil.rmtree(old, ignore_errors=True)
     return target
 
 

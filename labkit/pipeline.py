@@ -129,30 +129,53 @@ def down(lab_name: str, say=print) -> plan.Plan:
     return todo
 
 
-def _look(path: str | None, profile: str | None = None):
-    """Observe, resolve, render and plan without changing anything (for lab.plan and lab.status)."""
+def _look(host: Host, path: str | None, profile: str | None = None):
+    """Observe, resolve, render and plan without changing anything (for plan, status, verify)."""
     from .host import preflight
 
     topo = load(path, profile)                                            # parse + validate
-    with host_session() as host:
-        observed = host.observe(preflight.check_datapath_type())          # observe
-        lab = model.resolve(topo, observed.facts_for(topo.name))          # resolve
-        adapt = preflight.run(lab, probe_kvm=False).adaptation()
-        desired = Desired(lab, adapt, render.render_all(lab, adapt))      # render
-        pending = plan.plan(lab, observed, desired.docs)                  # plan (not applied)
-        vm_ports = host.ovs.vm_ports()
-    return desired, observed, pending, vm_ports
+    observed = host.observe(preflight.check_datapath_type())              # observe
+    lab = model.resolve(topo, observed.facts_for(topo.name))              # resolve
+    adapt = preflight.run(lab, probe_kvm=False).adaptation()
+    desired = Desired(lab, adapt, render.render_all(lab, adapt))          # render
+    pending = plan.plan(lab, observed, desired.docs)                      # plan (not applied)
+    return desired, observed, pending
 
 
 def status_plan(path: str | None, profile: str | None = None) -> plan.Plan:
-    return _look(path, profile)[2]
+    with host_session() as host:
+        return _look(host, path, profile)[2]
 
 
 def status(path: str | None, profile: str | None = None):
     from . import status as status_mod
 
-    desired, observed, pending, vm_ports = _look(path, profile)
+    with host_session() as host:
+        desired, observed, pending = _look(host, path, profile)
+        vm_ports = host.ovs.vm_ports()
     return status_mod.build(desired.lab, observed, pending, vm_ports, [str(d) for d in desired.deviations])
+
+
+def verify(path: str | None, timeout: float, say=print):
+    """Wait for every guest, then check the lab's network from inside the guests and namespaces."""
+    from .host import verifier
+
+    with host_session() as host:
+        desired, _, _ = _look(host, path)
+        say(f"waiting for {len(desired.lab.domains)} guest(s) to boot (up to {timeout:.0f} s)")
+        verifier.wait_for_guests(host.virt.conn, desired.lab, timeout, say)
+        say("checking the network from inside the guests")
+        return desired.lab, verifier.run(host.virt.conn, desired.lab)
+
+
+def domain_name(path: str | None, vm: str) -> str:
+    """A domain of the lab by its domain name, its topology VM name, or `cvm` (the first node's CVM)."""
+    with host_session() as host:
+        lab = _look(host, path)[0].lab
+    for dom in lab.domains:
+        if vm in (dom.name, dom.hostname) or (vm == "cvm" and dom.role == "cvm"):
+            return dom.name
+    raise LabkitError(f"lab {lab.name} has no VM {vm!r}; its VMs: {', '.join(d.name for d in lab.domains)} (or cvm)")
 
 
 def target(path: str | None, lab: str | None) -> tuple[str | None, str]:

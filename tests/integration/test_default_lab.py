@@ -51,6 +51,7 @@ def lab_up(foreign):
 
 def test_up_reports_what_it_built_and_every_deviation(lab_up):
     err = lab_up.stderr
+    assert "verified: 8 checks passed from inside the guests" in err
     assert "lab seed is up" in err
     assert "virbr0 is held by another owner" in err  # Debian's default network keeps virbr0
     assert "eth0 is held by another owner" in err  # the workstation's NIC keeps eth0
@@ -109,7 +110,7 @@ def test_status_json_is_healthy_and_names_the_namespace(lab_up):
 def test_second_up_changes_nothing(lab_up):
     ids = sh("virsh -c qemu:///system list --all")
     ovs = sh("ovs-vsctl --format=json list Port")
-    run = invoke("lab.up")
+    run = invoke("lab.up", "--no-verify")
     assert "nothing to do, the host already matches" in run.stderr
     assert sh("virsh -c qemu:///system list --all") == ids  # same domain ids: nothing restarted
     assert json.loads(sh("ovs-vsctl --format=json list Port")) == json.loads(ovs)
@@ -123,11 +124,56 @@ def test_changed_topology_applies_only_the_difference(lab_up, tmp_path):
     cvm_id = sh(f"virsh -c qemu:///system domid {CVM}")
     plan = invoke("lab.plan", "--topology", str(changed)).stdout
     assert "+ create domain     uvm32b" in plan and plan.count("\n  ") == 1, plan
-    invoke("lab.up", "--topology", str(changed))
+    invoke("lab.up", "--no-verify", "--topology", str(changed))
     assert sh(f"virsh -c qemu:///system domid {CVM}") == cvm_id
     assert "uvm32b" in sh("virsh -c qemu:///system list --name").split()
-    invoke("lab.up")  # back to the default lab: uvm32b is removed
+    invoke("lab.up", "--no-verify")  # back to the default lab: uvm32b is removed
     assert "uvm32b" not in sh("virsh -c qemu:///system list --all --name").split()
+
+
+def test_verify_matrix_from_inside_the_guests(lab_up):
+    run = invoke("lab.verify", "--json")
+    report = json.loads(run.stdout)
+    assert report["ok"] and report["version"] == 1
+    checks = {(c["from"], c["to"]): c for c in report["checks"]}
+    assert checks[(CVM, "node DRM-3060-G4-1-1")]["reached"]  # the CVM reaches 192.168.5.1
+    assert checks[(CVM, "gw0")]["reached"]  # and its gateway 10.59.30.1
+    assert checks[("node DRM-3060-G4-1-1", f"{CVM} eth1:1")]["reached"]
+    assert checks[("uvm32", "gw32")]["reached"]
+    assert checks[("uvm32", f"{CVM} eth0")] == {**checks[("uvm32", f"{CVM} eth0")], "expect": "blocked", "reached": False}
+
+
+def test_verify_names_the_broken_pair_when_a_vm_is_on_the_wrong_vlan(lab_up):
+    tap = re.search(r"Port (tap\d{5})", sh("ovs-vsctl show")).group(1)
+    sh(f"ovs-vsctl set Port {tap} tag=0")  # uvm32 moved from VLAN 32 to the CVM's VLAN
+    try:
+        run = invoke("lab.verify", expect=1)
+        assert "uvm32 cannot reach gw32 (10.32.0.1)" in run.stderr
+        assert f"uvm32 reaches {CVM} eth0 (10.59.30.77) across VLANs; they must be isolated" in run.stderr
+        status = json.loads(invoke("lab.status", "--json", expect=1).stdout)
+        port = next(o for o in status["objects"] if o["name"] == "uvm32/eth0")
+        assert not port["healthy"] and "tag 0, want 32" in port["detail"]
+    finally:
+        sh(f"ovs-vsctl set Port {tap} tag=32")
+    invoke("lab.verify")
+
+
+def test_verify_fails_when_a_tap_is_down(lab_up):
+    tap = re.search(r"Port (tap\d{5})", sh("ovs-vsctl show")).group(1)
+    sh(f"ip link set {tap} down")
+    try:
+        run = invoke("lab.verify", expect=1)
+        assert "uvm32 cannot reach gw32 (10.32.0.1)" in run.stderr
+    finally:
+        sh(f"ip link set {tap} up")
+
+
+def test_console_cmd_shows_the_cvm_local_addresses(lab_up):
+    out = invoke("lab.console", "cvm", "--cmd", "ip addr show eth1").stdout
+    assert "inet 192.168.5.2/25" in out
+    assert re.search(r"inet 192\.168\.5\.254/24 brd 192\.168\.5\.255 scope global eth1:1", out), out
+    assert invoke("lab.console", "cvm", "--cmd", "hostname").stdout.strip() == CVM
+    assert invoke("lab.console", "uvm32", "--cmd", "exit 7", expect=7).stdout == ""
 
 
 def test_down_works_from_marks_alone_and_leaves_nothing(lab_up, foreign):

@@ -1,0 +1,148 @@
+"""What lab.verify expects of a lab's network, derived from the model (pure).
+
+Each `Probe` is one ping from an endpoint (a guest, reached through its
+agent, or a lab namespace) to an address, with the expected outcome:
+
+- every CVM reaches its node's 192.168.5.1 and its gateway; every node
+  namespace reaches its CVM's 192.168.5.254 and its CVM's address;
+- user VMs reach their VLAN's gateway and every user VM on the same VLAN;
+- user VMs do not reach anything on another VLAN. That is checked at layer 2:
+  the source borrows an unused address in the target's subnet for the probe
+  (`borrow`), so a leak between VLANs shows, not just a missing route.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+from dataclasses import dataclass
+
+from .model import Lab
+
+CVM_LOCAL_VIP = "192.168.5.254"
+NODE_LOCAL_IP = "192.168.5.1"
+
+
+@dataclass(frozen=True)
+class Endpoint:
+    kind: str  # "guest" (through the agent) or "netns"
+    name: str  # domain name or namespace name
+    label: str  # what the matrix shows
+
+
+@dataclass(frozen=True)
+class Probe:
+    source: Endpoint
+    target: str  # the target's label
+    address: str
+    expect: bool
+    borrow: str | None = None  # cidr to add on `dev` for the probe (cross-VLAN checks)
+    dev: str | None = None
+
+
+@dataclass(frozen=True)
+class Outcome:
+    probe: Probe
+    reached: bool
+    detail: str = ""
+
+    @property
+    def ok(self) -> bool:
+        return self.reached == self.probe.expect
+
+
+def _vlan_of(nic) -> int | None:
+    return None if nic.trunk else (nic.vlan[0] if nic.vlan else 0)
+
+
+def probes(lab: Lab) -> list[Probe]:
+    out: list[Probe] = []
+    gateways = {}  # vlan -> (label, address) from the gateway namespaces
+    for veth in lab.veths:
+        if veth.purpose == "gateway":
+            vlan = int(veth.netns.rsplit(".gw", 1)[1])
+            gateways[vlan] = (f"gw{vlan}", veth.addresses[0])
+    gateway_label = {str(ipaddress.IPv4Interface(cidr).ip): label for label, cidr in gateways.values()}
+    nodes = {ns.node: ns for ns in lab.namespaces if ns.role == "node"}
+    for dom in lab.domains:
+        if dom.role != "cvm":
+            continue
+        me = Endpoint("guest", dom.name, dom.name)
+        cvm_ip = str(ipaddress.IPv4Interface(dom.nics[0].addresses[0]).ip)
+        out.append(Probe(me, f"node {dom.node}", NODE_LOCAL_IP, True))
+        if dom.gateway:
+            out.append(Probe(me, gateway_label.get(dom.gateway, "gateway"), dom.gateway, True))
+        node = Endpoint("netns", nodes[dom.node].name, f"node {dom.node}")
+        out.append(Probe(node, f"{dom.name} eth1:1", CVM_LOCAL_VIP, True))
+        out.append(Probe(node, f"{dom.name} eth0", cvm_ip, True))
+        node_gw = nodes[dom.node].routes[0][1]
+        out.append(Probe(node, gateway_label.get(node_gw, "gateway"), node_gw, True))
+
+    # Every addressed access NIC of every guest, with its VLAN.
+    members = []
+    for dom in lab.domains:
+        for nic in dom.nics:
+            if nic.kind == "ovs" and nic.addresses and _vlan_of(nic) is not None:
+                members.append((dom, nic, _vlan_of(nic), ipaddress.IPv4Interface(nic.addresses[0])))
+    for dom, nic, vlan, iface in members:
+        if dom.role != "uvm":
+            continue
+        me = Endpoint("guest", dom.name, dom.name)
+        for vlan_gw, (label, cidr) in sorted(gateways.items()):
+            gw = ipaddress.IPv4Interface(cidr)
+            if vlan_gw == vlan and iface.ip in gw.network:
+                out.append(Probe(me, label, str(gw.ip), True))
+            elif vlan_gw != vlan:
+                out.append(_across(me, label, gw, nic.guest_name, lab))
+        for other, other_nic, other_vlan, other_iface in members:
+            if other is dom:
+                continue
+            if other_vlan == vlan and other_iface.network == iface.network:
+                out.append(Probe(me, f"{other.name} {other_nic.guest_name}", str(other_iface.ip), True))
+            elif other_vlan != vlan:
+                out.append(_across(me, f"{other.name} {other_nic.guest_name}", other_iface, nic.guest_name, lab))
+    return out
+
+
+def _across(source: Endpoint, label: str, target: ipaddress.IPv4Interface, dev: str, lab: Lab) -> Probe:
+    """A probe that must fail: the source borrows an address in the target's subnet."""
+    used = {str(ipaddress.IPv4Interface(a).ip) for d in lab.domains for n in d.nics for a in n.addresses}
+    used |= {str(ipaddress.IPv4Interface(a).ip) for v in lab.veths for a in v.addresses}
+    hosts = list(target.network.hosts())
+    borrowed = next(h for h in reversed(hosts) if str(h) not in used and h != target.ip)
+    return Probe(source, label, str(target.ip), False, f"{borrowed}/{target.network.prefixlen}", dev)
+
+
+def guest_command(probe: Probe) -> str:
+    """The shell command the agent runs for a probe (busybox ping: -c count, -W seconds)."""
+    ping = f"ping -c 2 -W 2 {probe.address} >/dev/null 2>&1"
+    if probe.borrow is None:
+        return f"{ping} || {{ sleep 1; ping -c 3 -W 2 {probe.address} >/dev/null 2>&1; }}"
+    return (f"ip addr add {probe.borrow} dev {probe.dev} && {{ {ping}; rc=$?; "
+            f"ip addr del {probe.borrow} dev {probe.dev}; exit $rc; }}")
+
+
+def matrix(outcomes: list[Outcome]) -> str:
+    sources = list(dict.fromkeys(o.probe.source.label for o in outcomes))
+    targets = list(dict.fromkeys(o.probe.target for o in outcomes))
+    cell = {(o.probe.source.label, o.probe.target): o for o in outcomes}
+    header = "from \\ to"
+    width = max(len(s) for s in sources + [header])
+    cols = [max(len(t), 8) for t in targets]
+    lines = [f"{header:<{width}}  " + "  ".join(f"{t:<{w}}" for t, w in zip(targets, cols))]
+    for s in sources:
+        row = []
+        for t, w in zip(targets, cols):
+            o = cell.get((s, t))
+            text = "" if o is None else ("ok" if o.reached else "blocked") if o.ok else \
+                ("LEAK" if o.reached else "FAIL")
+            row.append(f"{text:<{w}}")
+        lines.append(f"{s:<{width}}  " + "  ".join(row))
+    return "\n".join(lines)
+
+
+def describe_failure(outcome: Outcome) -> str:
+    p = outcome.probe
+    if p.expect:
+        return f"{p.source.label} cannot reach {p.target} ({p.address}){': ' + outcome.detail if outcome.detail else ''}"
+    return f"{p.source.label} reaches {p.target} ({p.address}) across VLANs; they must be isolated"
+

@@ -133,7 +133,7 @@ def console(c, vm, topology=None, lab=None, cmd=None):
 def down(c, topology=None, lab=None):
     """Remove every object of the lab, found by its marks (no topology file needed), and nothing else."""
     need_root()
-    _, name = pipeline.target(topology, lab)
+    name = pipeline.lab_name(topology, lab)
     pipeline.down(name, say=say)
     say(f"lab {name} is down")
 

@@ -12,6 +12,7 @@ import itertools
 import time
 from pathlib import Path
 
+from .host import disks
 from .host.netlink import Netlink
 from .host.ovs import Ovs
 from .host.virt import Virt
@@ -119,7 +120,7 @@ class Applier:
             self.netlink.attach(a.name, masters[a.name])
 
     def _create_domain(self, actions: list[Action]) -> None:
-        self._log_dirs(actions)
+        self._prepare(actions)
         self.virt.create_domains([self.docs[a.name] for a in actions], say=self.say)
 
     def _update_domain(self, actions: list[Action]) -> None:
@@ -127,15 +128,18 @@ class Applier:
         self._create_domain(actions)
 
     def _start_domain(self, actions: list[Action]) -> None:
-        self._log_dirs(actions)
+        self._prepare(actions)
         self.virt.start_domains([a.name for a in actions], say=self.say)
 
     # helpers -------------------------------------------------------------
 
-    def _log_dirs(self, actions: list[Action]) -> None:
-        """The serial logs' directory: libvirt does not create it."""
+    def _prepare(self, actions: list[Action]) -> None:
+        """The serial logs' directory (libvirt does not create it), and the disks of VMs with their own image."""
         for a in actions:
-            Path(self.lab.domain(a.name).serial_log).parent.mkdir(parents=True, exist_ok=True)
+            dom = self.lab.domain(a.name)
+            Path(dom.serial_log).parent.mkdir(parents=True, exist_ok=True)
+            if dom.image:
+                disks.prepare(dom)
 
     def _veth(self, action: Action):
         return next(v for v in self.lab.veths if v.name == action.name and (v.netns or "") == action.where)

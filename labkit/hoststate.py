@@ -8,7 +8,7 @@ and the fields that plan compares with the resolved model.
 from __future__ import annotations
 
 import json
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 
 from . import names
 from .model import HostFacts, OvsInterface, OvsPort
@@ -72,7 +72,11 @@ class HostState:
     networks: tuple[SeenNetwork, ...] = ()
     domains: tuple[SeenDomain, ...] = ()
     datapath_type: str = "system"
-    foreign_ports: tuple[str, ...] = field(default=())  # OVS port names on bridges that are not labkit's
+
+    def ports_not_of(self, lab: str) -> frozenset[str]:
+        """OVS port names on bridges that are not `lab`'s (port names are global to ovs-vswitchd)."""
+        return frozenset(name for b in self.bridges if b.lab != lab
+                         for name in [p.name for p in b.ports] + list(b.other_ports))
 
     def facts_for(self, lab: str) -> HostFacts:
         """Names this lab must not take: everything on the host except what the lab owns already."""
@@ -84,7 +88,7 @@ class HostState:
                 ours_links |= set(dom.ifnames)
         root_links = {link.name for link in self.links if link.netns is None}
         return HostFacts(
-            taken_links=frozenset((root_links - ours_links) | set(self.foreign_ports)),
+            taken_links=frozenset(root_links - ours_links) | self.ports_not_of(lab),
             taken_bridges=frozenset(b.name for b in self.bridges if b.lab != lab)
             | frozenset(n.bridge for n in self.networks if n.lab != lab and n.bridge),
             taken_networks=frozenset(n.name for n in self.networks if n.lab != lab),
@@ -112,7 +116,6 @@ class HostState:
             networks=tuple(SeenNetwork(**n) for n in raw["networks"]),
             domains=tuple(SeenDomain(**{**d, "ifnames": tuple(d["ifnames"])}) for d in raw["domains"]),
             datapath_type=raw["datapath_type"],
-            foreign_ports=tuple(raw["foreign_ports"]),
         )
 
 

@@ -29,7 +29,7 @@ GUEST_SRC = Path(__file__).resolve().parent.parent / "images" / "guest"
 KERNEL_META = "linux-image-cloud-amd64"
 BUSYBOX = Path("/bin/busybox")
 # Drivers the guest loads at boot (dependencies are added from each module's .modinfo).
-MODULES = ("virtio_pci", "virtio_net", "virtio_console", "virtio_balloon", "virtio_blk", "8021q")
+MODULES = ("virtio_pci", "virtio_net", "virtio_console", "virtio_balloon", "virtio_blk", "8021q", "isofs")
 
 
 def kernel_package() -> str:

@@ -20,6 +20,7 @@ LOCAL_SUBNET = ipaddress.IPv4Network("192.168.5.0/24")
 LOCAL_HOST_IP = "192.168.5.1/24"
 CVM_LOCAL_IPS = ("192.168.5.2/25", "192.168.5.254/24")  # eth1 and eth1:1 on the seed's CVM
 IMAGE_DIR = "/var/lib/labkit/images/guest"
+DISK_DIR = "/var/lib/labkit/disks"  # per lab: copy-on-write overlays and cloud-init seeds of VMs with their own image
 LOG_DIR = "/var/log/labkit"
 
 # Sizing profiles (DESIGN.md): `lab` fits a laptop, `fidelity` is AHV's.
@@ -149,6 +150,9 @@ class Domain:
     kernel: str = f"{IMAGE_DIR}/vmlinuz"
     initrd: str = f"{IMAGE_DIR}/initrd.img"
     serial_log: str = ""
+    image: str | None = None  # the user's disk image (never written: the VM runs on `overlay`)
+    overlay: str | None = None
+    seed: str | None = None  # cloud-init NoCloud ISO
 
 
 # --------------------------------------------------------------------------- the lab
@@ -381,9 +385,11 @@ class _Builder:
                     interfaceid=names.uuid_for(lab, vm.name, f"nic{index}"), vlan=vlan, trunk=nic.trunk is not None,
                     mtu=bridge.mtu, guest_name=f"eth{index}", addresses=(str(nic.ip),) if nic.ip else ()))
             name = self.global_name(vm.name, vm.node, self.facts.taken_domains, {d.name for d in self.domains}, "VM")
+            disks = dict(image=vm.image, overlay=f"{DISK_DIR}/{lab}/{name}.qcow2",
+                         seed=f"{DISK_DIR}/{lab}/{name}-cidata.iso") if vm.image else {}
             self.domains.append(Domain(name, names.uuid_for(lab, vm.name), "uvm", vm.node, vm.memory, vm.vcpus,
                                        tuple(nics), hostname=vm.name, gateway=self._uvm_gateway(vm),
-                                       serial_log=f"{LOG_DIR}/{lab}/{name}.serial.log"))
+                                       serial_log=f"{LOG_DIR}/{lab}/{name}.serial.log", **disks))
 
     def _uvm_gateway(self, vm) -> str | None:
         networks = {n.name: n for n in self.topo.networks}

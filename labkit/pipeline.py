@@ -178,14 +178,22 @@ def domain_name(path: str | None, vm: str) -> str:
     raise LabkitError(f"lab {lab.name} has no VM {vm!r}; its VMs: {', '.join(d.name for d in lab.domains)} (or cvm)")
 
 
-def target(path: str | None, lab: str | None) -> tuple[str | None, str]:
-    """(topology file, lab name) a command means: --topology; else --lab with the file its last
-    lab.up used; else the embedded default lab."""
+def lab_name(path: str | None, lab: str | None) -> str:
+    """The lab a command means: --lab, else the topology file's, else the embedded default's."""
     if path:
-        return path, load(path).name
+        return load(path).name
     name = lab or load(None).name
     if not topology.LAB_NAME_RE.match(name):
         raise LabkitError(f"{name!r} is not a lab name; lab names are 1-12 of a-z, 0-9 and '-'")
+    return name
+
+
+def target(path: str | None, lab: str | None) -> tuple[str | None, str]:
+    """(topology file, lab name) a command means: --topology; else --lab with the file its last
+    lab.up used; else the embedded default lab."""
+    name = lab_name(path, lab)
+    if path:
+        return path, name
     record = state.load(name)
     if record is not None:
         return record.get("topology"), name

@@ -172,7 +172,7 @@ class _Planner:
         for name, bridge in sorted(seen.items()):
             if bridge.lab == self.lab and name not in wanted_names:
                 self.add("delete", "ovs-bridge", name)
-        foreign_ports = set(self.host.foreign_ports)
+        foreign_ports = self.host.ports_not_of(self.lab)
         for bridge in wanted:
             have = seen.get(bridge.name)
             if have is not None and have.lab != self.lab:

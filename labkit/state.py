@@ -10,7 +10,7 @@ import os
 import shutil
 from pathlib import Path
 
-from .model import LOG_DIR
+from .model import DISK_DIR, LOG_DIR
 
 RUN_DIR = Path("/run/labkit")
 
@@ -64,6 +64,6 @@ def load(lab: str) -> dict | None:
 
 
 def forget(lab: str) -> None:
-    """Remove the lab's files: run state and the guests' serial logs."""
-    shutil.rmtree(lab_dir(lab), ignore_errors=True)
-    shutil.rmtree(Path(LOG_DIR) / lab, ignore_errors=True)
+    """Remove the lab's files: run state, the guests' serial logs, the overlays and seeds of its disks."""
+    for path in (lab_dir(lab), Path(LOG_DIR) / lab, Path(DISK_DIR) / lab):
+        shutil.rmtree(path, ignore_errors=True)

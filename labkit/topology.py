@@ -122,6 +122,7 @@ class Vm(Spec):
     memory: MiB = 128
     vcpus: Count = 1
     nics: list[Nic] = Field(min_length=1)
+    image: str | None = None  # a qcow2 or raw disk to boot instead of the built-in guest (relative to the file)
 
 
 class Topology(Spec):
@@ -147,7 +148,12 @@ def load(path: str | Path | None) -> Topology:
         except OSError as exc:
             raise TopologyError([Problem(str(path), 0, "", f"cannot be read ({exc.strerror}); give an existing topology file")]) from None
         name = str(path)
-    return parse(text, name)
+    topo = parse(text, name)
+    if path is None:
+        return topo
+    base = Path(path).resolve().parent  # images are relative to the topology file
+    vms = [vm.model_copy(update={"image": str(base / vm.image)}) if vm.image else vm for vm in topo.vms]
+    return topo.model_copy(update={"vms": vms})
 
 
 def parse(text: str, file: str) -> Topology:
@@ -259,6 +265,8 @@ def crosscheck(topo: Topology) -> list[tuple[tuple, str]]:
             bad(path + ("node",), f"node {vm.node!r} does not exist; {_choices(vm.node, nodes)}")
         for j, nic in enumerate(vm.nics):
             _check_nic(bad, path + ("nics", j), nic, node, networks, vlans, addresses)
+        if vm.image is not None and not re.search(r"\.(qcow2|img|raw)$", vm.image):
+            bad(path + ("image",), f"{vm.image!r} is not a disk image; give a .qcow2, .img or .raw file")
 
     _unique(bad, [(p, str(a)) for p, a in addresses], "IP address")
     return out

@@ -9,7 +9,7 @@ from .virt import Virt
 
 
 def observe(ovs: Ovs, netlink: Netlink, virt: Virt, datapath_type: str) -> HostState:
-    bridges, foreign_ports = ovs.observe()
+    bridges = ovs.observe()
     links, namespaces = netlink.observe()
     networks, domains = virt.observe()
-    return HostState(bridges, links, namespaces, networks, domains, datapath_type, foreign_ports)
+    return HostState(bridges, links, namespaces, networks, domains, datapath_type)

@@ -44,10 +44,9 @@ class Ovs:
 
     # observe --------------------------------------------------------------
 
-    def observe(self) -> tuple[tuple[SeenBridge, ...], tuple[str, ...]]:
-        """Every bridge (with the lab's ports read back into model types), and the port names on
-        bridges that are no lab's (so a lab never takes them)."""
-        bridges, foreign_ports = [], []
+    def observe(self) -> tuple[SeenBridge, ...]:
+        """Every bridge: its lab's ports read back into model types, the names of all others."""
+        bridges = []
         for br in self.api.tables["Bridge"].rows.values():
             lab = br.external_ids.get(LAB_KEY)
             ours, others = [], []
@@ -56,11 +55,9 @@ class Ovs:
                     ours.append(_read_port(port))
                 else:
                     others.append(port.name)
-            if lab is None:
-                foreign_ports.extend(others)
             bridges.append(SeenBridge(br.name, lab, br.datapath_type or "system",
                                       tuple(sorted(ours, key=lambda p: p.name)), tuple(sorted(others))))
-        return tuple(sorted(bridges, key=lambda b: b.name)), tuple(sorted(foreign_ports))
+        return tuple(sorted(bridges, key=lambda b: b.name))
 
     def vm_ports(self) -> dict[str, tuple[str, int | None, str]]:
         """Ports libvirt made for domain NICs, by OVS interface id: (port, tag, problem or '')."""
@@ -89,11 +86,15 @@ class Ovs:
     def converge(self, bridges: list[OvsBridge], lab: str, delete_ports: list[str] = ()) -> None:
         """Create or update `bridges` with exactly their desired labkit ports, and delete the
         named ports, in a single transaction."""
-        with self.api.transaction(check_error=True) as txn:
-            for port in delete_ports:
-                txn.add(self.api.del_port(port, if_exists=True))
-            for bridge in bridges:
-                txn.add(ConvergeBridge(self.api, bridge, lab))
+        try:
+            with self.api.transaction(check_error=True) as txn:
+                for port in delete_ports:
+                    txn.add(self.api.del_port(port, if_exists=True))
+                for bridge in bridges:
+                    txn.add(ConvergeBridge(self.api, bridge, lab))
+        except RuntimeError as exc:  # raised by ConvergeBridge, or OVSDB refusing the transaction
+            raise HostError(f"OVSDB did not take lab {lab}'s bridges ({exc}); nothing of that transaction was "
+                            f"applied; check `ovs-vsctl show`, then run lab.up again") from None
 
     def delete_bridges(self, names: list[str]) -> None:
         with self.api.transaction(check_error=True) as txn:

@@ -19,7 +19,9 @@ from ..errors import HostError
 # Runtime packages (bootstrap.sh installs what building .venv needs).
 APT_PACKAGES = (
     "openvswitch-switch", "libvirt-daemon-system", "libvirt-clients", "qemu-system-x86", "qemu-utils",
-    "busybox-static", "dnsmasq-base", "cpio", "iproute2", "iputils-ping", "genisoimage",
+    "busybox-static", "dnsmasq-base", "cpio", "iproute2", "iputils-ping",
+    # for the tests' locally made disk image (bring-your-own-image path): a FAT disk booted by syslinux
+    "syslinux", "syslinux-common", "mtools", "dosfstools",
 )
 OVS_CTL = "/usr/share/openvswitch/scripts/ovs-ctl"
 OVSDB_SOCK = "/var/run/openvswitch/db.sock"

@@ -93,8 +93,7 @@ def test_down_deletes_only_the_labs_objects(golden):
 
 def test_foreign_names_are_plan_errors_before_anything_runs(golden):
     host = replace(recorded("debian-fresh"),
-                   bridges=(SeenBridge("seed-tor", None, "netdev"), SeenBridge("brx", None, "netdev", (), ("seed-n1-host",))),
-                   foreign_ports=("seed-n1-host",))
+                   bridges=(SeenBridge("seed-tor", None, "netdev"), SeenBridge("brx", None, "netdev", (), ("seed-n1-host",))))
     with pytest.raises(PlanError) as info:
         up_plan(host)
     golden(GOLDEN / "conflict-foreign-bridge.txt", str(info.value) + "\n")

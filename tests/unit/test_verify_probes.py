@@ -1,0 +1,47 @@
+"""What lab.verify expects of each example (golden), and the commands the guests run for it."""
+
+from __future__ import annotations
+
+import pytest
+
+from labkit import model, pipeline, verify
+
+from ..conftest import REPO
+
+EXAMPLES = sorted(p.stem for p in (REPO / "examples").glob("*.yaml"))
+
+
+@pytest.mark.parametrize("example", EXAMPLES)
+def test_golden_expectations(example, golden):
+    lab = model.resolve(pipeline.load(str(REPO / "examples" / f"{example}.yaml")))
+    lines = [f"{p.source.label} -> {p.target} {p.address}: {'reach' if p.expect else 'blocked'}"
+             + (f" (borrowing {p.borrow} on {p.dev})" if p.borrow else "") for p in verify.probes(lab)]
+    golden(REPO / "tests/golden/verify" / f"{example}.txt", "\n".join(lines) + "\n")
+
+
+def test_cross_vlan_probes_borrow_an_unused_address_in_the_target_subnet():
+    lab = model.resolve(pipeline.load(None))
+    across = [p for p in verify.probes(lab) if not p.expect]
+    assert across, "the default lab must check VLAN isolation"
+    used = {a.split("/")[0] for d in lab.domains for n in d.nics for a in n.addresses}
+    for p in across:
+        assert p.borrow and p.borrow.split("/")[0] not in used and p.dev == "eth0"
+        assert verify.guest_command(p).startswith(f"ip addr add {p.borrow} dev eth0 && ")
+
+
+def test_every_same_vlan_pair_is_checked_both_ways():
+    lab = model.resolve(pipeline.load(str(REPO / "examples/two-bridges.yaml")))
+    pairs = {(p.source.label, p.target.split(" ")[0]) for p in verify.probes(lab) if p.expect}
+    assert {("web1", "fw1"), ("fw1", "web1"), ("fw1", "dmz1"), ("dmz1", "fw1")} <= pairs
+    assert ("web1", "dmz1") not in pairs
+
+
+def test_matrix_marks_leaks_and_failures():
+    lab = model.resolve(pipeline.load(None))
+    probes = verify.probes(lab)
+    outcomes = [verify.Outcome(p, reached=not p.expect if i in (0, len(probes) - 1) else p.expect)
+                for i, p in enumerate(probes)]
+    text = verify.matrix(outcomes)
+    assert "FAIL" in text and text.count("FAIL") + text.count("LEAK") == 2
+    failed = [verify.describe_failure(o) for o in outcomes if not o.ok]
+    assert failed[0] == f"{probes[0].source.label} cannot reach {probes[0].target} ({probes[0].address})"

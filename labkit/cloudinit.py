@@ -36,8 +36,11 @@ def network_config(dom: Domain) -> str:
     if any(nic.trunk for nic in dom.nics):
         lines.append("vlans:")
         for nic in dom.nics:
+            addresses = dict(nic.vlan_addresses)
             for vlan in nic.vlan if nic.trunk else ():
                 lines += [f"  {nic.guest_name}.{vlan}:", f"    id: {vlan}", f"    link: {nic.guest_name}"]
+                if vlan in addresses:
+                    lines += ["    addresses:", f"      - {addresses[vlan]}"]
     return "\n".join(lines) + "\n"
 
 

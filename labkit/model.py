@@ -132,6 +132,7 @@ class DomainNic:
     mtu: int = 1500
     guest_name: str = ""  # eth0, eth1 inside the guest
     addresses: tuple[str, ...] = ()
+    vlan_addresses: tuple[tuple[int, str], ...] = ()  # trunk NICs: (VLAN, cidr) on sub-interface <guest_name>.<VLAN>
 
 
 @dataclass(frozen=True)
@@ -316,7 +317,7 @@ class _Builder:
         ports, bonded = [], set()
         for bridge in node.bridges.values():
             bond = bridge.bond
-            if bond is None or bond.lacp == "off" or len(bond.interfaces) < 2:
+            if bond is None or bond.lacp == "off" or not bond.switch_lacp or len(bond.interfaces) < 2:
                 continue
             members = tuple(sorted((OvsInterface(tor_ends[m], mtu_request=bridge.mtu) for m in bond.interfaces), key=lambda i: i.name))
             other = (("lacp-fallback-ab", "true" if bond.lacp_fallback else "false"), ("lacp-time", bond.lacp_time))
@@ -383,7 +384,8 @@ class _Builder:
                 nics.append(DomainNic(
                     "ovs", bridge.name, self.mac(names.UVM_OUI, vm.name, str(index)), target=tap,
                     interfaceid=names.uuid_for(lab, vm.name, f"nic{index}"), vlan=vlan, trunk=nic.trunk is not None,
-                    mtu=bridge.mtu, guest_name=f"eth{index}", addresses=(str(nic.ip),) if nic.ip else ()))
+                    mtu=bridge.mtu, guest_name=f"eth{index}", addresses=(str(nic.ip),) if nic.ip else (),
+                    vlan_addresses=tuple((v, str(a)) for v, a in sorted(nic.ips.items()))))
             name = self.global_name(vm.name, vm.node, self.facts.taken_domains, {d.name for d in self.domains}, "VM")
             disks = dict(image=vm.image, overlay=f"{DISK_DIR}/{lab}/{name}.qcow2",
                          seed=f"{DISK_DIR}/{lab}/{name}-cidata.iso") if vm.image else {}

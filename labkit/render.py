@@ -96,6 +96,7 @@ def kernel_cmdline(dom: Domain) -> str:
         value = ",".join([nic.mac, *nic.addresses])
         if nic.trunk:
             value += ",vlans=" + "+".join(str(v) for v in nic.vlan)
+            value += "".join(f",v{vlan}={cidr}" for vlan, cidr in nic.vlan_addresses)
         parts.append(f"labkit.nic.{nic.guest_name}={value}")
     return " ".join(parts)
 

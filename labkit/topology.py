@@ -63,6 +63,9 @@ class Bond(Spec):
     lacp: Literal["off", "active", "passive"] = "off"
     lacp_time: Literal["fast", "slow"] = "slow"
     lacp_fallback: Annotated[bool, Strict()] = False
+    # The ToR side bundles the members with LACP when the node does; false builds the classic
+    # mismatch (LACP on the node, none on the switch) for training: lacp_fallback decides the outcome.
+    switch_lacp: Annotated[bool, Strict()] = True
     rebalance_interval: Annotated[int, Strict(), Field(ge=1000, le=10_000_000)] | None = None
 
 
@@ -114,6 +117,7 @@ class Nic(Spec):
     trunk: list[Vlan] | None = None
     bridge: str | None = None
     ip: ipaddress.IPv4Interface | None = None
+    ips: dict[Vlan, ipaddress.IPv4Interface] = {}  # trunk NICs: an address per VLAN sub-interface (eth0.32)
 
 
 class Vm(Spec):
@@ -301,6 +305,8 @@ def _check_node(bad, path: tuple, node: Node, topo: Topology, addresses: list) -
             bad(bpath + ("lacp",), "must be active or passive with mode balance-tcp (LACP); set lacp: active")
         if bond.mode != "balance-tcp" and bond.lacp != "off":
             bad(bpath + ("lacp",), f"LACP needs mode balance-tcp, not {bond.mode}; set mode: balance-tcp or lacp: off")
+        if not bond.switch_lacp and bond.lacp == "off":
+            bad(bpath + ("switch_lacp",), "only applies with LACP on the node; set lacp: active or remove switch_lacp")
         if bond.lacp_fallback and bond.lacp == "off":
             bad(bpath + ("lacp_fallback",), "only applies with LACP; set lacp: active or remove lacp_fallback")
         if bond.rebalance_interval is not None and bond.mode != "balance-slb":
@@ -375,6 +381,8 @@ def _check_nic(bad, path: tuple, nic: Nic, node: Node | None, networks: dict, vl
             bad(path + ("network",), f"network {nic.network!r} does not exist; {_choices(nic.network, networks)}")
         if nic.bridge is not None:
             bad(path + ("bridge",), "comes from the network for access NICs; remove it")
+        if nic.ips:
+            bad(path + ("ips",), "is for trunk NICs; an access NIC takes `ip`")
         if nic.ip is not None:
             _host_address(bad, path + ("ip",), nic.ip)
             addresses.append((path + ("ip",), nic.ip.ip))
@@ -383,7 +391,12 @@ def _check_nic(bad, path: tuple, nic: Nic, node: Node | None, networks: dict, vl
             if vlan not in vlans:
                 bad(path + ("trunk", k), f"VLAN {vlan} is not in switch.vlans {sorted(vlans)}; add it there")
         if nic.ip is not None:
-            bad(path + ("ip",), "does not apply to a trunk NIC; remove it")
+            bad(path + ("ip",), "does not apply to a trunk NIC; give per-VLAN addresses in `ips` instead")
+        for vlan, address in nic.ips.items():
+            if vlan not in (nic.trunk or []):
+                bad(path + ("ips", vlan), f"VLAN {vlan} is not in this NIC's trunk {nic.trunk}; add it there")
+            _host_address(bad, path + ("ips", vlan), address)
+            addresses.append((path + ("ips", vlan), address.ip))
         bridge = nic.bridge or "br0"
         if node is not None and bridge not in node.bridges:
             bad(path + ("bridge",), f"bridge {bridge!r} does not exist on node {node.name}; {_choices(bridge, node.bridges)}")

@@ -37,6 +37,7 @@ class Probe:
     expect: bool
     borrow: str | None = None  # cidr to add on `dev` for the probe (cross-VLAN checks)
     dev: str | None = None
+    size: int = 0  # ICMP payload: jumbo paths are probed with full-size frames, unfragmented
 
 
 @dataclass(frozen=True)
@@ -77,35 +78,48 @@ def probes(lab: Lab) -> list[Probe]:
         node_gw = nodes[dom.node].routes[0][1]
         out.append(Probe(node, gateway_label.get(node_gw, "gateway"), node_gw, True))
 
-    # Every addressed access NIC of every guest, with its VLAN.
+    # Every addressed interface of every guest with its VLAN: access NICs, and trunk NICs' sub-interfaces.
     members = []
+    mtu = {}
     for dom in lab.domains:
         for nic in dom.nics:
             if nic.kind == "ovs" and nic.addresses and _vlan_of(nic) is not None:
-                members.append((dom, nic, _vlan_of(nic), ipaddress.IPv4Interface(nic.addresses[0])))
-    for dom, nic, vlan, iface in members:
+                members.append((dom, nic.guest_name, _vlan_of(nic), ipaddress.IPv4Interface(nic.addresses[0])))
+            for vlan, cidr in nic.vlan_addresses:
+                members.append((dom, f"{nic.guest_name}.{vlan}", vlan, ipaddress.IPv4Interface(cidr)))
+            mtu.update({(dom.name, nic.guest_name): nic.mtu} | {(dom.name, f"{nic.guest_name}.{v}"): nic.mtu
+                                                               for v, _ in nic.vlan_addresses})
+    for dom, dev, vlan, iface in members:
         if dom.role != "uvm":
             continue
-        me = Endpoint("guest", dom.name, dom.name)
+        me = Endpoint("guest", dom.name, _label(dom.name, dev))
         for vlan_gw, (label, cidr) in sorted(gateways.items()):
             gw = ipaddress.IPv4Interface(cidr)
             if vlan_gw == vlan and iface.ip in gw.network:
                 out.append(Probe(me, label, str(gw.ip), True))
-            elif vlan_gw != vlan:
-                out.append(_across(me, label, gw, nic.guest_name, lab))
-        for other, other_nic, other_vlan, other_iface in members:
+            elif vlan_gw != vlan and not any(m[0] is dom and m[2] == vlan_gw for m in members):
+                out.append(_across(me, label, gw, dev, lab))
+        for other, other_dev, other_vlan, other_iface in members:
             if other is dom:
                 continue
             if other_vlan == vlan and other_iface.network == iface.network:
-                out.append(Probe(me, f"{other.name} {other_nic.guest_name}", str(other_iface.ip), True))
-            elif other_vlan != vlan:
-                out.append(_across(me, f"{other.name} {other_nic.guest_name}", other_iface, nic.guest_name, lab))
+                path_mtu = min(mtu[(dom.name, dev)], mtu[(other.name, other_dev)])
+                size = path_mtu - 28 if path_mtu > 1500 else 0  # IPv4 + ICMP headers
+                out.append(Probe(me, f"{other.name} {other_dev}", str(other_iface.ip), True, size=size))
+            elif other_vlan != vlan and not any(m[0] is dom and m[2] == other_vlan for m in members):
+                out.append(_across(me, f"{other.name} {other_dev}", other_iface, dev, lab))
     return out
+
+
+def _label(domain: str, dev: str) -> str:
+    """A guest's row in the matrix: its name, with the interface when it is not its first NIC."""
+    return domain if dev == "eth0" else f"{domain} {dev}"
 
 
 def _across(source: Endpoint, label: str, target: ipaddress.IPv4Interface, dev: str, lab: Lab) -> Probe:
     """A probe that must fail: the source borrows an address in the target's subnet."""
-    used = {str(ipaddress.IPv4Interface(a).ip) for d in lab.domains for n in d.nics for a in n.addresses}
+    used = {str(ipaddress.IPv4Interface(a).ip) for d in lab.domains for n in d.nics
+            for a in n.addresses + tuple(cidr for _, cidr in n.vlan_addresses)}
     used |= {str(ipaddress.IPv4Interface(a).ip) for v in lab.veths for a in v.addresses}
     hosts = list(target.network.hosts())
     borrowed = next(h for h in reversed(hosts) if str(h) not in used and h != target.ip)
@@ -114,9 +128,10 @@ def _across(source: Endpoint, label: str, target: ipaddress.IPv4Interface, dev: 
 
 def guest_command(probe: Probe) -> str:
     """The shell command the agent runs for a probe (busybox ping: -c count, -W seconds)."""
-    ping = f"ping -c 2 -W 2 {probe.address} >/dev/null 2>&1"
+    size = f"-s {probe.size} " if probe.size else ""
+    ping = f"ping -c 2 -W 2 {size}{probe.address} >/dev/null 2>&1"
     if probe.borrow is None:
-        return f"{ping} || {{ sleep 1; ping -c 3 -W 2 {probe.address} >/dev/null 2>&1; }}"
+        return f"{ping} || {{ sleep 1; ping -c 3 -W 2 {size}{probe.address} >/dev/null 2>&1; }}"
     return (f"ip addr add {probe.borrow} dev {probe.dev} && {{ {ping}; rc=$?; "
             f"ip addr del {probe.borrow} dev {probe.dev}; exit $rc; }}")
 

@@ -45,7 +45,11 @@ def run(conn: libvirt.virConnect, lab: Lab) -> list[Outcome]:
         out = []
         with Agent(conn, name) as agent:
             for p in by_guest[name]:
-                result = agent.run(guest_command(p), timeout=30)
+                try:
+                    result = agent.run(guest_command(p), timeout=45)
+                except (TimeoutError, HostError) as exc:  # a hung or stopped guest fails its probes, named
+                    out.append(Outcome(p, False, f"no answer from the agent ({exc})"))
+                    continue
                 out.append(Outcome(p, result.status == 0))
         return out
 

@@ -15,7 +15,8 @@ EXAMPLES = sorted(p.stem for p in (REPO / "examples").glob("*.yaml"))
 def test_golden_expectations(example, golden):
     lab = model.resolve(pipeline.load(str(REPO / "examples" / f"{example}.yaml")))
     lines = [f"{p.source.label} -> {p.target} {p.address}: {'reach' if p.expect else 'blocked'}"
-             + (f" (borrowing {p.borrow} on {p.dev})" if p.borrow else "") for p in verify.probes(lab)]
+             + (f" (borrowing {p.borrow} on {p.dev})" if p.borrow else "") + (f" ({p.size}-byte payload)" if p.size else "")
+             for p in verify.probes(lab)]
     golden(REPO / "tests/golden/verify" / f"{example}.txt", "\n".join(lines) + "\n")
 
 
@@ -31,7 +32,7 @@ def test_cross_vlan_probes_borrow_an_unused_address_in_the_target_subnet():
 
 def test_every_same_vlan_pair_is_checked_both_ways():
     lab = model.resolve(pipeline.load(str(REPO / "examples/two-bridges.yaml")))
-    pairs = {(p.source.label, p.target.split(" ")[0]) for p in verify.probes(lab) if p.expect}
+    pairs = {(p.source.name, p.target.split(" ")[0]) for p in verify.probes(lab) if p.expect}
     assert {("web1", "fw1"), ("fw1", "web1"), ("fw1", "dmz1"), ("dmz1", "fw1")} <= pairs
     assert ("web1", "dmz1") not in pairs
 

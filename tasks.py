@@ -8,7 +8,8 @@ import sys
 import time
 from pathlib import Path
 
-from invoke import Collection, Exit, task
+from invoke import Collection, Exit, Task, task
+from invoke.parser import context as invoke_parser_context
 
 from labkit import pipeline, render, schema
 from labkit.errors import LabkitError, TopologyError
@@ -57,6 +58,7 @@ def need_root() -> None:
 def up(c, topology=None, profile=None, strict=False, verify=True, timeout=180):
     """Build the lab (observe -> plan -> apply), then verify it from inside the guests."""
     need_root()
+    topology, _ = pipeline.target(topology, None)  # a bare lab.up keeps what manage-ovs changed
     result = pipeline.up(topology, profile, strict=strict, say=say)
     lab = result.desired.lab
     say(f"lab {lab.name} is up: {len(lab.bridges)} OVS bridges, {len(lab.networks)} libvirt networks, "
@@ -178,13 +180,96 @@ def render_(c, topology=None, profile=None, out=None):
 @user_errors
 def plan_(c, topology=None, profile=None, offline=False):
     """Show what `lab.up` would change on this host, without changing anything."""
-    topo = pipeline.load(topology, profile)
     if offline:
+        topo = pipeline.load(topology, profile)
         host = HostState()
         print(pipeline.plan_up(pipeline.desire(topo, host, render.Adaptation()), host))
         return
     need_root()
+    topology, _ = pipeline.target(topology, None)
     print(pipeline.status_plan(topology, profile))
+
+
+# --------------------------------------------------------------------------- faults and manage_ovs
+
+
+LINK_HELP = {"node": "node name as in the topology, or `tor` for any top-of-rack port by its name",
+             "iface": "the node's uplink (eth2), or a top-of-rack port name with node `tor`",
+             "side": "node (default): the node's NIC goes down; tor: the switch port facing it",
+             "topology": TOPOLOGY_HELP, "lab": LAB_HELP}
+
+
+@task(help=LINK_HELP | {"flap": "instead: take the link down and up this many times",
+                        "interval": "seconds between changes while flapping (default 2)"})
+@user_errors
+def link_down(c, node, iface, side="node", topology=None, lab=None, flap=0, interval=2.0):
+    """Take a lab link down (a bond member fails over), or flap it with --flap N."""
+    need_root()
+    path, _ = pipeline.target(topology, lab)
+    if side not in ("node", "tor"):
+        raise LabkitError(f"--side {side} is not valid; use node or tor")
+    flap = int(flap)
+    for round_ in range(flap or 1):
+        name = pipeline.set_link(path, node, iface, False, side)
+        say(f"{name} is down" + (f" (flap {round_ + 1}/{flap})" if flap else ""))
+        if flap:
+            time.sleep(float(interval))
+            pipeline.set_link(path, node, iface, True, side)
+            say(f"{name} is up")
+            time.sleep(float(interval))
+
+
+@task(help=LINK_HELP)
+@user_errors
+def link_up(c, node, iface, side="node", topology=None, lab=None):
+    """Bring a lab link back up (lab.up does too)."""
+    need_root()
+    path, _ = pipeline.target(topology, lab)
+    say(f"{pipeline.set_link(path, node, iface, True, side)} is up")
+
+
+class AhvFlagsTask(Task):
+    """Invoke spells flags with dashes (--bridge-name); this task also takes AHV's spelling
+    (--bridge_name), as manage_ovs users type it."""
+
+    def arg_opts(self, name, default, taken_names):
+        opts = super().arg_opts(name, default, taken_names)
+        if "_" in name:
+            opts["names"].append(name)
+            _AHV_FLAGS.add(name)
+        return opts
+
+
+_AHV_FLAGS: set[str] = set()
+_dashed_flag = invoke_parser_context.to_flag
+invoke_parser_context.to_flag = lambda name: f"--{name}" if name in _AHV_FLAGS else _dashed_flag(name)
+
+
+@task(klass=AhvFlagsTask, positional=["action"], help={
+    "action": "show_uplinks, show_interfaces or update_uplinks",
+    "node": "the node whose OVS to change (default: the first)", "lab": LAB_HELP, "topology": TOPOLOGY_HELP,
+    "bridge_name": "bridge (default br0)", "bond_name": "bond (default: the bridge's, or <bridge>-up for a new one)",
+    "interfaces": "10g, 1g, or a list such as eth2,eth3",
+    "bond_mode": "active-backup (the default when omitted, as on AHV), balance-slb or balance-tcp (LACP)",
+    "lacp_mode": "fast or slow (balance-tcp)", "lacp_fallback": "true or false (balance-tcp)",
+    "mtu": "bridge MTU, carried to uplinks and guests", "require_link": "accepted for compatibility; ignored"})
+@user_errors
+def manage_ovs(c, action, node=None, lab=None, topology=None, bridge_name="br0", bond_name=None, interfaces=None,
+               bond_mode=None, lacp_mode=None, lacp_fallback=None, mtu=None, require_link=None):
+    """AHV's manage_ovs on a running lab: show_uplinks, show_interfaces, update_uplinks (through plan/apply)."""
+    from labkit.manage_ovs import UplinkRequest
+
+    need_root()
+    path, _ = pipeline.target(topology, lab)
+    if action in ("show_uplinks", "show_interfaces"):
+        print(pipeline.manage_ovs_show(path, node, action))
+        return
+    if action != "update_uplinks":
+        raise LabkitError(f"unknown action {action!r}; use show_uplinks, show_interfaces or update_uplinks")
+    request = UplinkRequest(bridge_name, bond_name, interfaces or "", bond_mode, lacp_mode, lacp_fallback,
+                            int(mtu) if mtu else None)
+    result = pipeline.manage_ovs_update(path, node, request, say=say)
+    say(f"update_uplinks done: {len(result.plan.actions)} change(s) on lab {result.desired.lab.name}")
 
 
 # --------------------------------------------------------------------------- host and images
@@ -250,7 +335,7 @@ def test(c, pytest_args=""):
 
 lab = Collection("lab")
 for t, name in ((up, "up"), (down, "down"), (status, "status"), (verify, "verify"), (console, "console"),
-                (render_, "render"), (plan_, "plan")):
+                (render_, "render"), (plan_, "plan"), (link_down, "link-down"), (link_up, "link-up")):
     lab.add_task(t, name)
 host = Collection("host")
 host.add_task(bootstrap, "bootstrap")
@@ -259,3 +344,4 @@ images_ = Collection("images")
 images_.add_task(build, "build")
 
 ns = Collection(lab, host, images_, test)
+ns.add_task(manage_ovs, "manage-ovs")

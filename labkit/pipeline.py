@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from . import images, model, plan, render, state, topology
 from .errors import HostError, LabkitError
 from .hoststate import HostState
+from .yamlpos import dotted
 
 
 @dataclass(frozen=True)
@@ -89,10 +90,14 @@ class UpResult:
 
 
 def up(path: str | None, profile: str | None = None, *, strict: bool = False, say=print) -> UpResult:
+    return up_topology(load(path, profile), path, strict=strict, say=say)  # parse + validate
+
+
+def up_topology(topo: topology.Topology, source: str | None, *, strict: bool = False, say=print) -> UpResult:
+    """Bring the host to `topo` (read from `source`, None for the default lab)."""
     from .apply import Applier
     from .host import preflight
 
-    topo = load(path, profile)                                            # parse + validate
     if images.current() is None:
         images.build(say)                                                 # the guest every domain boots
     with state.LabLock(topo.name, say), host_session() as host:
@@ -107,8 +112,9 @@ def up(path: str | None, profile: str | None = None, *, strict: bool = False, sa
         else:
             say(f"lab {topo.name}: applying {len(todo.actions)} change(s)")
             Applier(host.ovs, host.netlink, host.virt, say).apply(todo, desired.lab, desired.docs)  # apply
-        state.save(topo.name, {"lab": topo.name, "topology": path, "profile": topo.profile,
+        state.save(topo.name, {"lab": topo.name, "source": source, "profile": topo.profile,
                                "deviations": [str(d) for d in desired.deviations]})
+        state.save_topology(topo.name, topo)  # what status, verify, manage-ovs and a bare lab.up mean from now on
     return UpResult(desired, todo, checks)
 
 
@@ -168,6 +174,63 @@ def verify(path: str | None, timeout: float, say=print):
         return desired.lab, verifier.run(host.virt.conn, desired.lab)
 
 
+def manage_ovs_update(path: str | None, node: str | None, request, say=print) -> UpResult:
+    """manage_ovs update_uplinks: edit the effective topology, check it, converge the lab to it."""
+    from . import manage_ovs
+
+    topo = load(path)
+    node = node or topo.nodes[0].name
+    changed = manage_ovs.update_uplinks(topo, node, request)
+    problems = topology.crosscheck(changed)
+    if problems:
+        raise LabkitError("update_uplinks would make the lab invalid: "
+                          + "; ".join(f"{dotted(p)}: {m}" for p, m in problems))
+    return up_topology(changed, path, say=say)
+
+
+def manage_ovs_show(path: str | None, node: str | None, action: str) -> str:
+    from . import manage_ovs
+
+    topo = load(path)
+    node = node or topo.nodes[0].name
+    if node not in {n.name for n in topo.nodes}:
+        raise LabkitError(f"lab {topo.name} has no node {node!r}; its nodes: {', '.join(n.name for n in topo.nodes)}")
+    with host_session() as host:
+        lab = _look(host, path)[0].lab
+        if action == "show_uplinks":
+            return manage_ovs.format_uplinks(host.ovs.bonds(lab.name, node))
+        spec = next(n for n in topo.nodes if n.name == node).uplinks
+        ends = {v.alias.rsplit(":", 1)[1]: v.peer for v in lab.veths if v.purpose == "uplink" and f":{node}:" in v.alias}
+        return manage_ovs.format_interfaces([(name, speed, host.netlink.carrier(ends[name])) for name, speed in spec.items()])
+
+
+def set_link(path: str | None, node: str, iface: str, up: bool, side: str = "node") -> str:
+    """Take a lab link down or up: a node's uplink (its NIC end, or with side=tor the top-of-rack
+    port facing it), or with node=tor any top-of-rack port by name. Returns the interface changed."""
+    from . import names
+    from .host.netlink import Netlink
+
+    topo = load(path)
+    with host_session() as host:
+        lab = model.resolve(topo, host.observe("netdev").facts_for(topo.name))
+    if node == "tor":
+        tor_ports = [i.name for b in lab.bridges if b.role == "tor" for p in b.ports for i in p.interfaces]
+        if iface not in tor_ports:
+            raise LabkitError(f"the top-of-rack switch of lab {lab.name} has no port {iface!r}; its ports: {', '.join(tor_ports)}")
+        target = iface
+    else:
+        alias = names.link_alias(lab.name, node, "uplink", iface)
+        veth = next((v for v in lab.veths if v.alias == alias), None)
+        if veth is None:
+            uplinks = [v.alias.rsplit(":", 1)[1] for v in lab.veths if v.purpose == "uplink" and f":{node}:" in v.alias]
+            if not uplinks:
+                raise LabkitError(f"lab {lab.name} has no node {node!r}; its nodes: {', '.join(lab.node_names)} (or tor)")
+            raise LabkitError(f"node {node} has no uplink {iface!r}; its uplinks: {', '.join(uplinks)}")
+        target = veth.peer if side == "node" else veth.name
+    Netlink().set_link_state(target, up)
+    return target
+
+
 def domain_name(path: str | None, vm: str) -> str:
     """A domain of the lab by its domain name, its topology VM name, or `cvm` (the first node's CVM)."""
     with host_session() as host:
@@ -189,14 +252,14 @@ def lab_name(path: str | None, lab: str | None) -> str:
 
 
 def target(path: str | None, lab: str | None) -> tuple[str | None, str]:
-    """(topology file, lab name) a command means: --topology; else --lab with the file its last
-    lab.up used; else the embedded default lab."""
+    """(topology file, lab name) a command means: --topology; else the lab's effective topology
+    (what its last lab.up or manage-ovs built, kept under /run/labkit/<lab>/); else the default lab."""
     name = lab_name(path, lab)
     if path:
         return path, name
-    record = state.load(name)
-    if record is not None:
-        return record.get("topology"), name
+    effective = state.topology_file(name)
+    if effective.exists():
+        return str(effective), name
     if lab and lab != load(None).name:
         raise HostError(f"lab {lab} has no state under {state.lab_dir(lab)}; give --topology FILE")
     return None, name

@@ -10,6 +10,8 @@ import os
 import shutil
 from pathlib import Path
 
+import yaml
+
 from .model import DISK_DIR, LOG_DIR
 
 RUN_DIR = Path("/run/labkit")
@@ -54,6 +56,30 @@ def save(lab: str, record: dict) -> None:
     tmp = path.with_suffix(".tmp")
     tmp.write_text(json.dumps(record, indent=1, sort_keys=True) + "\n")
     os.replace(tmp, path)
+
+
+def topology_file(lab: str) -> Path:
+    return lab_dir(lab) / "topology.yaml"
+
+
+def save_topology(lab: str, topo) -> None:
+    """The lab's effective topology, as validated (image paths absolute), re-read by later commands."""
+    path = topology_file(lab)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    text = "# lab " + lab + ": effective topology, written by labkit (lab.up, manage-ovs)\n"
+    text += yaml.safe_dump(_int_keys(topo.model_dump(mode="json", exclude_defaults=True)), sort_keys=False)
+    tmp = path.with_suffix(".tmp")
+    tmp.write_text(text)
+    os.replace(tmp, path)
+
+
+def _int_keys(data):
+    """JSON mode turns the VLAN keys of gateways and ips into strings; the topology wants ints."""
+    if isinstance(data, dict):
+        return {int(k) if isinstance(k, str) and k.isdigit() else k: _int_keys(v) for k, v in data.items()}
+    if isinstance(data, list):
+        return [_int_keys(v) for v in data]
+    return data
 
 
 def load(lab: str) -> dict | None:

@@ -143,6 +143,15 @@ class Netlink:
                 with contextlib.suppress(NetlinkError):
                     ipr.link("del", index=index)
 
+    def carrier(self, name: str, namespace: str | None = None) -> bool:
+        """Up and with carrier (a veth has none when its peer is down)."""
+        with _ns(namespace) as ipr:
+            index = _index(ipr, name)
+            if index is None:
+                return False
+            link = ipr.get_links(index)[0]
+            return bool(link["flags"] & 1) and bool(link.get("carrier"))
+
     def set_link_state(self, name: str, up: bool, namespace: str | None = None) -> None:
         with _ns(namespace) as ipr:
             index = _index(ipr, name)

@@ -70,6 +70,25 @@ class Ovs:
                     out[iface_id] = (port.name, _opt(port.tag), problem or "")
         return out
 
+    def bonds(self, lab: str, node: str) -> list:
+        """The bonds on `node`'s bridges as manage_ovs shows them."""
+        from ..manage_ovs import BondState
+
+        out = []
+        for br in sorted(self.api.tables["Bridge"].rows.values(), key=lambda b: b.name):
+            ext = br.external_ids
+            if ext.get(LAB_KEY) != lab or ext.get("labkit-node") != node:
+                continue
+            for port in sorted(br.ports, key=lambda p: p.name):
+                if len(port.interfaces) < 2 and not port.bond_mode:
+                    continue
+                other = port.other_config
+                out.append(BondState(ext.get("labkit-ahv-name", br.name), port.name, _opt(port.bond_mode) or "active-backup",
+                                     tuple(sorted((i.name for i in port.interfaces), reverse=True)),
+                                     _opt(port.lacp) or "off", other.get("lacp-fallback-ab") == "true",
+                                     other.get("lacp-time", "slow")))
+        return out
+
     def datapath_types(self) -> list[str]:
         root = next(iter(self.api.tables["Open_vSwitch"].rows.values()))
         return list(root.datapath_types)

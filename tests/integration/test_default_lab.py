@@ -131,7 +131,7 @@ def test_changed_topology_applies_only_the_difference(lab_up, tmp_path):
     invoke("lab.up", "--no-verify", "--topology", str(changed))
     assert sh(f"virsh -c qemu:///system domid {CVM}") == cvm_id
     assert "uvm32b" in sh("virsh -c qemu:///system list --name").split()
-    invoke("lab.up", "--no-verify")  # back to the default lab: uvm32b is removed
+    invoke("lab.up", "--no-verify", "--topology", str(REPO / "examples/seed.yaml"))  # back: uvm32b is removed
     assert "uvm32b" not in sh("virsh -c qemu:///system list --all --name").split()
 
 
@@ -211,6 +211,48 @@ def test_interactive_console_reaches_the_guest_shell_and_leaves_on_ctrl_bracket(
     _, status = os.waitpid(pid, 0)
     os.close(fd)
     assert os.waitstatus_to_exitcode(status) == 0
+
+
+def test_manage_ovs_shows_and_changes_the_live_bond(lab_up):
+    shown = invoke("manage-ovs", "show_uplinks").stdout
+    assert shown.splitlines() == ["Bridge: br0", "  Bond: bond0", "    bond_mode: active-backup",
+                                  "    interfaces: eth3 eth2", "    lacp: off", "    lacp-fallback: false",
+                                  "    lacp_speed: slow"]
+    assert re.search(r"^eth2\s+10000 True\s+10000$", invoke("manage-ovs", "show_interfaces").stdout, re.M)
+    invoke("manage-ovs", "update_uplinks", "--bridge_name", "br0", "--interfaces", "10g", "--bond_mode", "balance-tcp",
+           "--lacp_mode", "fast", "--lacp_fallback", "true")
+    bond = sh("ovs-appctl bond/show bond0")
+    assert "bond_mode: balance-tcp" in bond and "lacp_fallback_ab: true" in bond
+    deadline = time.monotonic() + 30  # LACP negotiates within a few fast (1 s) periods
+    while "lacp_status: negotiated" not in sh("ovs-appctl bond/show bond0"):
+        assert time.monotonic() < deadline, sh("ovs-appctl lacp/show bond0")
+        time.sleep(1)
+    assert "status: active negotiated" in sh("ovs-appctl lacp/show bond0")
+    assert "nothing to do" in invoke("lab.plan").stdout  # the lab's topology now holds the change
+    invoke("lab.verify")
+    invoke("manage-ovs", "update_uplinks", "--interfaces", "eth2,eth3")  # no --bond_mode: back to active-backup
+    assert "bond_mode: active-backup" in sh("ovs-appctl bond/show bond0")
+    assert "lacp: off" in invoke("manage-ovs", "show_uplinks").stdout
+    run = invoke("manage-ovs", "update_uplinks", "--interfaces", "40g", expect=1)
+    assert "no 40g uplinks on this node" in run.stderr
+
+
+def test_link_faults_fail_over_and_fail_when_all_members_are_down(lab_up):
+    node = "DRM-3060-G4-1-1"
+    invoke("lab.link-down", node, "eth2")
+    try:
+        assert re.search(r"member eth2: disabled", sh("ovs-appctl bond/show bond0"))
+        invoke("lab.verify")  # one member down: the bond fails over, traffic flows
+        invoke("lab.link-down", node, "eth3", "--side", "tor")  # the switch port facing eth3 shuts too
+        run = invoke("lab.verify", "--timeout", "30", expect=1)
+        assert f"{CVM} cannot reach gw0 (10.59.30.1)" in run.stderr
+    finally:
+        invoke("lab.link-up", node, "eth2")
+        invoke("lab.link-up", node, "eth3", "--side", "tor")
+    run = invoke("lab.link-down", node, "eth2", "--flap", "2", "--interval", "0.5")
+    assert run.stderr.count("eth2 is down") == 2 and run.stderr.count("eth2 is up") == 2
+    invoke("lab.verify")
+    assert "has no uplink 'eth9'" in invoke("lab.link-down", node, "eth9", expect=1).stderr
 
 
 def test_down_works_from_marks_alone_and_leaves_nothing(lab_up, foreign):

@@ -1,0 +1,118 @@
+"""Customer-style examples built for real: each comes up, verifies from inside its guests, and
+OVS holds what its file says (bond modes, LACP, VLAN tags, MTU)."""
+
+from __future__ import annotations
+
+import json
+import re
+import time
+
+import pytest
+
+from ..conftest import REPO
+from .conftest import invoke, labkit_leftovers, sh
+
+
+def up(example: str, *extra: str) -> str:
+    path = REPO / "examples" / f"{example}.yaml"
+    name = re.search(r"^name: (\S+)", path.read_text(), re.M).group(1)
+    invoke("lab.down", "--lab", name)
+    run = invoke("lab.up", "--topology", str(path), *extra)
+    assert f"lab {name} verified" in run.stderr
+    return name
+
+
+def down(name: str) -> None:
+    invoke("lab.down", "--lab", name)
+    assert labkit_leftovers(name) == []
+
+
+def bond_of(name: str) -> str:
+    return sh(f"ovs-appctl bond/show {name}")
+
+
+def port(name: str, column: str) -> str:
+    return sh(f"ovs-vsctl get Port {name} {column}").strip()
+
+
+def test_custom_vlan_tags_the_host_and_the_cvm():
+    name = up("custom-vlan")
+    try:
+        assert port("cvlan-n1-host", "tag") == "10"
+        cvm_vnet = next(p for p in sh("ovs-vsctl list-ports br0").split() if p.startswith("vnet"))
+        assert port(cvm_vnet, "tag") == "10"
+        assert "bond_mode: active-backup" in bond_of("br0-up")
+    finally:
+        down(name)
+
+
+def test_two_bridges_each_with_its_own_bond():
+    name = up("two-bridges")
+    try:
+        assert "bond_mode: active-backup" in bond_of("br0-up") and "bond_mode: active-backup" in bond_of("br1-up")
+        members = re.findall(r"^member (\S+):", bond_of("br1-up"), re.M)
+        assert sorted(m.split("-")[0] for m in members) == ["eth0", "eth1"]  # eth0 may carry a fallback suffix
+        fw_taps = re.findall(r"<target dev='(tap\d+)'", sh("virsh -c qemu:///system dumpxml fw1"))
+        bridges = {sh(f"ovs-vsctl port-to-br {tap}").strip() for tap in fw_taps}
+        assert bridges == {"br0", "br1"}  # the firewall VM straddles both physical networks
+    finally:
+        down(name)
+
+
+def test_lacp_balance_tcp_negotiates_with_the_top_of_rack():
+    name = up("lacp")
+    try:
+        deadline = time.monotonic() + 30
+        while "lacp_status: negotiated" not in bond_of("br0-up"):
+            assert time.monotonic() < deadline, sh("ovs-appctl lacp/show")
+            time.sleep(1)
+        bond = bond_of("br0-up")
+        assert "bond_mode: balance-tcp" in bond and "lacp_fallback_ab: true" in bond
+        lacp = sh("ovs-appctl lacp/show br0-up")
+        assert "status: active negotiated" in lacp and "lacp_time: fast" in lacp
+        assert "status: active negotiated" in sh("ovs-appctl lacp/show lacp-n1-br0-up")  # the switch's side
+    finally:
+        down(name)
+
+
+@pytest.mark.parametrize("fallback, verifies", [(True, True), (False, False)])
+def test_lacp_mismatch_is_decided_by_fallback(tmp_path, fallback, verifies):
+    """LACP on the node, none on the switch: with fallback the bond runs active-backup, without it
+    no member is enabled and the node is cut off, as on a real switch."""
+    text = (REPO / "examples/lacp.yaml").read_text().replace("name: lacp", "name: lacpmis").replace(
+        "lacp_fallback: true}", f"lacp_fallback: {str(fallback).lower()}, switch_lacp: false}}")
+    path = tmp_path / "mismatch.yaml"
+    path.write_text(text)
+    invoke("lab.down", "--lab", "lacpmis")
+    try:
+        invoke("lab.up", "--no-verify", "--topology", str(path))
+        time.sleep(5)  # a few LACP periods without an answer
+        bond = bond_of("br0-up")
+        assert "lacp_status: negotiated" not in bond
+        run = invoke("lab.verify", "--topology", str(path), "--timeout", "60", expect=0 if verifies else 1)
+        if not verifies:
+            assert "NTNX-node1-CVM cannot reach gw0 (10.59.30.1)" in run.stderr
+    finally:
+        down("lacpmis")
+
+
+def test_balance_slb_with_vlans_and_a_trunked_router():
+    name = up("slb-vlans")
+    try:
+        assert "bond_mode: balance-slb" in bond_of("br0-up")
+        assert json.loads(port("br0-up", "other_config:bond-rebalance-interval")) == "30000"
+        router_tap = re.findall(r"<target dev='(tap\d+)'", sh("virsh -c qemu:///system dumpxml router"))[0]
+        assert port(router_tap, "trunks") == "[32, 40]"
+        out = invoke("lab.console", "router", "--lab", name, "--cmd", "cat /proc/net/vlan/config").stdout
+        assert "eth0.32" in out and "eth0.40" in out
+    finally:
+        down(name)
+
+
+def test_jumbo_frames_reach_uplinks_and_guests():
+    name = up("jumbo")
+    try:
+        assert "mtu 9000" in sh("ip link show eth2") and "mtu 9000" in sh("ip link show jumbo-n1-eth2")
+        assert invoke("lab.console", "big1", "--lab", name, "--cmd", "cat /sys/class/net/eth0/mtu").stdout.strip() == "9000"
+    finally:
+        down(name)

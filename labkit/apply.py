@@ -19,6 +19,7 @@ from .host.virt import Virt
 from .model import Lab
 from .plan import Action, Plan
 
+from . import state
 from .state import lab_dir
 
 
@@ -69,6 +70,7 @@ class Applier:
             self.netlink.create_netns(a.name)
 
     def _create_veth(self, actions: list[Action]) -> None:
+        state.record_intent(self.lab_name, [(v.peer, v.name, v.netns) for v in map(self._veth, actions)])
         for a in actions:
             self.netlink.create_veth(self._veth(a))
 

@@ -8,7 +8,7 @@ and the fields that plan compares with the resolved model.
 from __future__ import annotations
 
 import json
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 
 from . import names
 from .model import HostFacts, OvsInterface, OvsPort
@@ -95,6 +95,17 @@ class HostState:
             taken_domains=frozenset(d.name for d in self.domains if d.lab != lab),
             datapath_type=self.datapath_type,  # type: ignore[arg-type]
         )
+
+    def adopt(self, lab: str, pairs: list[tuple[str, str, str | None]]) -> "HostState":
+        """Links that `lab` was creating when it was killed (see state.record_intent) are its own,
+        though they never got their mark; both ends of a pair get the same one."""
+        ends = {}
+        for peer, name, netns in pairs:
+            alias = names.link_alias(lab, "intended", peer)
+            ends[(None, peer)] = ends[(netns, name)] = alias
+        links = tuple(replace(link, alias=ends[(link.netns, link.name)])
+                      if link.alias is None and (link.netns, link.name) in ends else link for link in self.links)
+        return replace(self, links=links)
 
     def to_json(self) -> str:
         return json.dumps(asdict(self), indent=1, sort_keys=True)

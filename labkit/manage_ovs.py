@@ -105,8 +105,8 @@ def format_uplinks(bonds: list[BondState]) -> str:
 
 def format_interfaces(rows: list[tuple[str, str, bool]]) -> str:
     """show_interfaces: name, mode (speed in Mb/s), link, speed (0 when the link is down)."""
-    out = [f"{'name':<6}{'mode':>6} {'link':<5} {'speed':>5}"]
+    out = [f"{'name':<4} {'mode':>5} {'link':<5}{'speed':>5}"]  # as AHV prints it: "eth2 10000 True 10000"
     for name, speed, link in rows:
         mbps = SPEEDS_MBPS[speed]
-        out.append(f"{name:<6}{mbps:>6} {str(link):<5} {mbps if link else 0:>5}")
+        out.append(f"{name:<4} {mbps:>5} {str(link):<5}{mbps if link else 0:>5}")
     return "\n".join(out)

@@ -101,7 +101,7 @@ def up_topology(topo: topology.Topology, source: str | None, *, strict: bool = F
     if images.current() is None:
         images.build(say)                                                 # the guest every domain boots
     with state.LabLock(topo.name, say), host_session() as host:
-        observed = host.observe(preflight.check_datapath_type())          # observe
+        observed = host.observe(preflight.check_datapath_type()).adopt(topo.name, state.intents(topo.name))  # observe
         lab = model.resolve(topo, observed.facts_for(topo.name))          # resolve
         checks = preflight.run(lab)                                       # what this host can do
         preflight.enforce(checks, strict)
@@ -124,7 +124,7 @@ def down(lab_name: str, say=print) -> plan.Plan:
     from .host import preflight
 
     with state.LabLock(lab_name, say), host_session() as host:
-        observed = host.observe(preflight.check_datapath_type())          # observe
+        observed = host.observe(preflight.check_datapath_type()).adopt(lab_name, state.intents(lab_name))  # observe
         todo = plan.plan_down(lab_name, observed)                         # plan
         if todo.empty:
             say(f"lab {lab_name}: nothing of it is on this host")
@@ -140,7 +140,7 @@ def _look(host: Host, path: str | None, profile: str | None = None):
     from .host import preflight
 
     topo = load(path, profile)                                            # parse + validate
-    observed = host.observe(preflight.check_datapath_type())              # observe
+    observed = host.observe(preflight.check_datapath_type()).adopt(topo.name, state.intents(topo.name))  # observe
     lab = model.resolve(topo, observed.facts_for(topo.name))              # resolve
     adapt = preflight.run(lab, probe_kvm=False).adaptation()
     desired = Desired(lab, adapt, render.render_all(lab, adapt))          # render

@@ -73,6 +73,25 @@ def save_topology(lab: str, topo) -> None:
     os.replace(tmp, path)
 
 
+def record_intent(lab: str, pairs: list[tuple[str, str, str | None]]) -> None:
+    """Write-ahead: the veth pairs (peer, name, netns) apply is about to create. A pair is marked as
+    the lab's right after it exists; if labkit is killed in between, this names it the lab's."""
+    path = lab_dir(lab) / "intents"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with path.open("a") as out:
+        out.writelines(f"{peer} {name} {netns or '-'}\n" for peer, name, netns in pairs)
+        out.flush()
+        os.fsync(out.fileno())
+
+
+def intents(lab: str) -> list[tuple[str, str, str | None]]:
+    try:
+        lines = (lab_dir(lab) / "intents").read_text().splitlines()
+    except FileNotFoundError:
+        return []
+    return [(peer, name, None if netns == "-" else netns) for peer, name, netns in (l.split() for l in lines if l)]
+
+
 def _int_keys(data):
     """JSON mode turns the VLAN keys of gateways and ips into strings; the topology wants ints."""
     if isinstance(data, dict):

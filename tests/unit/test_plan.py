@@ -9,7 +9,7 @@ import pytest
 
 from labkit import pipeline, plan, render, topology
 from labkit.errors import PlanError
-from labkit.hoststate import HostState, SeenBridge
+from labkit.hoststate import HostState, SeenBridge, SeenLink
 
 from ..conftest import REPO
 from .hostsim import state_after
@@ -115,3 +115,17 @@ def test_actions_are_ordered_deletes_first_then_dependencies():
     assert ranks == sorted(ranks)
     kinds = [a.kind for a in the_plan.actions]
     assert kinds.index("netns") < kinds.index("veth") < kinds.index("ovs-bridge") < kinds.index("network") < kinds.index("domain")
+
+
+def test_links_a_killed_up_left_unmarked_are_adopted_through_its_intents():
+    host = recorded("debian-fresh")
+    desired, _ = up_plan(host)
+    veth = next(v for v in desired.lab.veths if v.purpose == "uplink")
+    bare = replace(host, links=host.links + (SeenLink(veth.peer, None, None, "veth", up=False), SeenLink(veth.name, None, None, "veth")))
+    with pytest.raises(PlanError, match="is not lab seed's"):
+        up_plan(bare)
+    adopted = bare.adopt("seed", [(veth.peer, veth.name, veth.netns)])
+    _, again = up_plan(adopted)
+    assert ("update", "veth", veth.name) in {(a.verb, a.kind, a.name) for a in again.actions}
+    down = plan.plan_down("seed", adopted)
+    assert [a.name for a in down.actions if a.kind == "veth"] == [veth.name]  # one delete for the pair

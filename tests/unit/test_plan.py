@@ -128,4 +128,4 @@ def test_links_a_killed_up_left_unmarked_are_adopted_through_its_intents():
     _, again = up_plan(adopted)
     assert ("update", "veth", veth.name) in {(a.verb, a.kind, a.name) for a in again.actions}
     down = plan.plan_down("seed", adopted)
-    assert [a.name for a in down.actions if a.kind == "veth"] == [veth.name]  # one delete for the pair
+    assert len([a for a in down.actions if a.kind == "veth"]) == 1  # one delete for the pair

@@ -278,8 +278,10 @@ def manage_ovs(c, action, node=None, lab=None, topology=None, bridge_name="br0",
 @task
 @user_errors
 def bootstrap(c):
-    """Install what a fresh Debian 12 needs (apt), start ovsdb-server, ovs-vswitchd, virtlogd and
-    libvirtd when they are not running, build the guest image, probe KVM. Idempotent."""
+    """Install packages, start OVS and libvirt, build the guest image, probe KVM (idempotent).
+
+    Installs what a fresh Debian 12 needs (apt), starts ovsdb-server, ovs-vswitchd, virtlogd and
+    libvirtd when they are not running (there is no systemd), builds the guest image, probes KVM."""
     need_root()
     from labkit import images
     from labkit.host import preflight, services

@@ -304,7 +304,7 @@ def preflight(c, topology=None, strict=False):
     facts = HostState()
     if checks.check_services().status == checks.PASS:
         with pipeline.host_session() as host:
-            facts = host.observe(checks.check_datapath_type())
+            facts = host.observe(topo.name)
     report = checks.run(model.resolve(topo, facts.facts_for(topo.name)))
     print(report.table())
     checks.enforce(report, strict)

@@ -94,7 +94,9 @@ class Veth:
     mtu: int = 1500
     addresses: tuple[str, ...] = ()
     peer_master: str | None = None  # a Linux bridge the peer joins (the local network's)
-    alias: str = ""  # marker (altname) naming lab/node/purpose
+    alias: str = ""  # marker (IFLA_IFALIAS) naming lab/node/purpose
+    node: str | None = None
+    uplink: str | None = None  # for uplinks: the AHV NIC name in the topology (eth2), whatever `peer` is called
 
 
 @dataclass(frozen=True)
@@ -185,6 +187,10 @@ class Lab:
     def domain(self, name: str) -> Domain:
         return next(d for d in self.domains if d.name == name)
 
+    def uplinks(self, node: str) -> dict[str, Veth]:
+        """A node's uplink veths by their topology name (eth2); the node's NIC is each one's `peer`."""
+        return {v.uplink: v for v in self.veths if v.purpose == "uplink" and v.node == node}
+
 
 # --------------------------------------------------------------------------- resolve
 
@@ -263,7 +269,7 @@ class _Builder:
             uplink_names[uplink] = name
             tor_ends[uplink] = tor_end = self.lab_ifname(n, uplink)
             self.veths.append(Veth(tor_end, name, None, "uplink", mtu=self._uplink_mtu(node, uplink),
-                                   alias=names.link_alias(lab, node.name, "uplink", uplink)))
+                                   alias=names.link_alias(lab, node.name, "uplink", uplink), node=node.name, uplink=uplink))
         self.tor_ports.extend(self._tor_ports(n, node, tor_ends))
 
         for bname, bridge in node.bridges.items():

@@ -63,10 +63,13 @@ class Host:
             self.ovs.close()
             raise
 
-    def observe(self, datapath_type: str) -> HostState:
+    def observe(self, lab: str) -> HostState:
+        """The host as `lab` sees it: links its killed commands left unmarked are adopted."""
+        from .host import preflight
         from .host.observe import observe
 
-        return observe(self.ovs, self.netlink, self.virt, datapath_type)
+        state_ = observe(self.ovs, self.netlink, self.virt, preflight.check_datapath_type())
+        return state_.adopt(lab, state.intents(lab))
 
     def close(self) -> None:
         self.ovs.close()
@@ -101,7 +104,7 @@ def up_topology(topo: topology.Topology, source: str | None, *, strict: bool = F
     if images.current() is None:
         images.build(say)                                                 # the guest every domain boots
     with state.LabLock(topo.name, say), host_session() as host:
-        observed = host.observe(preflight.check_datapath_type()).adopt(topo.name, state.intents(topo.name))  # observe
+        observed = host.observe(topo.name)                                # observe
         lab = model.resolve(topo, observed.facts_for(topo.name))          # resolve
         checks = preflight.run(lab)                                       # what this host can do
         preflight.enforce(checks, strict)
@@ -121,10 +124,9 @@ def up_topology(topo: topology.Topology, source: str | None, *, strict: bool = F
 def down(lab_name: str, say=print) -> plan.Plan:
     """Remove everything the host marks as `lab_name`'s; needs no topology file."""
     from .apply import Applier
-    from .host import preflight
 
     with state.LabLock(lab_name, say), host_session() as host:
-        observed = host.observe(preflight.check_datapath_type()).adopt(lab_name, state.intents(lab_name))  # observe
+        observed = host.observe(lab_name)                                 # observe
         todo = plan.plan_down(lab_name, observed)                         # plan
         if todo.empty:
             say(f"lab {lab_name}: nothing of it is on this host")
@@ -140,7 +142,7 @@ def _look(host: Host, path: str | None, profile: str | None = None):
     from .host import preflight
 
     topo = load(path, profile)                                            # parse + validate
-    observed = host.observe(preflight.check_datapath_type()).adopt(topo.name, state.intents(topo.name))  # observe
+    observed = host.observe(topo.name)                                    # observe
     lab = model.resolve(topo, observed.facts_for(topo.name))              # resolve
     adapt = preflight.run(lab, probe_kvm=False).adaptation()
     desired = Desired(lab, adapt, render.render_all(lab, adapt))          # render
@@ -199,32 +201,30 @@ def manage_ovs_show(path: str | None, node: str | None, action: str) -> str:
         lab = _look(host, path)[0].lab
         if action == "show_uplinks":
             return manage_ovs.format_uplinks(host.ovs.bonds(lab.name, node))
-        spec = next(n for n in topo.nodes if n.name == node).uplinks
-        ends = {v.alias.rsplit(":", 1)[1]: v.peer for v in lab.veths if v.purpose == "uplink" and f":{node}:" in v.alias}
-        return manage_ovs.format_interfaces([(name, speed, host.netlink.carrier(ends[name])) for name, speed in spec.items()])
+        speeds = next(n for n in topo.nodes if n.name == node).uplinks
+        uplinks = lab.uplinks(node)
+        return manage_ovs.format_interfaces([(name, speed, host.netlink.carrier(uplinks[name].peer))
+                                             for name, speed in speeds.items()])
 
 
 def set_link(path: str | None, node: str, iface: str, up: bool, side: str = "node") -> str:
     """Take a lab link down or up: a node's uplink (its NIC end, or with side=tor the top-of-rack
     port facing it), or with node=tor any top-of-rack port by name. Returns the interface changed."""
-    from . import names
     from .host.netlink import Netlink
 
-    topo = load(path)
     with host_session() as host:
-        lab = model.resolve(topo, host.observe("netdev").facts_for(topo.name))
+        lab = _look(host, path)[0].lab
     if node == "tor":
         tor_ports = [i.name for b in lab.bridges if b.role == "tor" for p in b.ports for i in p.interfaces]
         if iface not in tor_ports:
             raise LabkitError(f"the top-of-rack switch of lab {lab.name} has no port {iface!r}; its ports: {', '.join(tor_ports)}")
         target = iface
     else:
-        alias = names.link_alias(lab.name, node, "uplink", iface)
-        veth = next((v for v in lab.veths if v.alias == alias), None)
+        uplinks = lab.uplinks(node)
+        if not uplinks:
+            raise LabkitError(f"lab {lab.name} has no node {node!r}; its nodes: {', '.join(lab.node_names)} (or tor)")
+        veth = uplinks.get(iface)
         if veth is None:
-            uplinks = [v.alias.rsplit(":", 1)[1] for v in lab.veths if v.purpose == "uplink" and f":{node}:" in v.alias]
-            if not uplinks:
-                raise LabkitError(f"lab {lab.name} has no node {node!r}; its nodes: {', '.join(lab.node_names)} (or tor)")
             raise LabkitError(f"node {node} has no uplink {iface!r}; its uplinks: {', '.join(uplinks)}")
         target = veth.peer if side == "node" else veth.name
     Netlink().set_link_state(target, up)

@@ -162,6 +162,16 @@ def test_verify_names_the_broken_pair_when_a_vm_is_on_the_wrong_vlan(lab_up):
     invoke("lab.verify")
 
 
+def test_verify_names_the_vm_that_does_not_come_up(lab_up):
+    sh("virsh -c qemu:///system suspend uvm32")  # its agent cannot answer
+    try:
+        run = invoke("lab.verify", "--timeout", "5", expect=4)
+        assert "VM uvm32 did not come up within 5 s (its agent never answered)" in run.stderr
+        assert "/var/log/labkit/seed/uvm32.serial.log" in run.stderr
+    finally:
+        sh("virsh -c qemu:///system resume uvm32")
+
+
 def test_verify_fails_when_a_tap_is_down(lab_up):
     tap = re.search(r"Port (tap\d{5})", sh("ovs-vsctl show")).group(1)
     sh(f"ip link set {tap} down")

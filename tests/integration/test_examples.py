@@ -116,3 +116,28 @@ def test_jumbo_frames_reach_uplinks_and_guests():
         assert invoke("lab.console", "big1", "--lab", name, "--cmd", "cat /sys/class/net/eth0/mtu").stdout.strip() == "9000"
     finally:
         down(name)
+
+
+def test_native_vlan_on_the_switch_carries_the_untagged_host(tmp_path):
+    """The switch's native VLAN is 10: the node sends its host and CVM traffic untagged, the switch
+    puts it on VLAN 10, where the gateway is."""
+    path = tmp_path / "native.yaml"
+    path.write_text("""\
+name: native
+switch: {vlans: [0, 10], native_vlan: 10, gateways: {10: 10.10.0.1/24}}
+nodes:
+  - name: node1
+    host_ip: 10.10.0.21/24
+    gateway: 10.10.0.1
+    cvm: {ip: 10.10.0.31/24}
+    uplinks: {eth2: 10g, eth3: 10g}
+    bridges:
+      br0: {bond: {name: br0-up, interfaces: [eth2, eth3]}}
+""")
+    invoke("lab.down", "--lab", "native")
+    try:
+        run = invoke("lab.up", "--topology", str(path))
+        assert "lab native verified" in run.stderr
+        assert port("native-n1-eth2", "vlan_mode") == "native-untagged" and port("native-n1-eth2", "tag") == "10"
+    finally:
+        down("native")

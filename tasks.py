@@ -38,6 +38,11 @@ def user_errors(fn):
             raise Exit(f"labkit: {exc}", code=exc.exit_code) from None
         except KeyboardInterrupt:
             raise Exit("labkit: interrupted; run the same command again to converge", code=130) from None
+        except Exception as exc:  # a bug, not a user mistake: one line, the traceback on request
+            if os.environ.get("LABKIT_DEBUG"):
+                raise
+            raise Exit(f"labkit: internal error ({type(exc).__name__}: {exc}); this is a labkit bug: "
+                       f"run again with LABKIT_DEBUG=1 for the traceback and report it", code=1) from None
 
     return wrapper
 

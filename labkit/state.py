@@ -101,13 +101,6 @@ def _int_keys(data):
     return data
 
 
-def load(lab: str) -> dict | None:
-    try:
-        return json.loads((lab_dir(lab) / "state.json").read_text())
-    except (FileNotFoundError, json.JSONDecodeError):
-        return None
-
-
 def forget(lab: str) -> None:
     """Remove the lab's files: run state, the guests' serial logs, the overlays and seeds of its disks."""
     for path in (lab_dir(lab), Path(LOG_DIR) / lab, Path(DISK_DIR) / lab):

@@ -348,7 +348,7 @@ def _check_network(bad, path: tuple, net: Network, topo: Topology) -> None:
         bad(path + ("name",), f"{net.name!r} is not a valid network name; use letters, digits, '_', '.' and '-'")
     if net.vlan not in topo.switch.vlans:
         bad(path + ("vlan",), f"VLAN {net.vlan} is not carried by the switch; add it to switch.vlans {sorted(topo.switch.vlans)}")
-    for i, node in enumerate(topo.nodes):
+    for node in topo.nodes:
         if net.bridge not in node.bridges:
             bad(path + ("bridge",), f"bridge {net.bridge!r} does not exist on node {node.name}; {_choices(net.bridge, node.bridges)}")
     ipc = net.ip_config

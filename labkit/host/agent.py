@@ -103,7 +103,7 @@ class Agent:
         since a libvirt stream read blocks and has no timeout of its own)."""
         while b"\n" not in self._buffer:
             chunk: list = []
-            reader = threading.Thread(target=lambda: chunk.append(self._recv()), daemon=True)
+            reader = threading.Thread(target=lambda box=chunk: box.append(self._recv()), daemon=True)
             reader.start()
             reader.join(max(0.0, deadline - time.monotonic()))
             if reader.is_alive():

@@ -89,17 +89,6 @@ class Ovs:
                                      other.get("lacp-time", "slow")))
         return out
 
-    def datapath_types(self) -> list[str]:
-        root = next(iter(self.api.tables["Open_vSwitch"].rows.values()))
-        return list(root.datapath_types)
-
-    def interface(self, name: str):
-        """The Interface row named `name` (for status: link_state, bond members), or None."""
-        return idlutils.row_by_value(self.api.idl, "Interface", "name", name, None)
-
-    def port(self, name: str):
-        return idlutils.row_by_value(self.api.idl, "Port", "name", name, None)
-
     # change ---------------------------------------------------------------
 
     def converge(self, bridges: list[OvsBridge], lab: str, delete_ports: list[str] = ()) -> None:

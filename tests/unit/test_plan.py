@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from labkit import pipeline, plan, render, topology
+from labkit import pipeline, plan, render
 from labkit.errors import PlanError
 from labkit.hoststate import HostState, SeenBridge, SeenLink
 

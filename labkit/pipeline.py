@@ -159,9 +159,9 @@ def status(path: str | None, profile: str | None = None):
     from . import status as status_mod
 
     with host_session() as host:
-        desired, observed, pending = _look(host, path, profile)
+        desired, _, pending = _look(host, path, profile)
         vm_ports = host.ovs.vm_ports()
-    return status_mod.build(desired.lab, observed, pending, vm_ports, [str(d) for d in desired.deviations])
+    return status_mod.build(desired.lab, pending, vm_ports, [str(d) for d in desired.deviations])
 
 
 def verify(path: str | None, timeout: float, say=print):

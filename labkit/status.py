@@ -11,7 +11,6 @@ from __future__ import annotations
 import json
 from dataclasses import asdict, dataclass
 
-from .hoststate import HostState
 from .model import Lab
 from .plan import Plan
 
@@ -64,7 +63,7 @@ def _yn(value: bool) -> str:
     return "yes" if value else "no"
 
 
-def build(lab: Lab, host: HostState, pending: Plan, vm_ports: dict[str, tuple[str, int | None, str]],
+def build(lab: Lab, pending: Plan, vm_ports: dict[str, tuple[str, int | None, str]],
           deviations: list[str]) -> Status:
     """`vm_ports`: OVS interface id -> (port name, tag, error) for ports libvirt made."""
     actions = {}

@@ -3,8 +3,8 @@
 Each `Probe` is one ping from an endpoint (a guest, reached through its
 agent, or a lab namespace) to an address, with the expected outcome:
 
-- every CVM reaches its node's 192.168.5.1 and its gateway; every node
-  namespace reaches its CVM's 192.168.5.254 and its CVM's address;
+- every CVM reaches its node's 192.168.5.1, its gateway and the other CVMs;
+  every node namespace reaches its CVM's 192.168.5.254 and its CVM's address;
 - user VMs reach their VLAN's gateway and every user VM on the same VLAN;
 - user VMs do not reach anything on another VLAN. That is checked at layer 2:
   the source borrows an unused address in the target's subnet for the probe
@@ -64,9 +64,8 @@ def probes(lab: Lab) -> list[Probe]:
             gateways[vlan] = (f"gw{vlan}", veth.addresses[0])
     gateway_label = {str(ipaddress.IPv4Interface(cidr).ip): label for label, cidr in gateways.values()}
     nodes = {ns.node: ns for ns in lab.namespaces if ns.role == "node"}
-    for dom in lab.domains:
-        if dom.role != "cvm":
-            continue
+    cvms = [d for d in lab.domains if d.role == "cvm"]
+    for dom in cvms:
         me = Endpoint("guest", dom.name, dom.name)
         cvm_ip = str(ipaddress.IPv4Interface(dom.nics[0].addresses[0]).ip)
         out.append(Probe(me, f"node {dom.node}", NODE_LOCAL_IP, True))
@@ -77,6 +76,12 @@ def probes(lab: Lab) -> list[Probe]:
         out.append(Probe(node, f"{dom.name} eth0", cvm_ip, True))
         node_gw = nodes[dom.node].routes[0][1]
         out.append(Probe(node, gateway_label.get(node_gw, "gateway"), node_gw, True))
+        # The cluster network: every CVM reaches the other CVMs (across the top-of-rack switch).
+        for other in cvms:
+            other_ip = ipaddress.IPv4Interface(other.nics[0].addresses[0])
+            if other is not dom and other_ip.network == ipaddress.IPv4Interface(dom.nics[0].addresses[0]).network \
+                    and other.nics[0].vlan == dom.nics[0].vlan:
+                out.append(Probe(me, f"{other.name} eth0", str(other_ip.ip), True))
 
     # Every addressed interface of every guest with its VLAN: access NICs, and trunk NICs' sub-interfaces.
     members = []

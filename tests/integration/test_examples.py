@@ -118,6 +118,18 @@ def test_jumbo_frames_reach_uplinks_and_guests():
         down(name)
 
 
+def test_two_nodes_behind_one_switch_form_a_cluster_network():
+    name = up("two-nodes")
+    try:
+        nodes = [b for b in sh("ovs-vsctl list-br").split() if b == "br0" or b.startswith("br0-")]
+        assert len(nodes) == 2  # the second node's br0 falls back to br0-<hex>
+        out = invoke("lab.verify", "--lab", name, "--json").stdout
+        checks = {(c["from"], c["to"]) for c in json.loads(out)["checks"] if c["ok"]}
+        assert ("NTNX-node1-CVM", "NTNX-node2-CVM eth0") in checks and ("a1", "b1 eth0") in checks
+    finally:
+        down(name)
+
+
 def test_native_vlan_on_the_switch_carries_the_untagged_host(tmp_path):
     """The switch's native VLAN is 10: the node sends its host and CVM traffic untagged, the switch
     puts it on VLAN 10, where the gateway is."""

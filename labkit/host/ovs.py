@@ -26,6 +26,7 @@ def _opt(value):
 
 class Ovs:
     def __init__(self, remote: str = f"unix:{OVSDB_SOCK}", timeout: int = 20):
+        self.remote = remote
         try:
             idl = connection.OvsdbIdl.from_server(remote, "Open_vSwitch")
             self._conn = connection.Connection(idl=idl, timeout=timeout)

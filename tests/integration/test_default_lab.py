@@ -34,12 +34,17 @@ def foreign(tmp_path_factory):
     invoke("lab.down")  # a lab an earlier run left behind must not spoil this one
     path = tmp_path_factory.mktemp("foreign") / "net.xml"
     path.write_text(FOREIGN_NET)
+    remove_foreign()  # an earlier run that was killed may have left them
     sh("ovs-vsctl --may-exist add-br lkfrgn-br -- set Bridge lkfrgn-br datapath_type=netdev")
     sh(f"virsh -c qemu:///system net-define {path}")
     sh("ip netns add lkfrgn-ns")
     sh("ip link add lkfrgn-a type veth peer name lkfrgn-b")
     before = root_namespace()
     yield before
+    remove_foreign()
+
+
+def remove_foreign() -> None:
     sh("ovs-vsctl --if-exists del-br lkfrgn-br")
     sh("virsh -c qemu:///system net-undefine labkit-test-foreign", check=False)
     sh("ip netns del lkfrgn-ns", check=False)

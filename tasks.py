@@ -36,6 +36,8 @@ def user_errors(fn):
             raise Exit(str(exc), code=exc.exit_code) from None
         except LabkitError as exc:
             raise Exit(f"labkit: {exc}", code=exc.exit_code) from None
+        except Exit:  # a task's own exit status (lab.status unhealthy, console --cmd's status)
+            raise
         except KeyboardInterrupt:
             raise Exit("labkit: interrupted; run the same command again to converge", code=130) from None
         except Exception as exc:  # a bug, not a user mistake: one line, the traceback on request

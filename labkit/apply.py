@@ -124,6 +124,7 @@ class Applier:
     def _create_domain(self, actions: list[Action]) -> None:
         self._prepare(actions)
         self.virt.create_domains([self.docs[a.name] for a in actions], say=self.say)
+        self._no_ipv6_on_taps(actions)
 
     def _update_domain(self, actions: list[Action]) -> None:
         self.virt.delete_domains([a.name for a in actions], self.lab_name)
@@ -132,6 +133,7 @@ class Applier:
     def _start_domain(self, actions: list[Action]) -> None:
         self._prepare(actions)
         self.virt.start_domains([a.name for a in actions], say=self.say)
+        self._no_ipv6_on_taps(actions)
 
     # helpers -------------------------------------------------------------
 
@@ -142,6 +144,12 @@ class Applier:
             Path(dom.serial_log).parent.mkdir(parents=True, exist_ok=True)
             if dom.image:
                 disks.prepare(dom)
+
+    def _no_ipv6_on_taps(self, actions: list[Action]) -> None:
+        """libvirt brings the taps up in the workstation's namespace; take IPv6 (link-local) off them."""
+        for a in actions:
+            for ifname in self.virt.ifnames(a.name):
+                self.netlink.disable_ipv6(ifname)
 
     def _veth(self, action: Action):
         return next(v for v in self.lab.veths if v.name == action.name and (v.netns or "") == action.where)

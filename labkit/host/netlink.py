@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import ipaddress
+from pathlib import Path
 
 from pyroute2 import IPRoute, NetlinkError, NetNS, netns
 
@@ -111,6 +112,8 @@ class Netlink:
     def update_veth(self, veth: Veth) -> None:
         """Alias, MTU, addresses (exactly the wanted ones) and link up, on both ends."""
         for namespace, name, addresses in ((None, veth.peer, ()), (veth.netns, veth.name, veth.addresses)):
+            if namespace is None:
+                self.disable_ipv6(name)
             with _ns(namespace) as ipr:
                 index = _index(ipr, name)
                 if index is None:
@@ -142,6 +145,14 @@ class Netlink:
             if index is not None:
                 with contextlib.suppress(NetlinkError):
                     ipr.link("del", index=index)
+
+    @staticmethod
+    def disable_ipv6(name: str) -> None:
+        """No IPv6 on a lab link in the workstation's namespace: the kernel would give it a link-local
+        address and route as soon as it is up, and labkit adds nothing there."""
+        path = Path(f"/proc/sys/net/ipv6/conf/{name}/disable_ipv6")
+        if path.exists():
+            path.write_text("1\n")
 
     def carrier(self, name: str, namespace: str | None = None) -> bool:
         """Up and with carrier (a veth has none when its peer is down)."""

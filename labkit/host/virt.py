@@ -88,6 +88,11 @@ class Virt:
 
     # domains ----------------------------------------------------------------
 
+    def ifnames(self, name: str) -> list[str]:
+        """The host-side devices (taps, vnetN) of a running domain's NICs."""
+        live = etree.fromstring(self.conn.lookupByName(name).XMLDesc(0).encode())
+        return [t.get("dev") for t in live.findall("devices/interface/target") if t.get("dev")]
+
     def create_domains(self, docs: list[str], say=print) -> None:
         """Define and start domains in parallel; every failure is reported, none hidden."""
         def one(xml: str) -> None:

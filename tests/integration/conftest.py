@@ -44,7 +44,8 @@ def root_namespace() -> tuple:
     """The workstation's own addresses and routes (what labkit must never change)."""
     addrs = sorted((a["ifname"], i["local"], i["prefixlen"]) for a in json.loads(sh("ip -j addr"))
                    for i in a.get("addr_info", []))
-    routes = sorted(json.dumps(r, sort_keys=True) for r in json.loads(sh("ip -j route show table all")))
+    routes = sorted(json.dumps(r, sort_keys=True) for family in ("-4", "-6")
+                    for r in json.loads(sh(f"ip {family} -j route show table all")))
     return addrs, routes
 
 

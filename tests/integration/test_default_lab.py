@@ -100,6 +100,10 @@ def test_node_namespace_holds_the_host_identity_and_reaches_the_lab(lab_up):
     wait_ping(NODE_NS, "192.168.5.254")  # the CVM's eth1:1 over NTNX-Local-Network
 
 
+def test_the_workstations_addresses_and_routes_are_untouched_while_the_lab_runs(lab_up, foreign):
+    assert root_namespace() == foreign  # IPv4 and IPv6, every table: not even a link-local address
+
+
 def wait_ping(netns: str, address: str, timeout: float = 60) -> None:
     deadline = time.monotonic() + timeout
     while "1 received" not in sh(f"ip netns exec {netns} ping -c1 -W1 {address}", check=False):

@@ -160,8 +160,8 @@ def status(path: str | None, profile: str | None = None):
 
     with host_session() as host:
         desired, _, pending = _look(host, path, profile)
-        vm_ports = host.ovs.vm_ports()
-    return status_mod.build(desired.lab, pending, vm_ports, [str(d) for d in desired.deviations])
+        vm_ports, bonds = host.ovs.vm_ports(), host.ovs.bond_problems()
+    return status_mod.build(desired.lab, pending, vm_ports, [str(d) for d in desired.deviations], bonds)
 
 
 def verify(path: str | None, timeout: float, say=print):

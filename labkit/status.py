@@ -64,18 +64,20 @@ def _yn(value: bool) -> str:
 
 
 def build(lab: Lab, pending: Plan, vm_ports: dict[str, tuple[str, int | None, str]],
-          deviations: list[str]) -> Status:
-    """`vm_ports`: OVS interface id -> (port name, tag, error) for ports libvirt made."""
+          deviations: list[str], bond_problems: dict[str, list[str]] | None = None) -> Status:
+    """`vm_ports`: OVS interface id -> (port name, tag, error) for ports libvirt made;
+    `bond_problems`: bond port -> its members' problems (link down, LACP not negotiated)."""
+    bond_problems = bond_problems or {}
     actions = {}
     for a in pending.actions:
         actions.setdefault((a.kind, a.where, a.name), a)
         actions.setdefault((a.kind, "", a.name), a)
     rows: list[Row] = []
 
-    def add(kind: str, name: str, node: str | None, where: str = "") -> None:
+    def add(kind: str, name: str, node: str | None, where: str = "", problems: list[str] = ()) -> None:
         a = actions.get((kind, where, name))
         if a is None:
-            rows.append(Row(kind, name, node, True, True, True))
+            rows.append(Row(kind, name, node, True, True, not problems, "; ".join(problems)))
         elif a.verb == "create":
             rows.append(Row(kind, name, node, True, False, False, "missing"))
         else:
@@ -88,7 +90,7 @@ def build(lab: Lab, pending: Plan, vm_ports: dict[str, tuple[str, int | None, st
     for bridge in lab.bridges:
         add("ovs-bridge", bridge.name, bridge.node)
         for port in bridge.ports:
-            add("ovs-port", port.name, bridge.node, where=bridge.name)
+            add("ovs-port", port.name, bridge.node, where=bridge.name, problems=bond_problems.get(port.name, []))
     for net in lab.networks:
         add("network", net.name, net.node)
     for dom in lab.domains:

@@ -71,6 +71,21 @@ class Ovs:
                     out[iface_id] = (port.name, _opt(port.tag), problem or "")
         return out
 
+    def bond_problems(self) -> dict[str, list[str]]:
+        """Per bond port, what keeps a member from carrying traffic: link down, or LACP not current."""
+        out = {}
+        for port in self.api.tables["Port"].rows.values():
+            if len(port.interfaces) < 2:
+                continue
+            problems = []
+            for iface in sorted(port.interfaces, key=lambda i: i.name):
+                if _opt(iface.link_state) != "up":
+                    problems.append(f"{iface.name} link down")
+                elif port.lacp and _opt(iface.lacp_current) is not True:
+                    problems.append(f"{iface.name} LACP not negotiated")
+            out[port.name] = problems
+        return out
+
     def bonds(self, lab: str, node: str) -> list:
         """The bonds on `node`'s bridges as manage_ovs shows them."""
         from ..manage_ovs import BondState

@@ -261,6 +261,9 @@ def test_link_faults_fail_over_and_fail_when_all_members_are_down(lab_up):
     invoke("lab.link-down", node, "eth2")
     try:
         assert re.search(r"member eth2: disabled", sh("ovs-appctl bond/show bond0"))
+        status = json.loads(invoke("lab.status", "--json", expect=1).stdout)
+        bond = next(o for o in status["objects"] if o["name"] == "bond0")
+        assert not bond["healthy"] and bond["detail"] == "eth2 link down"
         invoke("lab.verify")  # one member down: the bond fails over, traffic flows
         invoke("lab.link-down", node, "eth3", "--side", "tor")  # the switch port facing eth3 shuts too
         run = invoke("lab.verify", "--timeout", "30", expect=1)

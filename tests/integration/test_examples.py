@@ -89,6 +89,9 @@ def test_lacp_mismatch_is_decided_by_fallback(tmp_path, fallback, verifies):
         time.sleep(5)  # a few LACP periods without an answer
         bond = bond_of("br0-up")
         assert "lacp_status: negotiated" not in bond
+        status = json.loads(invoke("lab.status", "--topology", str(path), "--json", expect=1).stdout)
+        row = next(o for o in status["objects"] if o["name"] == "br0-up")
+        assert "eth2 LACP not negotiated" in row["detail"] and not row["healthy"]
         run = invoke("lab.verify", "--topology", str(path), "--timeout", "60", expect=0 if verifies else 1)
         if not verifies:
             assert "NTNX-node1-CVM cannot reach gw0 (10.59.30.1)" in run.stderr

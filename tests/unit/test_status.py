@@ -43,4 +43,12 @@ def test_missing_down_and_mistagged_objects_are_named():
     assert rows[("domain", "uvm32")].present is False and rows[("domain", "uvm32")].detail == "missing"
     assert rows[("veth", "seed-n1-eth2")].healthy is False and "up" in rows[("veth", "seed-n1-eth2")].detail
     assert rows[("vm-port", "uvm32/eth0")].detail == "tag 0, want 32"
+
+
+def test_a_bond_member_down_makes_the_bond_unhealthy():
+    desired, host = lab_and_host()
+    report = status.build(desired.lab, plan(desired.lab, host, desired.docs), vm_ports_of(desired.lab), [],
+                          {"bond0": ["eth2 link down"], "seed-n1-bond0": []})
+    bond = next(r for r in report.rows if r.name == "bond0")
+    assert (bond.present, bond.healthy, bond.detail) == (True, False, "eth2 link down") and not report.healthy
     assert "NOT healthy" in report.table()

@@ -131,14 +131,49 @@ def _across(source: Endpoint, label: str, target: ipaddress.IPv4Interface, dev: 
     return Probe(source, label, str(target.ip), False, f"{borrowed}/{target.network.prefixlen}", dev)
 
 
-def guest_command(probe: Probe) -> str:
-    """The shell command the agent runs for a probe (busybox ping: -c count, -W seconds)."""
+def _ping(probe: Probe) -> str:
+    """busybox ping (-c count, -W seconds); a probe expected to reach gets a second chance."""
     size = f"-s {probe.size} " if probe.size else ""
     ping = f"ping -c 2 -W 2 {size}{probe.address} >/dev/null 2>&1"
+    return f"{ping} || {{ sleep 1; ping -c 3 -W 2 {size}{probe.address} >/dev/null 2>&1; }}" if probe.expect else ping
+
+
+def guest_command(probe: Probe) -> str:
+    """The shell command for one probe; exit status 0 when the address answered."""
     if probe.borrow is None:
-        return f"{ping} || {{ sleep 1; ping -c 3 -W 2 {size}{probe.address} >/dev/null 2>&1; }}"
-    return (f"ip addr add {probe.borrow} dev {probe.dev} && {{ {ping}; rc=$?; "
+        return _ping(probe)
+    return (f"ip addr add {probe.borrow} dev {probe.dev} && {{ {_ping(probe)}; rc=$?; "
             f"ip addr del {probe.borrow} dev {probe.dev}; exit $rc; }}")
+
+
+def guest_script(probes: list[Probe]) -> str:
+    """One command running all of a guest's probes at once: each in the background, except that
+    probes borrowing an address in the same subnet take turns (two borrowed addresses in one subnet,
+    on two NICs, would leave the route to it ambiguous). It prints `<index> <exit status>` lines."""
+    groups: dict[str, list[int]] = {}
+    for index, probe in enumerate(probes):
+        groups.setdefault(probe.borrow or f"#{index}", []).append(index)
+    jobs = []
+    for indexes in groups.values():
+        steps = []
+        for i in indexes:
+            p = probes[i]
+            ping = f"{_ping(p)}; echo \"{i} $?\" >> $r"
+            steps.append(ping if p.borrow is None else
+                         f"if ip addr add {p.borrow} dev {p.dev}; then {ping}; ip addr del {p.borrow} dev {p.dev}; "
+                         f"else echo \"{i} 98\" >> $r; fi")
+        jobs.append(f"( {'; '.join(steps)} ) &")
+    return "r=$(mktemp); " + " ".join(jobs) + " wait; cat $r; rm -f $r"
+
+
+def parse_script_output(probes: list[Probe], output: str) -> dict[int, int]:
+    """`<index> <status>` lines -> {index: status}; a probe with no line did not run (status 99)."""
+    found = {}
+    for line in output.splitlines():
+        parts = line.split()
+        if len(parts) == 2 and parts[0].isdigit() and parts[1].isdigit():
+            found[int(parts[0])] = int(parts[1])
+    return {i: found.get(i, 99) for i in range(len(probes))}
 
 
 def matrix(outcomes: list[Outcome]) -> str:

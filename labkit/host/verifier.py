@@ -9,7 +9,7 @@ import libvirt
 
 from ..errors import HostError
 from ..model import Lab
-from ..verify import Outcome, Probe, guest_command, probes
+from ..verify import Outcome, Probe, guest_script, parse_script_output, probes
 from .agent import Agent
 from .ping import ping
 
@@ -42,16 +42,15 @@ def run(conn: libvirt.virConnect, lab: Lab) -> list[Outcome]:
             by_guest.setdefault(p.source.name, []).append(p)
 
     def guest(name: str) -> list[Outcome]:
-        out = []
+        mine = by_guest[name]
         with Agent(conn, name) as agent:
-            for p in by_guest[name]:
-                try:
-                    result = agent.run(guest_command(p), timeout=45)
-                except (TimeoutError, HostError) as exc:  # a hung or stopped guest fails its probes, named
-                    out.append(Outcome(p, False, f"no answer from the agent ({exc})"))
-                    continue
-                out.append(Outcome(p, result.status == 0))
-        return out
+            try:
+                result = agent.run(guest_script(mine), timeout=90)
+            except (TimeoutError, HostError) as exc:  # a hung or stopped guest fails its probes, named
+                return [Outcome(p, False, f"no answer from the agent ({exc})") for p in mine]
+        statuses = parse_script_output(mine, result.output)
+        return [Outcome(p, statuses[i] == 0, "" if statuses[i] < 98 else "the probe did not run")
+                for i, p in enumerate(mine)]
 
     results: dict[Probe, Outcome] = {}
     with ThreadPoolExecutor(max_workers=max(1, len(by_guest))) as pool:

@@ -46,3 +46,14 @@ def test_matrix_marks_leaks_and_failures():
     assert "FAIL" in text and text.count("FAIL") + text.count("LEAK") == 2
     failed = [verify.describe_failure(o) for o in outcomes if not o.ok]
     assert failed[0] == f"{probes[0].source.label} cannot reach {probes[0].target} ({probes[0].address})"
+
+
+def test_a_guest_runs_its_probes_at_once_but_borrows_in_one_subnet_in_turn():
+    lab = model.resolve(pipeline.load(str(REPO / "examples/two-bridges.yaml")))
+    mine = [p for p in verify.probes(lab) if p.source.name == "fw1"]
+    script = verify.guest_script(mine)
+    jobs = script.split(" & ")
+    borrowed = [j for j in jobs if "ip addr add" in j]
+    assert len(borrowed) == 1 and borrowed[0].count("ip addr add 10.59.31.254/23") == 4  # eth0 and eth1 take turns
+    assert len(jobs) - 1 == 1 + sum(1 for p in mine if not p.borrow)  # the rest run side by side
+    assert verify.parse_script_output(mine, "0 0\n1 1\nnoise\n") == {0: 0, 1: 1} | {i: 99 for i in range(2, len(mine))}

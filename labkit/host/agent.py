@@ -24,6 +24,7 @@ from dataclasses import dataclass
 import libvirt
 
 from ..errors import HostError
+from . import Connection
 from ..render import AGENT_CHANNEL
 
 PROTOCOL = "LK1"
@@ -35,7 +36,7 @@ class Result:
     output: str
 
 
-class Agent:
+class Agent(Connection):
     def __init__(self, conn: libvirt.virConnect, domain: str):
         self.conn, self.domain = conn, domain
         self._ids = itertools.count(1)
@@ -59,12 +60,6 @@ class Agent:
             except libvirt.libvirtError:
                 pass
             self._stream = None
-
-    def __enter__(self) -> "Agent":
-        return self
-
-    def __exit__(self, *exc) -> None:
-        self.close()
 
     def request(self, verb: str, payload: str = "", timeout: float = 30) -> Result:
         if self._stream is None:

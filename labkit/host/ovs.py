@@ -12,6 +12,7 @@ from ovsdbapp.backend.ovs_idl import command, connection, idlutils
 from ovsdbapp.schema.open_vswitch import impl_idl
 
 from ..errors import HostError
+from . import Connection
 from ..hoststate import SeenBridge
 from ..model import OvsBridge, OvsInterface, OvsPort
 from .services import OVSDB_SOCK
@@ -24,7 +25,7 @@ def _opt(value):
     return value[0] if value else None
 
 
-class Ovs:
+class Ovs(Connection):
     def __init__(self, remote: str = f"unix:{OVSDB_SOCK}", timeout: int = 20):
         self.remote = remote
         try:
@@ -36,12 +37,6 @@ class Ovs:
 
     def close(self) -> None:
         self._conn.stop()
-
-    def __enter__(self) -> "Ovs":
-        return self
-
-    def __exit__(self, *exc) -> None:
-        self.close()
 
     # observe --------------------------------------------------------------
 

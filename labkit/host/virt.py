@@ -14,6 +14,7 @@ import libvirt
 from lxml import etree
 
 from ..errors import HostError
+from . import Connection
 from ..hoststate import SeenDomain, SeenNetwork
 from ..render import metadata_of
 
@@ -23,7 +24,7 @@ URI = "qemu:///system"
 libvirt.registerErrorHandler(lambda _ctx, _err: None, None)
 
 
-class Virt:
+class Virt(Connection):
     def __init__(self, uri: str = URI):
         try:
             self.conn = libvirt.open(uri)
@@ -33,12 +34,6 @@ class Virt:
 
     def close(self) -> None:
         self.conn.close()
-
-    def __enter__(self) -> "Virt":
-        return self
-
-    def __exit__(self, *exc) -> None:
-        self.close()
 
     # observe ----------------------------------------------------------------
 

@@ -258,8 +258,7 @@ class _Builder:
         facts, lab = self.facts, self.lab_name
         n = f"n{index}"
         netns = names.netns(lab, node.name)
-        gateway = str(node.gateway or self.topo.switch.gateways[node.host_vlan].ip)
-        self.namespaces.append(Netns(netns, "node", node.name, routes=(("default", gateway),)))
+        self.namespaces.append(Netns(netns, "node", node.name, routes=(("default", self._host_gateway(node)),)))
 
         # Uplinks: the node end is the AHV NIC name; the far end plugs into the ToR.
         uplink_names: dict[str, str] = {}
@@ -307,6 +306,10 @@ class _Builder:
                                alias=names.link_alias(lab, node.name, "local")))
         self.cvm(node, self.node_bridges[(node.name, node.cvm.bridge)], local_net)
 
+    def _host_gateway(self, node: Node) -> str:
+        """The node's gateway: its own, or the switch's gateway on the host's VLAN (validation ensured one)."""
+        return str(node.gateway or self.topo.switch.gateways[node.host_vlan].ip)
+
     def _uplink_mtu(self, node: Node, uplink: str) -> int:
         for bridge in node.bridges.values():
             if bridge.bond and uplink in bridge.bond.interfaces:
@@ -341,8 +344,10 @@ class _Builder:
         name = self.global_name(f"NTNX-{node.name}-CVM", node.name, self.facts.taken_domains,
                                 {d.name for d in self.domains}, "CVM domain")
         cvm = node.cvm
-        gateway = str(node.gateway or self.topo.switch.gateways[node.host_vlan].ip) if cvm.vlan == node.host_vlan else \
-            (str(self.topo.switch.gateways[cvm.vlan].ip) if cvm.vlan in self.topo.switch.gateways else None)
+        if cvm.vlan == node.host_vlan:
+            gateway = self._host_gateway(node)
+        else:  # the custom layout may put the CVM on its own VLAN: its gateway is that VLAN's
+            gateway = str(self.topo.switch.gateways[cvm.vlan].ip) if cvm.vlan in self.topo.switch.gateways else None
         nics = (
             DomainNic("ovs", bridge.name, self.mac(names.CVM_OUI, node.name, "cvm", "0"),
                       interfaceid=names.uuid_for(lab, node.name, "cvm", "nic0"), vlan=(cvm.vlan,) if cvm.vlan else (),

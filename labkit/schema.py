@@ -16,7 +16,7 @@ SCHEMA_DIR = Path("/usr/share/libvirt/schemas")
 def _schema(kind: str) -> etree.RelaxNG:
     path = SCHEMA_DIR / f"{kind}.rng"
     if not path.exists():
-        raise HostError(f"libvirt's schema {path} is missing; install libvirt-daemon-system (invoke host.bootstrap)")
+        raise HostError(f"libvirt's schema {path} is missing; install libvirt0 (./bootstrap.sh does)")
     return etree.RelaxNG(etree.parse(str(path)))
 
 

@@ -227,14 +227,19 @@ class _Builder:
     def ahv_ifname(self, ahv: str, node: str, taken: frozenset[str], what: str) -> str:
         """The AHV name when no foreign object and no other node of this lab holds it."""
         if ahv in taken or ahv in self.used_ifnames:
-            name = names.fallback(ahv, self.lab_name, node)
+            salt = 0  # 4 hex digits can collide: the next salt gives another name
+            while (name := names.fallback(ahv, self.lab_name, node, salt=salt)) in taken | self.used_ifnames:
+                salt += 1
             reason = "held by another node of this lab" if ahv in self.used_ifnames else "held by another owner on this host"
             self.deviations.append(Deviation(f"{what} {ahv}", f"named {name}: {ahv} is {reason}"))
             return self._claim(name)
         return self._claim(ahv)
 
     def lab_ifname(self, *parts: str) -> str:
-        return self._claim(names.fit("-".join((self.lab_name,) + parts)))
+        full, salt = "-".join((self.lab_name,) + parts), 0
+        while (name := names.fit(full, salt)) in self.used_ifnames:  # cut names can collide: salt them
+            salt += 1
+        return self._claim(name)
 
     def global_name(self, ahv: str, node: str, taken: frozenset[str], used: set[str], what: str) -> str:
         if ahv in taken or ahv in used:

@@ -4,7 +4,7 @@ Everything here is a pure function of (lab, node, VM, NIC) names, so the same
 topology always resolves to the same MACs, UUIDs and interface names, and two
 labs never share a UUID.  Names that live in the workstation's single
 namespace (links, OVS bridges, libvirt objects) carry the lab's name, or an
-AHV name where that is free (see `ahv_or_fallback`).
+AHV name where that is free (`fallback` otherwise).
 """
 
 from __future__ import annotations
@@ -27,23 +27,20 @@ def short(*parts: str, length: int = 4) -> str:
     return digest(*parts)[:length]
 
 
-def fit(name: str) -> str:
-    """A Linux interface name of at most 15 bytes: kept as is when it fits,
-    else its first 10 bytes, '-', and 4 hex digits of a hash of the whole name."""
-    if len(name.encode()) <= IFNAME_MAX:
+def fit(name: str, salt: int = 0) -> str:
+    """A Linux interface name of at most 15 bytes: kept as is when it fits, else its first 10 bytes,
+    '-', and 4 hex digits of a hash of the whole name. A `salt` (tried when a lab's own names
+    collide) always hashes, so every salt gives another name."""
+    if len(name.encode()) <= IFNAME_MAX and not salt:
         return name
-    return f"{name.encode()[:10].decode(errors='ignore').rstrip('-')}-{short(name)}"
+    return f"{name.encode()[:10].decode(errors='ignore').rstrip('-')}-{short(name, str(salt) if salt else '')}"
 
 
-def fallback(ahv_name: str, lab: str, node: str, limit: int = IFNAME_MAX) -> str:
+def fallback(ahv_name: str, lab: str, node: str, limit: int = IFNAME_MAX, salt: int = 0) -> str:
     """The documented fallback for an AHV name held by someone else:
     `<ahv name>-<4 hex of lab/node>`, the AHV part cut to fit `limit`."""
-    tag = short(lab, node)
+    tag = short(lab, node, *([str(salt)] if salt else []))
     return f"{ahv_name[: limit - 5]}-{tag}"
-
-
-def ahv_or_fallback(ahv_name: str, lab: str, node: str, taken: set[str] | frozenset[str], limit: int = IFNAME_MAX) -> str:
-    return ahv_name if ahv_name not in taken else fallback(ahv_name, lab, node, limit)
 
 
 def uuid_for(*parts: str) -> str:

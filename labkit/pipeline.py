@@ -210,25 +210,27 @@ def manage_ovs_show(path: str | None, node: str | None, action: str) -> str:
 def set_link(path: str | None, node: str, iface: str, up: bool, side: str = "node") -> str:
     """Take a lab link down or up: a node's uplink (its NIC end, or with side=tor the top-of-rack
     port facing it), or with node=tor any top-of-rack port by name. Returns the interface changed."""
-    from .host.netlink import Netlink
-
     with host_session() as host:
         lab = _look(host, path)[0].lab
+        link = _link_target(lab, node, iface, side)
+        host.netlink.set_link_state(link, up)
+    return link
+
+
+def _link_target(lab: model.Lab, node: str, iface: str, side: str) -> str:
+    """The root-namespace interface that carries a node's uplink (either end) or a ToR port."""
     if node == "tor":
         tor_ports = [i.name for b in lab.bridges if b.role == "tor" for p in b.ports for i in p.interfaces]
         if iface not in tor_ports:
             raise LabkitError(f"the top-of-rack switch of lab {lab.name} has no port {iface!r}; its ports: {', '.join(tor_ports)}")
-        target = iface
-    else:
-        uplinks = lab.uplinks(node)
-        if not uplinks:
-            raise LabkitError(f"lab {lab.name} has no node {node!r}; its nodes: {', '.join(lab.node_names)} (or tor)")
-        veth = uplinks.get(iface)
-        if veth is None:
-            raise LabkitError(f"node {node} has no uplink {iface!r}; its uplinks: {', '.join(uplinks)}")
-        target = veth.peer if side == "node" else veth.name
-    Netlink().set_link_state(target, up)
-    return target
+        return iface
+    uplinks = lab.uplinks(node)
+    if not uplinks:
+        raise LabkitError(f"lab {lab.name} has no node {node!r}; its nodes: {', '.join(lab.node_names)} (or tor)")
+    veth = uplinks.get(iface)
+    if veth is None:
+        raise LabkitError(f"node {node} has no uplink {iface!r}; its uplinks: {', '.join(uplinks)}")
+    return veth.peer if side == "node" else veth.name
 
 
 def domain_name(path: str | None, vm: str) -> str:

@@ -79,3 +79,15 @@ def test_different_labs_never_share_identities(topo, other_name):
         {nic.interfaceid for d in lab.domains for nic in d.nics if nic.interfaceid}
     assert not ids(a) & ids(b)
     assert not {ns.name for ns in a.namespaces} & {ns.name for ns in b.namespaces}
+
+
+def test_cut_names_whose_hashes_collide_are_salted_apart():
+    """Found by hypothesis: in lab hfdyq-owkqr0, '...-n1-host' and '...-gw0' both cut to hfdyq-owkq-d267."""
+    topo = topology.Topology.model_validate({
+        "name": "hfdyq-owkqr0", "switch": {"vlans": [0, 32], "gateways": {0: "10.59.30.1/23"}},
+        "nodes": [{"name": "0", "host_ip": "10.59.31.10/23", "cvm": {"ip": "10.59.30.10/23"},
+                   "uplinks": {"b": "10g", "c": "10g"}, "bridges": {"br0": {"bond": {"name": "a", "interfaces": ["b", "c"]}}}}],
+    })
+    lab = model.resolve(topo)
+    ports = [p.name for b in lab.bridges for p in b.ports]
+    assert len(ports) == len(set(ports)) and all(len(p) <= 15 for p in ports)

@@ -131,6 +131,8 @@ class Virt(Connection):
         with ThreadPoolExecutor(max_workers=min(8, len(items))) as pool:
             futures = [pool.submit(fn, item) for item in items]
         errors = [f.exception() for f in futures if f.exception() is not None]
+        if len(errors) > 1 and all(isinstance(e, HostError) for e in errors):
+            raise HostError("; ".join(str(e) for e in errors))  # every failure, none hidden
         if errors:
             raise errors[0]
 

@@ -138,14 +138,6 @@ def _ping(probe: Probe) -> str:
     return f"{ping} || {{ sleep 1; ping -c 3 -W 2 {size}{probe.address} >/dev/null 2>&1; }}" if probe.expect else ping
 
 
-def guest_command(probe: Probe) -> str:
-    """The shell command for one probe; exit status 0 when the address answered."""
-    if probe.borrow is None:
-        return _ping(probe)
-    return (f"ip addr add {probe.borrow} dev {probe.dev} && {{ {_ping(probe)}; rc=$?; "
-            f"ip addr del {probe.borrow} dev {probe.dev}; exit $rc; }}")
-
-
 def guest_script(probes: list[Probe]) -> str:
     """One command running all of a guest's probes at once: each in the background, except that
     probes borrowing an address in the same subnet take turns (two borrowed addresses in one subnet,

@@ -27,7 +27,7 @@ def test_cross_vlan_probes_borrow_an_unused_address_in_the_target_subnet():
     used = {a.split("/")[0] for d in lab.domains for n in d.nics for a in n.addresses}
     for p in across:
         assert p.borrow and p.borrow.split("/")[0] not in used and p.dev == "eth0"
-        assert verify.guest_command(p).startswith(f"ip addr add {p.borrow} dev eth0 && ")
+        assert f"if ip addr add {p.borrow} dev eth0; then ping -c 2 -W 2 {p.address} " in verify.guest_script([p])
 
 
 def test_every_same_vlan_pair_is_checked_both_ways():

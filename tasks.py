@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import functools
+import importlib
 import os
 import sys
 import time
@@ -11,9 +12,21 @@ from pathlib import Path
 from invoke import Collection, Exit, Task, task
 from invoke.parser import context as invoke_parser_context
 
-from labkit import pipeline, render, schema
 from labkit.errors import LabkitError, TopologyError
-from labkit.hoststate import HostState
+
+
+class _OnFirstUse:
+    """A module imported when a task first uses it: `invoke --list` and `--help` must not pay for
+    pydantic, lxml, jinja2 and the adapters' libraries."""
+
+    def __init__(self, name: str):
+        self._name = name
+
+    def __getattr__(self, attr: str):
+        return getattr(importlib.import_module(self._name), attr)
+
+
+pipeline, render, schema, hoststate = (_OnFirstUse(f"labkit.{m}") for m in ("pipeline", "render", "schema", "hoststate"))
 
 TOPOLOGY_HELP = "topology YAML file (default: the embedded seed node, labkit/default.yaml)"
 LAB_HELP = "lab name, for a lab whose file is not at hand (its last lab.up recorded it)"
@@ -59,46 +72,82 @@ def need_root() -> None:
 
 @task(help={"topology": TOPOLOGY_HELP, "profile": "lab (default: fits a laptop) or fidelity (AHV's sizes)",
             "strict": "fail instead of degrading when the host lacks KVM, memlock, VFIO or the OVS module",
-            "verify": "check the network from inside the guests afterwards (default; --no-verify skips it)",
-            "timeout": "seconds to wait for the guests to boot before verifying (default 180)"})
+            "verify": "run the whole reach/blocked matrix even when nothing changed (it runs after every change; "
+                      "when nothing changed lab.up checks that every guest's agent answers)",
+            "no_verify": "check nothing from inside the guests (not even that they booted)",
+            "timeout": "seconds to wait for the guests to boot before verifying (default 180)",
+            "timings": "print how long each phase took (stderr)",
+            "json": "print the result as JSON on stdout: changes, phases and their seconds, verification"})
 @user_errors
-def up(c, topology=None, profile=None, strict=False, verify=True, timeout=180):
+def up(c, topology=None, profile=None, strict=False, verify=False, no_verify=False, timeout=180, timings=False,
+       json=False):
     """Build the lab (observe -> plan -> apply), then verify it from inside the guests."""
     need_root()
+    from labkit.timings import Phases
+
+    phases = Phases()
     topology, _ = pipeline.target(topology, None)  # a bare lab.up keeps what manage-ovs changed
-    result = pipeline.up(topology, profile, strict=strict, say=say)
+    result = pipeline.up(topology, profile, strict=strict, say=say, phases=phases)
     lab = result.desired.lab
-    say(f"lab {lab.name} is up: {len(lab.bridges)} OVS bridges, {len(lab.networks)} libvirt networks, "
-        f"{len(lab.domains)} domains, {len(lab.namespaces)} namespaces")
-    for ns in lab.namespaces:
-        if ns.role == "node":
-            say(f"  node {ns.node}: ip netns exec {ns.name} ip addr")
-    deviations = result.desired.deviations
-    if deviations:
-        say("deviations from AHV on this host:")
-        for d in deviations:
-            say(f"  {d}")
-    if verify:
-        _verify(topology, float(timeout), as_json=False)
+    if not result.plan.empty:
+        say(f"lab {lab.name} is up: {len(lab.bridges)} OVS bridges, {len(lab.networks)} libvirt networks, "
+            f"{len(lab.domains)} domains, {len(lab.namespaces)} namespaces")
+        for ns in lab.namespaces:
+            if ns.role == "node":
+                say(f"  node {ns.node}: ip netns exec {ns.name} ip addr")
+        if result.desired.deviations:
+            say("deviations from AHV on this host:")
+            for d in result.desired.deviations:
+                say(f"  {d}")
+    verification, late = None, []
+    if not no_verify:
+        if result.plan.empty and not verify:
+            with phases.phase("agents answer"):
+                late = pipeline.agents_answer(lab)
+            if late:
+                say(f"{', '.join(late)} did not answer; verifying the whole lab")
+        if verify or not result.plan.empty or late:
+            with phases.phase("verify"):
+                verification = pipeline.verify_lab(lab, float(timeout), say=say)
+        else:
+            say(f"lab {lab.name}: nothing changed; all {len(lab.domains)} guests answer")
+    if timings:
+        say(phases.table())
+    if json:
+        import json as json_mod
+
+        print(json_mod.dumps({"version": 1, "lab": lab.name, "changes": [str(a) for a in result.plan.actions],
+                              "phases": phases.as_list(), "seconds": round(phases.total(), 3),
+                              "verify": _verify_json(verification) if verification else None}, indent=1))
+    if verification is not None:
+        _report(verification, as_json=json, timeout=float(timeout))
 
 
-def _verify(topology, timeout: float, as_json: bool) -> None:
-    import json as json_mod
+def _verify_json(v) -> dict:
+    return {"version": 1, "lab": v.lab.name, "ok": not v.failed and not v.late, "late": v.late, "checks": [
+        {"from": o.probe.source.label, "to": o.probe.target, "address": o.probe.address,
+         "expect": "reach" if o.probe.expect else "blocked", "reached": o.reached, "ok": o.ok}
+        for o in v.outcomes]}
 
+
+def _report(v, as_json: bool, timeout: float) -> None:
+    """The matrix (unless JSON went to stdout), then one sentence per failure; exit 4 when a VM
+    never came up, 1 when a check failed."""
     from labkit import verify as verify_mod
+    from labkit.errors import HostError
 
-    lab, outcomes = pipeline.verify(topology, timeout, say=say)
-    failed = [o for o in outcomes if not o.ok]
-    if as_json:
-        print(json_mod.dumps({"version": 1, "lab": lab.name, "ok": not failed, "checks": [
-            {"from": o.probe.source.label, "to": o.probe.target, "address": o.probe.address,
-             "expect": "reach" if o.probe.expect else "blocked", "reached": o.reached, "ok": o.ok}
-            for o in outcomes]}, indent=1))
-    else:
-        print(verify_mod.matrix(outcomes))
-    if failed:
-        raise LabkitError(f"lab {lab.name} fails verification: " + "; ".join(verify_mod.describe_failure(o) for o in failed))
-    say(f"lab {lab.name} verified: {len(outcomes)} checks passed from inside the guests")
+    if not as_json:
+        print(verify_mod.matrix(v.outcomes))
+    if v.late:
+        logs = ", ".join(v.lab.domain(n).serial_log for n in v.late)
+        others = len([o for o in v.outcomes if o.probe.source.name not in v.late])
+        passed = others - len([o for o in v.failed if o.probe.source.name not in v.late])
+        raise HostError(f"VM {', '.join(v.late)} did not come up within {timeout:.0f} s (its agent never answered); "
+                        f"see {logs}, or raise --timeout; the other guests passed {passed} of {others} checks")
+    if v.failed:
+        raise LabkitError(f"lab {v.lab.name} fails verification: "
+                          + "; ".join(verify_mod.describe_failure(o) for o in v.failed))
+    say(f"lab {v.lab.name} verified: {len(v.outcomes)} checks passed from inside the guests")
 
 
 @task(help={"topology": TOPOLOGY_HELP, "lab": LAB_HELP, "json": "print the results as JSON",
@@ -107,8 +156,13 @@ def _verify(topology, timeout: float, as_json: bool) -> None:
 def verify(c, topology=None, lab=None, json=False, timeout=180):
     """Wait for the guests, then check the lab's network from inside them: a reach/blocked matrix."""
     need_root()
+    import json as json_mod
+
     path, _ = pipeline.target(topology, lab)
-    _verify(path, float(timeout), as_json=json)
+    verification = pipeline.verify(path, float(timeout), say=say)
+    if json:
+        print(json_mod.dumps(_verify_json(verification), indent=1))
+    _report(verification, as_json=json, timeout=float(timeout))
 
 
 @task(help={"vm": "VM name (as in the topology, or its domain name, or `cvm`)", "topology": TOPOLOGY_HELP,
@@ -118,20 +172,21 @@ def console(c, vm, topology=None, lab=None, cmd=None):
     """An interactive serial console on a VM (Ctrl-] leaves), or --cmd to run one command in it."""
     need_root()
     path, _ = pipeline.target(topology, lab)
-    name = pipeline.domain_name(path, vm)
-    from labkit.host.agent import Agent
-    from labkit.host.console import attach
-    from labkit.host.virt import Virt
+    dom = pipeline.find_domain(path, vm)
+    from labkit.host.agent import Agent, AgentError
 
-    with Virt() as virt:
-        if cmd is None:
-            attach(virt.conn, name)
-            return
-        with Agent(virt.conn, name) as agent:
-            try:
-                result = agent.run(cmd, timeout=60)
-            except TimeoutError as exc:
-                raise LabkitError(f"{exc}; is the VM booted? (lab.verify waits for it)") from None
+    if cmd is None:
+        from labkit.host.console import attach
+        from labkit.host.virt import Virt
+
+        with Virt() as virt:
+            attach(virt.conn, dom.name)
+        return
+    with Agent(dom.name, dom.agent_socket) as agent:
+        try:
+            result = agent.run(cmd, timeout=60)
+        except AgentError as exc:
+            raise LabkitError(f"{exc}; is the VM booted? (lab.verify waits for it)") from None
     sys.stdout.write(result.output if result.output.endswith("\n") or not result.output else result.output + "\n")
     if result.status:
         raise Exit(code=result.status)
@@ -165,7 +220,7 @@ def status(c, topology=None, lab=None, json=False):
 def render_(c, topology=None, profile=None, out=None):
     """Print the lab's libvirt XML, AHV-faithful (locked memory, passthrough, KVM), schema-checked."""
     topo = pipeline.load(topology, profile)
-    desired = pipeline.desire(topo, HostState(), render.Adaptation.ahv())
+    desired = pipeline.desire(topo, hoststate.HostState(), render.Adaptation.ahv())
     for name, xml in desired.docs.items():
         problems = schema.problems(xml)
         if problems:
@@ -189,7 +244,7 @@ def plan_(c, topology=None, profile=None, offline=False):
     """Show what `lab.up` would change on this host, without changing anything."""
     if offline:
         topo = pipeline.load(topology, profile)
-        host = HostState()
+        host = hoststate.HostState()
         print(pipeline.plan_up(pipeline.desire(topo, host, render.Adaptation()), host))
         return
     need_root()
@@ -294,6 +349,9 @@ def bootstrap(c):
     from labkit.host import preflight, services
 
     services.install_packages(services.missing_packages(), say=say)
+    kvm_changed = services.kvm_device_as_udev_sets_it()
+    if kvm_changed:
+        say(kvm_changed)
     started = services.start_services(say=say)
     images.build(say=say)
     kvm = preflight.check_kvm()
@@ -308,11 +366,11 @@ def preflight(c, topology=None, strict=False):
     from labkit.host import preflight as checks
 
     topo = pipeline.load(topology)
-    facts = HostState()
+    facts = hoststate.HostState()
     if checks.check_services().status == checks.PASS:
         with pipeline.host_session() as host:
             facts = host.observe(topo.name)
-    report = checks.run(model.resolve(topo, facts.facts_for(topo.name)))
+    report = checks.run(model.resolve(topo, facts.facts_for(topo.name)), libvirt_cache=True)
     print(report.table())
     checks.enforce(report, strict)
 

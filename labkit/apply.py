@@ -8,6 +8,7 @@ appended to /run/labkit/<lab>/journal for the post-mortem.
 
 from __future__ import annotations
 
+import contextlib
 import itertools
 import time
 from pathlib import Path
@@ -24,8 +25,9 @@ from .state import lab_dir
 
 
 class Applier:
-    def __init__(self, ovs: Ovs, netlink: Netlink, virt: Virt, say=print):
+    def __init__(self, ovs: Ovs, netlink: Netlink, virt: Virt, say=print, phase=None):
         self.ovs, self.netlink, self.virt, self.say = ovs, netlink, virt, say
+        self.phase = phase or (lambda _name: contextlib.nullcontext())
 
     def apply(self, plan: Plan, lab: Lab | None, docs: dict[str, str]) -> None:
         self.lab_name, self.lab, self.docs = plan.lab, lab, docs
@@ -36,7 +38,8 @@ class Applier:
             actions = list(group)
             started = time.monotonic()
             self.say(f"{verb} {kind}: {', '.join(_target(a) for a in actions)}")
-            getattr(self, f"_{verb}_{kind.replace('-', '_')}")(actions)
+            with self.phase(f"{verb} {kind}"):
+                getattr(self, f"_{verb}_{kind.replace('-', '_')}")(actions)
             with journal.open("a") as log:
                 log.writelines(f"{time.strftime('%FT%T')} done {a} ({time.monotonic() - started:.2f}s)\n" for a in actions)
 
@@ -138,10 +141,12 @@ class Applier:
     # helpers -------------------------------------------------------------
 
     def _prepare(self, actions: list[Action]) -> None:
-        """The serial logs' directory (libvirt does not create it), and the disks of VMs with their own image."""
+        """The directories of the serial logs and agent sockets (libvirt creates neither), and the
+        disks of VMs with their own image."""
         for a in actions:
             dom = self.lab.domain(a.name)
             Path(dom.serial_log).parent.mkdir(parents=True, exist_ok=True)
+            Path(dom.agent_socket).parent.mkdir(parents=True, exist_ok=True)
             if dom.image:
                 disks.prepare(dom)
 

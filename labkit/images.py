@@ -1,57 +1,32 @@
-"""The built-in guest: a Debian cloud kernel and a busybox-static initramfs, made locally.
+"""The built-in guest: labkit's kernel (labkit/kernel.py) and an initramfs of busybox-static,
+the init scripts in images/guest/ and labkit's agent and prober, compiled here with musl.
 
-Inputs: the Debian kernel package (downloaded with apt into a cache), the
-busybox-static binary, and the scripts in images/guest/. Their digest names
-the build under /var/lib/labkit/images/<digest>/; `guest` points at the
-current one, so an unchanged input set is never rebuilt. Nothing of this is
-in git.
+Inputs: the kernel build, the busybox-static binary, the files in images/guest/ and the C
+compiler's version. Their digest names the build under /var/lib/labkit/images/<digest>/;
+`guest` points at the current one, so an unchanged input set is never rebuilt. Nothing of this
+is in git. The initramfs is an uncompressed cpio with busybox's applets as symlinks: nothing to
+decompress or install at boot.
 """
 
 from __future__ import annotations
 
-import gzip
 import hashlib
 import io
 import json
 import os
-import re
 import shutil
 import subprocess
 import tempfile
 from pathlib import Path
 
+from . import kernel
 from .errors import HostError
-from .model import IMAGE_DIR
+from .paths import IMAGES, REPO_IMAGES
 
-IMAGES = Path(IMAGE_DIR).parent
-DEB_CACHE = Path("/var/cache/labkit/debs")
-GUEST_SRC = Path(__file__).resolve().parent.parent / "images" / "guest"
-KERNEL_META = "linux-image-cloud-amd64"
+GUEST_SRC = REPO_IMAGES / "guest"
 BUSYBOX = Path("/bin/busybox")
-# Drivers the guest loads at boot (dependencies are added from each module's .modinfo).
-MODULES = ("virtio_pci", "virtio_net", "virtio_console", "virtio_balloon", "virtio_blk", "8021q", "isofs")
-
-
-def kernel_package() -> str:
-    """The concrete kernel package Debian's cloud meta-package points at (from local apt lists)."""
-    run = subprocess.run(["apt-cache", "depends", KERNEL_META], capture_output=True, text=True)
-    match = re.search(r"Depends: (linux-image-[0-9][^\s]*-cloud-amd64)", run.stdout)
-    if not match:
-        raise HostError(f"apt knows no {KERNEL_META}; run `apt-get update` (host.bootstrap does)")
-    return match.group(1)
-
-
-def fetch_kernel(package: str, say=print) -> Path:
-    DEB_CACHE.mkdir(parents=True, exist_ok=True)
-    found = sorted(DEB_CACHE.glob(f"{package}_*.deb"))
-    if found:
-        return found[-1]
-    say(f"downloading {package} (apt-get download)")
-    run = subprocess.run(["apt-get", "download", "-q", package], cwd=DEB_CACHE, capture_output=True, text=True)
-    found = sorted(DEB_CACHE.glob(f"{package}_*.deb"))
-    if run.returncode or not found:
-        raise HostError(f"apt-get download {package} failed ({run.stderr.strip()[-200:]}); check apt's sources")
-    return found[-1]
+CC = "musl-gcc"  # static binaries of a few dozen KB (glibc's are 700 KB)
+ROOT_DIRS = ("bin", "dev", "etc", "proc", "root", "run", "sys", "tmp")
 
 
 def _sha256(path: Path) -> str:
@@ -62,91 +37,86 @@ def _sha256(path: Path) -> str:
     return digest.hexdigest()
 
 
-def inputs_digest(deb: Path) -> tuple[str, dict]:
+def _compiler_version() -> str:
+    if shutil.which(CC) is None:
+        raise HostError(f"{CC} is not installed (package musl-tools); run `invoke host.bootstrap`")
+    return subprocess.run([CC, "--version"], capture_output=True, text=True).stdout.splitlines()[0]
+
+
+def inputs_digest(kernel_dir: Path) -> tuple[str, dict]:
     if not BUSYBOX.exists():
         raise HostError("busybox-static is not installed; run `invoke host.bootstrap`")
-    inputs = {"kernel": deb.name, "kernel_sha256": _sha256(deb), "busybox_sha256": _sha256(BUSYBOX),
-              "modules": list(MODULES),
-              "scripts": {p.name: hashlib.sha256(p.read_bytes()).hexdigest() for p in sorted(GUEST_SRC.iterdir())}}
+    inputs = {"kernel": kernel_dir.name, "busybox_sha256": _sha256(BUSYBOX), "cc": _compiler_version(),
+              "sources": {p.name: hashlib.sha256(p.read_bytes()).hexdigest() for p in sorted(GUEST_SRC.iterdir())}}
     return hashlib.sha256(json.dumps(inputs, sort_keys=True).encode()).hexdigest()[:16], inputs
 
 
 def build(say=print, force: bool = False) -> Path:
     """Build (or reuse) the guest image; returns the directory `guest` now points at."""
-    deb = fetch_kernel(kernel_package(), say)
-    digest, inputs = inputs_digest(deb)
+    kernel_dir = kernel.build(say)
+    digest, inputs = inputs_digest(kernel_dir)
     target = IMAGES / digest
     current = IMAGES / "guest"
-    if not force and (target / "initrd.img").exists() and (target / "vmlinuz").exists():
+    if not force and all((target / name).exists() for name in ("vmlinux", "vmlinuz", "initrd.img")):
         say(f"guest image {digest} is up to date ({target})")
     else:
-        say(f"building guest image {digest} from {deb.name} and busybox-static")
-        _build_into(deb, target, inputs)
-    tmp_link = IMAGES / ".guest.tmp"
-    tmp_link.unlink(missing_ok=True)
-    tmp_link.symlink_to(digest)
-    os.replace(tmp_link, current)  # atomic: a running lab never sees a half-built image
+        say(f"building guest image {digest}: labkit's kernel, busybox-static, the agent")
+        _build_into(kernel_dir, target, inputs)
+    IMAGES.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(dir=IMAGES, prefix=".link-") as tmp:
+        link = Path(tmp) / "guest"
+        link.symlink_to(digest)
+        os.replace(link, current)  # atomic: a running lab never sees a half-built image
     for old in IMAGES.iterdir():  # earlier builds: guests already running keep their kernel in memory
-        if old.is_dir() and not old.is_symlink() and old.name != digest:
+        if old.is_dir() and not old.is_symlink() and old.name != digest and not old.name.startswith("."):
             shutil.rmtree(old, ignore_errors=True)
     return target
 
 
-def _build_into(deb: Path, target: Path, inputs: dict) -> None:
-    with tempfile.TemporaryDirectory() as tmp:
-        root = Path(tmp) / "pkg"
-        run = subprocess.run(["dpkg-deb", "-x", str(deb), str(root)], capture_output=True, text=True)
-        if run.returncode:
-            raise HostError(f"cannot unpack {deb.name} ({run.stderr.strip()}); delete it from {DEB_CACHE} and retry")
-        vmlinuz = next((root / "boot").glob("vmlinuz-*"))
-        modules_dir = next((root / "lib" / "modules").iterdir()) / "kernel"
-        order = module_order(modules_dir, MODULES)
-        files: list[tuple[str, int, bytes]] = [
-            ("init", 0o755, (GUEST_SRC / "init").read_bytes()),
-            ("bin/busybox", 0o755, BUSYBOX.read_bytes()),
-            ("lib/modules/load-order", 0o644, ("\n".join(name for name, _ in order) + "\n").encode()),
-        ]
-        files += [(f"bin/{p.name}", 0o755, p.read_bytes()) for p in sorted(GUEST_SRC.iterdir()) if p.name != "init"]
-        files += [(f"lib/modules/{name}.ko", 0o644, path.read_bytes()) for name, path in order]
-        staging = target.with_name(target.name + ".part")
-        shutil.rmtree(staging, ignore_errors=True)
-        staging.mkdir(parents=True)
-        shutil.copyfile(vmlinuz, staging / "vmlinuz")
-        (staging / "initrd.img").write_bytes(gzip.compress(newc_archive(files), compresslevel=6))
+def _build_into(kernel_dir: Path, target: Path, inputs: dict) -> None:
+    IMAGES.mkdir(parents=True, exist_ok=True)
+    # A private staging directory: two builds at once never share or delete each other's files.
+    with tempfile.TemporaryDirectory(dir=IMAGES, prefix=".build-") as tmp:
+        staging = Path(tmp) / "image"
+        staging.mkdir()
+        programs = {src.stem: _compile(src, Path(tmp)) for src in sorted(GUEST_SRC.glob("*.c"))}
+        scripts = [p for p in sorted(GUEST_SRC.iterdir()) if p.suffix != ".c" and p.name != "init"]
+        files: list[tuple[str, int, bytes]] = [("init", 0o755, (GUEST_SRC / "init").read_bytes()),
+                                               ("bin/busybox", 0o755, BUSYBOX.read_bytes())]
+        files += [(f"bin/{p.name}", 0o755, p.read_bytes()) for p in scripts]
+        files += [(f"bin/{name}", 0o755, data) for name, data in programs.items()]
+        ours = {name.rsplit("/", 1)[-1] for name, _, _ in files}
+        links = [(f"bin/{applet}", "busybox") for applet in busybox_applets() if applet not in ours]
+        shutil.copyfile(kernel_dir / "vmlinux", staging / "vmlinux")
+        shutil.copyfile(kernel_dir / "vmlinuz", staging / "vmlinuz")
+        (staging / "initrd.img").write_bytes(newc_archive(files, dirs=ROOT_DIRS, links=links))
         (staging / "inputs.json").write_text(json.dumps(inputs, indent=1, sort_keys=True) + "\n")
         shutil.rmtree(target, ignore_errors=True)
         staging.rename(target)
 
 
-def module_order(modules_dir: Path, wanted: tuple[str, ...]) -> list[tuple[str, Path]]:
-    """Modules to insmod, dependencies first, read from each .ko's `depends=` modinfo entry
-    (the package ships no modules.dep: depmod makes it at install time)."""
-    paths = {p.stem.replace("-", "_"): p for p in modules_dir.rglob("*.ko")}
-    order: list[tuple[str, Path]] = []
-    seen: set[str] = set()
-
-    def visit(name: str) -> None:
-        if name in seen:
-            return
-        seen.add(name)
-        path = paths.get(name)
-        if path is None:
-            return  # built into the kernel
-        match = re.search(rb"\x00depends=([^\x00]*)\x00", path.read_bytes())
-        for dep in (match.group(1).decode().split(",") if match and match.group(1) else []):
-            visit(dep.replace("-", "_"))
-        order.append((name, path))
-
-    for name in wanted:
-        visit(name)
-    return order
+def _compile(source: Path, workdir: Path) -> bytes:
+    out = workdir / source.stem
+    run = subprocess.run([CC, "-static", "-Os", "-s", "-Wall", "-o", str(out), str(source)], capture_output=True, text=True)
+    if run.returncode:
+        raise HostError(f"compiling {source.name} failed ({run.stderr.strip()[-300:]}); this is a labkit bug, please report it")
+    return out.read_bytes()
 
 
-def newc_archive(files: list[tuple[str, int, bytes]]) -> bytes:
-    """A cpio 'newc' archive (what the kernel unpacks as initramfs), directories made implicitly."""
+def busybox_applets() -> list[str]:
+    run = subprocess.run([str(BUSYBOX), "--list"], capture_output=True, text=True)
+    if run.returncode:
+        raise HostError(f"{BUSYBOX} --list failed; reinstall busybox-static")
+    return sorted(run.stdout.split())
+
+
+def newc_archive(files: list[tuple[str, int, bytes]], dirs: tuple[str, ...] = (),
+                 links: list[tuple[str, str]] = ()) -> bytes:
+    """A cpio 'newc' archive (what the kernel unpacks as initramfs): `dirs`, `files` (parent
+    directories made implicitly) and symbolic `links` (name, target)."""
     out = io.BytesIO()
     inode = 1
-    dirs: set[str] = set()
+    made: set[str] = set()
 
     def entry(name: str, mode: int, data: bytes) -> None:
         nonlocal inode
@@ -158,18 +128,28 @@ def newc_archive(files: list[tuple[str, int, bytes]]) -> bytes:
         out.write(b"\0" * (-out.tell() % 4))
         inode += 1
 
-    for name, mode, data in files:
-        parts = name.split("/")[:-1]
+    def directory(path: str) -> None:
+        parts = path.split("/")
         for i in range(1, len(parts) + 1):
-            directory = "/".join(parts[:i])
-            if directory not in dirs:
-                dirs.add(directory)
-                entry(directory, 0o040755, b"")
+            name = "/".join(parts[:i])
+            if name not in made:
+                made.add(name)
+                entry(name, 0o040755, b"")
+
+    for name in dirs:
+        directory(name)
+    for name, mode, data in files:
+        if "/" in name:
+            directory(name.rsplit("/", 1)[0])
         entry(name, 0o100000 | mode, data)
+    for name, target in links:
+        if "/" in name:
+            directory(name.rsplit("/", 1)[0])
+        entry(name, 0o120777, target.encode())
     entry("TRAILER!!!", 0, b"")
     return out.getvalue()
 
 
 def current() -> Path | None:
     link = IMAGES / "guest"
-    return link.resolve() if (link / "initrd.img").exists() else None
+    return link.resolve() if (link / "initrd.img").exists() and (link / "vmlinux").exists() else None

@@ -14,14 +14,12 @@ from dataclasses import dataclass, field
 from typing import Literal
 
 from . import names
+from .paths import DISK_DIR, IMAGE_DIR, LOG_DIR, agent_socket
 from .topology import Bond, Node, Topology
 
 LOCAL_SUBNET = ipaddress.IPv4Network("192.168.5.0/24")
 LOCAL_HOST_IP = "192.168.5.1/24"
 CVM_LOCAL_IPS = ("192.168.5.2/25", "192.168.5.254/24")  # eth1 and eth1:1 on the seed's CVM
-IMAGE_DIR = "/var/lib/labkit/images/guest"
-DISK_DIR = "/var/lib/labkit/disks"  # per lab: copy-on-write overlays and cloud-init seeds of VMs with their own image
-LOG_DIR = "/var/log/labkit"
 
 # Sizing profiles (DESIGN.md): `lab` fits a laptop, `fidelity` is AHV's.
 LAB_CVM_MIB, LAB_CVM_VCPUS = 256, 1
@@ -150,9 +148,10 @@ class Domain:
     locked_memory: bool = False
     hostname: str = ""
     gateway: str | None = None
-    kernel: str = f"{IMAGE_DIR}/vmlinuz"
+    kernel: str = f"{IMAGE_DIR}/vmlinux"  # uncompressed: QEMU boots it through PVH
     initrd: str = f"{IMAGE_DIR}/initrd.img"
     serial_log: str = ""
+    agent_socket: str = ""  # the agent channel's unix socket (paths.agent_socket)
     image: str | None = None  # the user's disk image (never written: the VM runs on `overlay`)
     overlay: str | None = None
     seed: str | None = None  # cloud-init NoCloud ISO
@@ -364,7 +363,8 @@ class _Builder:
             name, names.uuid_for(lab, node.name, "cvm"), "cvm", node.name,
             memory_mib=cvm.memory if fidelity else LAB_CVM_MIB, vcpus=cvm.vcpus if fidelity else LAB_CVM_VCPUS,
             nics=nics, passthrough=tuple(cvm.passthrough), locked_memory=True,
-            hostname=f"NTNX-{node.name}-CVM", gateway=gateway, serial_log=f"{LOG_DIR}/{lab}/{name}.serial.log"))
+            hostname=f"NTNX-{node.name}-CVM", gateway=gateway, serial_log=f"{LOG_DIR}/{lab}/{name}.serial.log",
+            agent_socket=agent_socket(lab, name)))
 
     # switch --------------------------------------------------------------
 
@@ -407,7 +407,8 @@ class _Builder:
                          seed=f"{DISK_DIR}/{lab}/{name}-cidata.iso") if vm.image else {}
             self.domains.append(Domain(name, names.uuid_for(lab, vm.name), "uvm", vm.node, vm.memory, vm.vcpus,
                                        tuple(nics), hostname=vm.name, gateway=self._uvm_gateway(vm),
-                                       serial_log=f"{LOG_DIR}/{lab}/{name}.serial.log", **disks))
+                                       serial_log=f"{LOG_DIR}/{lab}/{name}.serial.log",
+                                       agent_socket=agent_socket(lab, name), **disks))
 
     def _uvm_gateway(self, vm) -> str | None:
         networks = {n.name: n for n in self.topo.networks}

@@ -92,33 +92,46 @@ class UpResult:
     checks: object
 
 
-def up(path: str | None, profile: str | None = None, *, strict: bool = False, say=print) -> UpResult:
-    return up_topology(load(path, profile), path, strict=strict, say=say)  # parse + validate
+def up(path: str | None, profile: str | None = None, *, strict: bool = False, say=print, phases=None) -> UpResult:
+    return up_topology(load(path, profile), path, strict=strict, say=say, phases=phases)  # parse + validate
 
 
-def up_topology(topo: topology.Topology, source: str | None, *, strict: bool = False, say=print) -> UpResult:
+def up_topology(topo: topology.Topology, source: str | None, *, strict: bool = False, say=print,
+                phases=None) -> UpResult:
     """Bring the host to `topo` (read from `source`, None for the default lab)."""
     from .apply import Applier
     from .host import preflight
+    from .timings import Phases
 
+    phase = (phases or Phases()).phase
     if images.current() is None:
-        images.build(say)                                                 # the guest every domain boots
+        with phase("guest image"):
+            images.build(say)                                             # the guest every domain boots
     with state.LabLock(topo.name, say), host_session() as host:
-        observed = host.observe(topo.name)                                # observe
-        lab = model.resolve(topo, observed.facts_for(topo.name))          # resolve
-        checks = preflight.run(lab)                                       # what this host can do
-        preflight.enforce(checks, strict)
-        desired = Desired(lab, checks.adaptation(), render.render_all(lab, checks.adaptation()))  # render
-        todo = plan.plan(desired.lab, observed, desired.docs)             # plan
+        with phase("observe"):
+            observed = host.observe(topo.name)                            # observe
+        with phase("resolve, render, plan"):
+            lab = model.resolve(topo, observed.facts_for(topo.name))      # resolve
+            checks = preflight.run(lab)                                   # what this host can do
+            preflight.enforce(checks, strict)
+            desired = Desired(lab, checks.adaptation(), render.render_all(lab, checks.adaptation()))  # render
+            todo = plan.plan(desired.lab, observed, desired.docs)         # plan
         if todo.empty:
             say(str(todo))
         else:
             say(f"lab {topo.name}: applying {len(todo.actions)} change(s)")
-            Applier(host.ovs, host.netlink, host.virt, say).apply(todo, desired.lab, desired.docs)  # apply
+            Applier(host.ovs, host.netlink, host.virt, say, phase).apply(todo, desired.lab, desired.docs)  # apply
         state.save(topo.name, {"lab": topo.name, "source": source, "profile": topo.profile,
                                "deviations": [str(d) for d in desired.deviations]})
         state.save_topology(topo.name, topo)  # what status, verify, manage-ovs and a bare lab.up mean from now on
     return UpResult(desired, todo, checks)
+
+
+def agents_answer(lab: model.Lab, timeout: float = 5.0) -> list[str]:
+    """The lab's domains whose agent does not answer `hello` within `timeout` (none: all alive)."""
+    from .host import verifier
+
+    return verifier.wait_for_guests(lab, timeout, say=lambda _message: None)
 
 
 def down(lab_name: str, say=print) -> plan.Plan:
@@ -164,16 +177,32 @@ def status(path: str | None, profile: str | None = None):
     return status_mod.build(desired.lab, pending, vm_ports, [str(d) for d in desired.deviations], bonds)
 
 
-def verify(path: str | None, timeout: float, say=print):
+@dataclass(frozen=True)
+class Verification:
+    lab: model.Lab
+    outcomes: list
+    late: list[str]  # domains whose agent never answered: named, their probes failed
+
+    @property
+    def failed(self) -> list:
+        return [o for o in self.outcomes if not o.ok]
+
+
+def verify(path: str | None, timeout: float, say=print) -> Verification:
     """Wait for every guest, then check the lab's network from inside the guests and namespaces."""
+    with host_session() as host:
+        lab = _look(host, path)[0].lab
+    return verify_lab(lab, timeout, say)
+
+
+def verify_lab(lab: model.Lab, timeout: float, say=print) -> Verification:
+    """verify, for a lab already resolved (lab.up's): agents are sockets, no host session needed."""
     from .host import verifier
 
-    with host_session() as host:
-        desired, _, _ = _look(host, path)
-        say(f"waiting for {len(desired.lab.domains)} guest(s) to boot (up to {timeout:.0f} s)")
-        verifier.wait_for_guests(host.virt.conn, desired.lab, timeout, say)
-        say("checking the network from inside the guests")
-        return desired.lab, verifier.run(host.virt.conn, desired.lab)
+    say(f"waiting for {len(lab.domains)} guest(s) to boot (up to {timeout:.0f} s)")
+    late = verifier.wait_for_guests(lab, timeout, say)
+    say("checking the network from inside the guests")
+    return Verification(lab, verifier.run(lab, late), late)
 
 
 def manage_ovs_update(path: str | None, node: str | None, request, say=print) -> UpResult:
@@ -233,13 +262,13 @@ def _link_target(lab: model.Lab, node: str, iface: str, side: str) -> str:
     return veth.peer if side == "node" else veth.name
 
 
-def domain_name(path: str | None, vm: str) -> str:
+def find_domain(path: str | None, vm: str) -> model.Domain:
     """A domain of the lab by its domain name, its topology VM name, or `cvm` (the first node's CVM)."""
     with host_session() as host:
         lab = _look(host, path)[0].lab
     for dom in lab.domains:
         if vm in (dom.name, dom.hostname) or (vm == "cvm" and dom.role == "cvm"):
-            return dom.name
+            return dom
     raise LabkitError(f"lab {lab.name} has no VM {vm!r}; its VMs: {', '.join(d.name for d in lab.domains)} (or cvm)")
 
 

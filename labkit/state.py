@@ -12,9 +12,7 @@ from pathlib import Path
 
 import yaml
 
-from .model import DISK_DIR, LOG_DIR
-
-RUN_DIR = Path("/run/labkit")
+from .paths import DISK_DIR, LOG_DIR, RUN_DIR
 
 
 class LabLock:
@@ -103,5 +101,5 @@ def _int_keys(data):
 
 def forget(lab: str) -> None:
     """Remove the lab's files: run state, the guests' serial logs, the overlays and seeds of its disks."""
-    for path in (lab_dir(lab), Path(LOG_DIR) / lab, Path(DISK_DIR) / lab):
+    for path in (lab_dir(lab), LOG_DIR / lab, DISK_DIR / lab):
         shutil.rmtree(path, ignore_errors=True)

@@ -9,7 +9,9 @@ from __future__ import annotations
 
 import os
 import resource
+import select
 import subprocess
+import time
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -21,6 +23,7 @@ PASS, DEGRADED, FAIL = "pass", "degraded", "fail"
 PROBE_CACHE = Path("/run/labkit/kvm-probe")
 CAP_SYS_RESOURCE = 24
 QEMU_OVERHEAD_MIB = 96  # per guest: QEMU itself, TCG translation cache, page tables
+TB_CACHE_MIB = 32  # TCG's translation cache per guest: the built-in guest boots as fast as with QEMU's 1 GiB
 
 
 @dataclass(frozen=True)
@@ -48,7 +51,7 @@ class Report:
 
     def adaptation(self) -> Adaptation:
         kvm = self.status("kvm") == PASS
-        return Adaptation(domain_type="kvm" if kvm else "qemu", cpu_passthrough=kvm,
+        return Adaptation(domain_type="kvm" if kvm else "qemu", cpu_passthrough=kvm, tb_cache_mib=0 if kvm else TB_CACHE_MIB,
                           locked_memory=self.status("memlock") == PASS, passthrough=self.status("vfio") == PASS)
 
     def datapath_type(self) -> str:
@@ -64,9 +67,10 @@ class Report:
         return "\n".join(lines)
 
 
-def run(lab: Lab | None = None, *, probe_kvm: bool = True) -> Report:
+def run(lab: Lab | None = None, *, probe_kvm: bool = True, libvirt_cache: bool = False) -> Report:
     checks = [
         check_services(),
+        *([check_libvirt_cache()] if libvirt_cache else []),
         check_kvm(probe=probe_kvm),
         check_memlock(lab),
         check_vfio(lab),
@@ -75,6 +79,40 @@ def run(lab: Lab | None = None, *, probe_kvm: bool = True) -> Report:
     if lab is not None:
         checks += [check_names(lab), check_memory(lab), check_cpus(lab)]
     return Report(tuple(checks))
+
+
+CACHE_BOUND = 1.0  # seconds: a domain-capabilities query answered from libvirt's cache takes milliseconds
+
+
+def check_libvirt_cache() -> Check:
+    """libvirt's QEMU capabilities cache holds when a second domain-capabilities query is fast;
+    when it does not, every domain start pays a QEMU probe (seconds, a minute on a busy host)."""
+    import libvirt
+
+    try:
+        conn = libvirt.open("qemu:///system")
+    except libvirt.libvirtError as exc:
+        return Check("libvirt cache", FAIL, f"cannot connect to libvirt ({exc.get_error_message()})",
+                     "run `invoke host.bootstrap` to start libvirtd")
+    try:
+        conn.getDomainCapabilities(None, "x86_64", None, "qemu", 0)  # fills the cache if it was empty
+        started = time.monotonic()
+        conn.getDomainCapabilities(None, "x86_64", None, "qemu", 0)
+        took = time.monotonic() - started
+    except libvirt.libvirtError as exc:
+        return Check("libvirt cache", FAIL, f"libvirt cannot describe QEMU ({exc.get_error_message()})",
+                     "check that qemu-system-x86 is installed")
+    finally:
+        conn.close()
+    if took <= CACHE_BOUND:
+        return Check("libvirt cache", PASS, f"QEMU capabilities come from libvirt's cache ({took * 1000:.0f} ms)")
+    kvm = services.KVM_DEVICE
+    if kvm.exists() and not services.udev_manages_dev() and not os.stat(kvm).st_mode & 0o060:
+        cause = f"{kvm} is mode {os.stat(kvm).st_mode & 0o777:04o} and no udev runs to give it to group kvm"
+    else:
+        cause = "libvirt finds its cached QEMU capabilities out of date on every call"
+    return Check("libvirt cache", FAIL, f"libvirt re-probes QEMU on every call ({took:.1f} s a query): {cause}",
+                 "run `invoke host.bootstrap` (sets /dev/kvm root:kvm 0660 as udev would)")
 
 
 def check_services() -> Check:
@@ -108,21 +146,33 @@ def check_kvm(probe: bool = True) -> Check:
 
 
 def _probe_kvm(timeout: float = 10.0) -> bool:
-    """Boot the guest kernel under KVM with labkit.probe: its init prints a marker and powers off.
+    """Boot the guest kernel under KVM with labkit.probe: its init prints a marker.
     (A trivial boot sector is not enough: on some hosts it runs while a Linux guest hangs.)"""
     from .. import images
+    from ..render import BASE_CMDLINE
 
     image = images.current()
     if image is None:
         return False
     cmd = ["qemu-system-x86_64", "-accel", "kvm", "-machine", "pc", "-m", "128", "-display", "none",
-           "-nodefaults", "-no-reboot", "-serial", "stdio", "-kernel", str(image / "vmlinuz"),
-           "-initrd", str(image / "initrd.img"), "-append", "console=ttyS0 quiet panic=-1 labkit.probe"]
+           "-nodefaults", "-no-reboot", "-serial", "stdio", "-kernel", str(image / "vmlinux"),
+           "-initrd", str(image / "initrd.img"), "-append", f"{BASE_CMDLINE} panic=-1 labkit.probe"]
     try:
-        run = subprocess.run(cmd, capture_output=True, timeout=timeout, stdin=subprocess.DEVNULL)
-    except (subprocess.TimeoutExpired, FileNotFoundError):
+        proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, stdin=subprocess.DEVNULL)
+    except FileNotFoundError:
         return False
-    return b"LABKIT-PROBE-OK" in run.stdout
+    seen, deadline = b"", time.monotonic() + timeout
+    try:
+        while b"LABKIT-PROBE-OK" not in seen and (left := deadline - time.monotonic()) > 0:
+            if select.select([proc.stdout], [], [], left)[0]:
+                chunk = os.read(proc.stdout.fileno(), 4096)
+                if not chunk:
+                    break
+                seen += chunk
+    finally:
+        proc.kill()
+        proc.wait()
+    return b"LABKIT-PROBE-OK" in seen
 
 
 def _has_capability(bit: int) -> bool:

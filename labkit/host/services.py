@@ -6,9 +6,11 @@ this module is the one place labkit runs them as processes.
 
 from __future__ import annotations
 
+import grp
 import os
 import shutil
 import socket
+import stat
 import subprocess
 import time
 from dataclasses import dataclass
@@ -22,6 +24,8 @@ APT_PACKAGES = (
     "busybox-static", "dnsmasq-base", "cpio", "iproute2", "iputils-ping",
     # for the tests' locally made disk image (bring-your-own-image path): a FAT disk booted by syslinux
     "syslinux", "syslinux-common", "mtools", "dosfstools",
+    # building the guest: its kernel from Debian's linux-source (labkit/kernel.py), its agent with musl
+    "make", "gcc", "flex", "bison", "bc", "libelf-dev", "libssl-dev", "patch", "xz-utils", "musl-tools",
 )
 OVS_CTL = "/usr/share/openvswitch/scripts/ovs-ctl"
 OVSDB_SOCK = "/var/run/openvswitch/db.sock"
@@ -65,6 +69,35 @@ def install_packages(packages: list[str], say=print) -> None:
         if run.returncode:
             tail = (run.stderr or run.stdout).strip().splitlines()[-1:] or ["no output"]
             raise HostError(f"{' '.join(cmd[:2])} failed ({tail[0]}); check the apt sources and try again")
+
+
+KVM_DEVICE = Path("/dev/kvm")
+KVM_GROUP = "kvm"
+
+
+def udev_manages_dev() -> bool:
+    """Whether a udev daemon runs (its control socket exists): then it owns /dev's permissions."""
+    return Path("/run/udev/control").exists()
+
+
+def kvm_device_as_udev_sets_it() -> str | None:
+    """Where no udev runs, give /dev/kvm the group and mode Debian's udev rule gives it (root:kvm
+    0660). Without it libvirt probes QEMU as root (KVM opens), then finds KVM unusable for its
+    QEMU user, never trusts its capabilities cache and re-probes QEMU (seconds) on most calls.
+    Returns what was changed, or None."""
+    if not KVM_DEVICE.exists() or udev_manages_dev():
+        return None
+    try:
+        gid = grp.getgrnam(KVM_GROUP).gr_gid
+    except KeyError:
+        return None  # no kvm group: QEMU's packages make it; nothing to give the device to
+    info = KVM_DEVICE.stat()
+    if info.st_gid == gid and stat.S_IMODE(info.st_mode) & 0o060 == 0o060:
+        return None
+    os.chown(KVM_DEVICE, 0, gid)
+    os.chmod(KVM_DEVICE, stat.S_IMODE(info.st_mode) | 0o660)
+    return (f"{KVM_DEVICE} set to root:{KVM_GROUP} mode 0660, as Debian's udev rule sets it (no udev manages /dev "
+            f"here); libvirt can now keep its QEMU capabilities cached")
 
 
 def running(service: Service) -> bool:

@@ -1,40 +1,41 @@
-"""Run lab.verify's probes for real: wait for every guest's agent, then ping from inside the guests
-(through the agent) and from the lab's namespaces."""
+"""Run lab.verify's probes for real: wait for every guest's agent, then probe from inside the guests
+(one lkping command each, through the agent) and from the lab's namespaces, all at the same time.
+
+A guest that does not come up is reported by name; the others are verified all the same.
+"""
 
 from __future__ import annotations
 
 from concurrent.futures import ThreadPoolExecutor
 
-import libvirt
-
-from ..errors import HostError
 from ..model import Lab
-from ..verify import Outcome, Probe, guest_script, parse_script_output, probes
-from .agent import Agent
-from .ping import ping
+from ..verify import NOT_RUN, REACH_MS, Outcome, Probe, guest_script, parse_script_output, probes
+from .agent import Agent, AgentError
+from .ping import ping_many
+
+RUN_SLACK = 10.0  # seconds for the agent to run lkping beyond lkping's own bound
 
 
-def wait_for_guests(conn: libvirt.virConnect, lab: Lab, timeout: float, say=print) -> None:
-    """Every domain's agent answers `hello`, or one error naming the ones that did not."""
-    def one(name: str) -> str | None:
-        with Agent(conn, name) as agent:
+def wait_for_guests(lab: Lab, timeout: float, say=print, names: list[str] | None = None) -> list[str]:
+    """Wait until every domain's agent answers `hello`; returns the names that did not within `timeout`."""
+    def one(dom) -> str | None:
+        with Agent(dom.name, dom.agent_socket) as agent:
             try:
                 agent.wait_boot(timeout)
-                say(f"  {name} is up")
-                return None
-            except (TimeoutError, HostError):
-                return name
+            except AgentError:
+                return dom.name
+        say(f"  {dom.name} is up")
+        return None
 
-    names = [d.name for d in lab.domains]
-    with ThreadPoolExecutor(max_workers=max(1, len(names))) as pool:
-        late = [n for n in pool.map(one, names) if n]
-    if late:
-        logs = ", ".join(lab.domain(n).serial_log for n in late)
-        raise HostError(f"VM {', '.join(late)} did not come up within {timeout:.0f} s (its agent never answered); "
-                        f"see {logs}, or raise --timeout")
+    domains = [d for d in lab.domains if names is None or d.name in names]
+    if not domains:
+        return []
+    with ThreadPoolExecutor(max_workers=len(domains)) as pool:
+        return [n for n in pool.map(one, domains) if n]
 
 
-def run(conn: libvirt.virConnect, lab: Lab) -> list[Outcome]:
+def run(lab: Lab, down: list[str] = ()) -> list[Outcome]:
+    """Every probe of the lab; those from a guest in `down` fail without being tried."""
     todo = probes(lab)
     by_guest: dict[str, list[Probe]] = {}
     for p in todo:
@@ -43,20 +44,25 @@ def run(conn: libvirt.virConnect, lab: Lab) -> list[Outcome]:
 
     def guest(name: str) -> list[Outcome]:
         mine = by_guest[name]
-        with Agent(conn, name) as agent:
-            try:
-                result = agent.run(guest_script(mine), timeout=90)
-            except (TimeoutError, HostError) as exc:  # a hung or stopped guest fails its probes, named
-                return [Outcome(p, False, f"no answer from the agent ({exc})") for p in mine]
+        if name in down:
+            return [Outcome(p, False, "the VM did not come up") for p in mine]
+        dom = lab.domain(name)
+        try:
+            with Agent(name, dom.agent_socket) as agent:
+                result = agent.run(guest_script(mine), timeout=REACH_MS / 1000 + RUN_SLACK)
+        except AgentError as exc:  # a hung or stopped guest fails its probes, named
+            return [Outcome(p, False, f"no answer from the agent ({exc})") for p in mine]
         statuses = parse_script_output(mine, result.output)
-        return [Outcome(p, statuses[i] == 0, "" if statuses[i] < 98 else "the probe did not run")
+        return [Outcome(p, statuses[i] == 0, "the probe did not run" if statuses[i] == NOT_RUN else "")
                 for i, p in enumerate(mine)]
 
     results: dict[Probe, Outcome] = {}
+    from_netns = [p for p in todo if p.source.kind == "netns"]
     with ThreadPoolExecutor(max_workers=max(1, len(by_guest))) as pool:
-        for outcomes in pool.map(guest, list(by_guest)):
-            results.update((o.probe, o) for o in outcomes)
-    for p in todo:
-        if p.source.kind == "netns":
-            results[p] = Outcome(p, ping(p.source.name, p.address))
+        futures = [pool.submit(guest, name) for name in by_guest]
+        answered = ping_many([(p.source.name, p.address) for p in from_netns], timeout=REACH_MS / 1000)
+        for future in futures:
+            results.update((o.probe, o) for o in future.result())
+    results.update((p, Outcome(p, reached)) for p, reached in zip(from_netns, answered))
     return [results[p] for p in todo]
+

@@ -32,7 +32,7 @@ def test_golden_xml(topology, profile, golden):
 @pytest.mark.parametrize("topology", sorted(TOPOLOGIES))
 def test_schema_valid(topology, profile):
     for adapt in (render.Adaptation.ahv(), render.Adaptation(domain_type="qemu", cpu_passthrough=False,
-                                                              locked_memory=False, passthrough=False)):
+                                                              locked_memory=False, passthrough=False, tb_cache_mib=32)):
         for name, xml in docs_for(topology, profile, adapt).items():
             assert schema.problems(xml) == [], name
 
@@ -102,6 +102,22 @@ def test_host_adaptation_drops_what_the_host_cannot_run_and_says_so():
     assert "no <locked/>" in said and "no <hostdev>" in said and "TCG" in said
     local = etree.fromstring(desired.docs["NTNX-Local-Network"].encode())
     assert local.find("ip") is None, "an <ip> would put 192.168.5.1 in the workstation's namespace"
+
+
+def test_lean_guests_on_tcg_get_a_small_translation_cache_no_boot_roms_and_give_memory_back():
+    adapt = render.Adaptation(domain_type="qemu", cpu_passthrough=False, locked_memory=False, passthrough=False,
+                              tb_cache_mib=32)
+    desired = pipeline.desire(pipeline.load(None), HostState(), adapt)
+    for name in ("uvm32", "NTNX-DRM-3060-G4-1-1-CVM"):
+        dom = etree.fromstring(desired.docs[name].encode())
+        cache = dom.find("features/tcg/tb-cache")
+        assert (cache.get("unit"), cache.text) == ("MiB", "32"), name
+        assert dom.find("devices/memballoon").get("freePageReporting") == "on"
+        assert [rom.get("enabled") for rom in dom.findall("devices/interface/rom")] == ["no"] * len(dom.findall("devices/interface"))
+        assert dom.find("devices/channel/source").get("path") == f"/run/labkit/seed/agents/{name}.sock"
+    ahv = etree.fromstring(docs_for("default", "lab")["uvm32"].encode())
+    assert ahv.find("features/tcg") is None and ahv.find("devices/interface/rom") is None
+    assert ahv.find("devices/memballoon").get("freePageReporting") is None
 
 
 def test_documents_are_marked_as_the_labs():

@@ -27,7 +27,9 @@ def test_cross_vlan_probes_borrow_an_unused_address_in_the_target_subnet():
     used = {a.split("/")[0] for d in lab.domains for n in d.nics for a in n.addresses}
     for p in across:
         assert p.borrow and p.borrow.split("/")[0] not in used and p.dev == "eth0"
-        assert f"if ip addr add {p.borrow} dev eth0; then ping -c 2 -W 2 {p.address} " in verify.guest_script([p])
+        script = verify.guest_script([p])
+        assert script.startswith(f"ip addr add {p.borrow} dev eth0 2>/dev/null; lkping ")
+        assert f" -{p.address}@eth0" in script and script.endswith(f"; ip addr del {p.borrow} dev eth0 2>/dev/null")
 
 
 def test_every_same_vlan_pair_is_checked_both_ways():
@@ -48,12 +50,23 @@ def test_matrix_marks_leaks_and_failures():
     assert failed[0] == f"{probes[0].source.label} cannot reach {probes[0].target} ({probes[0].address})"
 
 
-def test_a_guest_runs_its_probes_at_once_but_borrows_in_one_subnet_in_turn():
+def test_a_guest_runs_all_its_probes_in_one_lkping_each_borrowed_address_added_once():
     lab = model.resolve(pipeline.load(str(REPO / "examples/two-bridges.yaml")))
     mine = [p for p in verify.probes(lab) if p.source.name == "fw1"]
     script = verify.guest_script(mine)
-    jobs = script.split(" & ")
-    borrowed = [j for j in jobs if "ip addr add" in j]
-    assert len(borrowed) == 1 and borrowed[0].count("ip addr add 10.59.31.254/23") == 4  # eth0 and eth1 take turns
-    assert len(jobs) - 1 == 1 + sum(1 for p in mine if not p.borrow)  # the rest run side by side
-    assert verify.parse_script_output(mine, "0 0\n1 1\nnoise\n") == {0: 0, 1: 1} | {i: 99 for i in range(2, len(mine))}
+    assert script.count("lkping ") == 1
+    # eth0 and eth1 both borrow in 10.59.30.0/23: each probe leaves by its own device, so they run together
+    assert script.count("ip addr add 10.59.31.254/23 dev eth0") == 1 and script.count("ip addr add 10.59.31.254/23 dev eth1") == 1
+    specs = script.split("lkping ")[1].split(";")[0].split()[5:]  # after -t N -b N --
+    assert len(specs) == len(mine)
+    for spec, p in zip(specs, mine):
+        assert spec.startswith("+" if p.expect else "-") and p.address in spec
+        assert ("@" in spec) == bool(p.borrow) and (not p.borrow or spec.endswith(f"@{p.dev}"))
+    assert verify.parse_script_output(mine, "0 0 12\n1 1 0\nnoise\n") == {0: 0, 1: 1} | {i: verify.NOT_RUN for i in range(2, len(mine))}
+
+
+def test_jumbo_probes_carry_their_payload_size():
+    lab = model.resolve(pipeline.load(str(REPO / "examples/jumbo.yaml")))
+    sized = [p for p in verify.probes(lab) if p.size]
+    assert sized
+    assert f"+{sized[0].address}/{sized[0].size}" in verify.guest_script(sized)

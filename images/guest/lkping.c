@@ -1,0 +1,143 @@
+/* lkping: ICMP echo to many addresses at once, for lab.verify (labkit/verify.py writes its command).
+ *
+ *   lkping [-t TOTAL_MS] [-b BLOCKED_MS] -- SPEC...     SPEC: {+|-}ADDRESS[@DEVICE][/SIZE]
+ *
+ * `+` must answer, `-` must not (an isolation check). Every probe is sent at once and again every
+ * 100 ms until it answers. lkping ends when every `+` probe has answered (or at TOTAL_MS) and the
+ * `-` probes have had their chance: BLOCKED_MS, or three times the slowest `+` answer if that is
+ * longer, so a loaded host does not pass a leak for isolation. @DEVICE sends out of that device
+ * (SO_BINDTODEVICE), whatever the routes say; /SIZE sends SIZE bytes of payload with Don't
+ * Fragment set. Output, one line per SPEC in order: `<index> <status> <ms>`, status 0 answered,
+ * 1 no answer, 97 too big for the device's MTU, 98 bad spec or no socket.
+ */
+#define _GNU_SOURCE
+#include <arpa/inet.h>
+#include <errno.h>
+#include <netinet/in.h>
+#include <netinet/ip.h>
+#include <netinet/ip_icmp.h>
+#include <poll.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <time.h>
+#include <unistd.h>
+
+#define MAX_SPECS 1024
+#define RESEND_MS 100
+
+struct probe {
+    int expect, sock, status, size;
+    struct in_addr addr;
+    char dev[32];
+    double answered_ms;
+};
+
+static double now_ms(void) {
+    struct timespec t;
+    clock_gettime(CLOCK_MONOTONIC, &t);
+    return t.tv_sec * 1e3 + t.tv_nsec / 1e6;
+}
+
+static unsigned short checksum(const void *data, size_t n) {
+    const unsigned short *w = data;
+    unsigned long sum = 0;
+    for (; n > 1; n -= 2) sum += *w++;
+    if (n) sum += *(const unsigned char *)w;
+    sum = (sum >> 16) + (sum & 0xffff);
+    sum += sum >> 16;
+    return ~sum;
+}
+
+static int open_socket(const char *dev) {
+    int s = socket(AF_INET, SOCK_RAW | SOCK_NONBLOCK | SOCK_CLOEXEC, IPPROTO_ICMP);
+    int pmtu = IP_PMTUDISC_DO;
+    if (s < 0) return -1;
+    setsockopt(s, IPPROTO_IP, IP_MTU_DISCOVER, &pmtu, sizeof pmtu);
+    if (*dev && setsockopt(s, SOL_SOCKET, SO_BINDTODEVICE, dev, strlen(dev) + 1) < 0) { close(s); return -1; }
+    return s;
+}
+
+static int parse(const char *spec, struct probe *p) {
+    char text[128], *at, *slash;
+    if ((spec[0] != '+' && spec[0] != '-') || strlen(spec) >= sizeof text) return -1;
+    p->expect = spec[0] == '+';
+    strcpy(text, spec + 1);
+    if ((slash = strchr(text, '/'))) { *slash = 0; p->size = atoi(slash + 1); }
+    if ((at = strchr(text, '@'))) { *at = 0; snprintf(p->dev, sizeof p->dev, "%s", at + 1); }
+    return inet_pton(AF_INET, text, &p->addr) == 1 ? 0 : -1;
+}
+
+static void send_echo(struct probe *p, int index, int attempt, unsigned short ident) {
+    static unsigned char packet[65536];
+    size_t payload = p->size > 0 && p->size < 65000 ? (size_t)p->size : 56;
+    struct icmphdr *h = (struct icmphdr *)packet;
+    struct sockaddr_in to = {.sin_family = AF_INET, .sin_addr = p->addr};
+    memset(packet, 0, sizeof *h + payload);
+    h->type = ICMP_ECHO;
+    h->un.echo.id = htons(ident);
+    h->un.echo.sequence = htons((unsigned short)(index << 6 | (attempt & 63)));
+    h->checksum = checksum(packet, sizeof *h + payload);
+    if (sendto(p->sock, packet, sizeof *h + payload, 0, (struct sockaddr *)&to, sizeof to) < 0 && errno == EMSGSIZE)
+        p->status = 97;
+}
+
+int main(int argc, char **argv) {
+    static struct probe probes[MAX_SPECS];
+    int total_ms = 3000, blocked_ms = 300, n = 0, opt;
+    while ((opt = getopt(argc, argv, "t:b:")) != -1) {
+        if (opt == 't') total_ms = atoi(optarg);
+        else if (opt == 'b') blocked_ms = atoi(optarg);
+        else { fprintf(stderr, "usage: lkping [-t TOTAL_MS] [-b BLOCKED_MS] -- {+|-}ADDRESS[@DEVICE][/SIZE]...\n"); return 2; }
+    }
+    unsigned short ident = (unsigned short)getpid();
+    struct pollfd fds[MAX_SPECS];
+    for (int i = optind; i < argc && n < MAX_SPECS; i++, n++) {
+        struct probe *p = &probes[n];
+        p->status = 1;
+        p->sock = -1;
+        if (parse(argv[i], p) < 0 || (p->sock = open_socket(p->dev)) < 0) p->status = 98;
+        fds[n] = (struct pollfd){p->sock, POLLIN, 0};
+    }
+    double start = now_ms(), slowest = 0;
+    for (int attempt = 0;; attempt++) {
+        double t = now_ms() - start;
+        int waiting = 0;
+        for (int i = 0; i < n; i++) {
+            struct probe *p = &probes[i];
+            if (p->status == 1) send_echo(p, i, attempt, ident);
+            if (p->expect && p->status == 1) waiting = 1;
+        }
+        double blocked_until = blocked_ms > 3 * slowest ? blocked_ms : 3 * slowest;
+        int any_blocked = 0;
+        for (int i = 0; i < n; i++) any_blocked |= !probes[i].expect && probes[i].status == 1;
+        if ((!waiting && (!any_blocked || t >= blocked_until)) || t >= total_ms) break;
+        double next = (attempt + 1) * RESEND_MS;
+        while ((t = now_ms() - start) < next && t < total_ms) {
+            if (poll(fds, n, (int)(next - t) + 1) <= 0) continue;
+            for (int i = 0; i < n; i++) {
+                if (!(fds[i].revents & POLLIN)) continue;
+                unsigned char buf[65536];
+                struct sockaddr_in from;
+                socklen_t fl = sizeof from;
+                ssize_t r;
+                while ((r = recvfrom(fds[i].fd, buf, sizeof buf, 0, (struct sockaddr *)&from, &fl)) > 0) {
+                    struct iphdr *ip = (struct iphdr *)buf;
+                    if ((size_t)r < ip->ihl * 4u + sizeof(struct icmphdr)) continue;
+                    struct icmphdr *h = (struct icmphdr *)(buf + ip->ihl * 4);
+                    int index = ntohs(h->un.echo.sequence) >> 6;
+                    if (h->type != ICMP_ECHOREPLY || ntohs(h->un.echo.id) != ident || index >= n) continue;
+                    struct probe *p = &probes[index];
+                    if (p->status == 1 && from.sin_addr.s_addr == p->addr.s_addr) {
+                        p->status = 0;
+                        p->answered_ms = now_ms() - start;
+                        if (p->expect && p->answered_ms > slowest) slowest = p->answered_ms;
+                    }
+                }
+            }
+        }
+    }
+    for (int i = 0; i < n; i++) printf("%d %d %.0f\n", i, probes[i].status, probes[i].answered_ms);
+    return 0;
+}

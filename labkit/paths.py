@@ -1,0 +1,27 @@
+"""Where labkit keeps things: on the host, and in this repository (one place for every path)."""
+
+from __future__ import annotations
+
+import hashlib
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parent.parent
+REPO_IMAGES = REPO / "images"  # the guest's sources: init scripts, agent, kernel config
+TEMPLATE_DIR = REPO / "xml_templates"
+
+RUN_DIR = Path("/run/labkit")  # per lab: lock, state, effective topology, intents, journal, agent sockets
+IMAGES = Path("/var/lib/labkit/images")  # built guest images by digest; `guest` is the current one
+IMAGE_DIR = IMAGES / "guest"
+DISK_DIR = Path("/var/lib/labkit/disks")  # per lab: copy-on-write overlays and cloud-init seeds of VMs with their own image
+LOG_DIR = Path("/var/log/labkit")  # per lab: the guests' serial logs
+DEB_CACHE = Path("/var/cache/labkit/debs")  # Debian packages labkit downloads (the kernel's source)
+KERNEL_CACHE = Path("/var/cache/labkit/kernel")  # built guest kernels by digest
+
+
+def agent_socket(lab: str, domain: str) -> str:
+    """The unix socket of a domain's agent channel (libvirt binds it; labkit connects). A socket's
+    path has room for 107 bytes: a long domain name is replaced by a digest of it."""
+    path = f"{RUN_DIR}/{lab}/agents/{domain}.sock"
+    if len(path.encode()) > 107:
+        path = f"{RUN_DIR}/{lab}/agents/{hashlib.sha256(domain.encode()).hexdigest()[:24]}.sock"
+    return path

@@ -67,6 +67,14 @@ def need_root() -> None:
         raise LabkitError("this task changes the host (OVS, libvirt, namespaces) and must run as root")
 
 
+def read_host():
+    """Start reading the host right away, in processes of their own, while this one imports and
+    parses (labkit/host/observe.py): a task that observes the host calls this first."""
+    from labkit.host import observe
+
+    return observe.start()
+
+
 # --------------------------------------------------------------------------- lab
 
 
@@ -83,11 +91,12 @@ def up(c, topology=None, profile=None, strict=False, verify=False, no_verify=Fal
        json=False):
     """Build the lab (observe -> plan -> apply), then verify it from inside the guests."""
     need_root()
+    reading = read_host()
     from labkit.timings import Phases
 
     phases = Phases()
     topology, _ = pipeline.target(topology, None)  # a bare lab.up keeps what manage-ovs changed
-    result = pipeline.up(topology, profile, strict=strict, say=say, phases=phases)
+    result = pipeline.up(topology, profile, strict=strict, say=say, phases=phases, reading=reading)
     lab = result.desired.lab
     if not result.plan.empty:
         say(f"lab {lab.name} is up: {len(lab.bridges)} OVS bridges, {len(lab.networks)} libvirt networks, "
@@ -156,10 +165,11 @@ def _report(v, as_json: bool, timeout: float) -> None:
 def verify(c, topology=None, lab=None, json=False, timeout=180):
     """Wait for the guests, then check the lab's network from inside them: a reach/blocked matrix."""
     need_root()
+    reading = read_host()
     import json as json_mod
 
     path, _ = pipeline.target(topology, lab)
-    verification = pipeline.verify(path, float(timeout), say=say)
+    verification = pipeline.verify(path, float(timeout), say=say, reading=reading)
     if json:
         print(json_mod.dumps(_verify_json(verification), indent=1))
     _report(verification, as_json=json, timeout=float(timeout))
@@ -171,8 +181,9 @@ def verify(c, topology=None, lab=None, json=False, timeout=180):
 def console(c, vm, topology=None, lab=None, cmd=None):
     """An interactive serial console on a VM (Ctrl-] leaves), or --cmd to run one command in it."""
     need_root()
+    reading = read_host()
     path, _ = pipeline.target(topology, lab)
-    dom = pipeline.find_domain(path, vm)
+    dom = pipeline.find_domain(path, vm, reading)
     from labkit.host.agent import Agent, AgentError
 
     if cmd is None:
@@ -192,14 +203,21 @@ def console(c, vm, topology=None, lab=None, cmd=None):
         raise Exit(code=result.status)
 
 
-@task(help={"topology": "topology file (only its lab name is used)", "lab": LAB_HELP})
+@task(help={"topology": "topology file (only its lab name is used)", "lab": LAB_HELP,
+            "timings": "print how long each phase took (stderr)"})
 @user_errors
-def down(c, topology=None, lab=None):
+def down(c, topology=None, lab=None, timings=False):
     """Remove every object of the lab, found by its marks (no topology file needed), and nothing else."""
     need_root()
+    reading = read_host()
+    from labkit.timings import Phases
+
+    phases = Phases()
     name = pipeline.lab_name(topology, lab)
-    pipeline.down(name, say=say)
+    pipeline.down(name, say=say, phases=phases, reading=reading)
     say(f"lab {name} is down")
+    if timings:
+        say(phases.table())
 
 
 @task(help={"topology": TOPOLOGY_HELP, "lab": LAB_HELP, "json": "print the stable JSON form (see README)"})
@@ -207,8 +225,9 @@ def down(c, topology=None, lab=None):
 def status(c, topology=None, lab=None, json=False):
     """Per object of the lab: wanted, present, healthy; the deviations; the node namespaces."""
     need_root()
+    reading = read_host()
     path, _ = pipeline.target(topology, lab)
-    report = pipeline.status(path)
+    report = pipeline.status(path, reading=reading)
     print(report.to_json() if json else report.table())
     if not report.healthy:
         raise Exit(code=1)
@@ -248,8 +267,9 @@ def plan_(c, topology=None, profile=None, offline=False):
         print(pipeline.plan_up(pipeline.desire(topo, host, render.Adaptation()), host))
         return
     need_root()
+    reading = read_host()
     topology, _ = pipeline.target(topology, None)
-    print(pipeline.status_plan(topology, profile))
+    print(pipeline.status_plan(topology, profile, reading))
 
 
 # --------------------------------------------------------------------------- faults and manage_ovs
@@ -365,11 +385,12 @@ def preflight(c, topology=None, strict=False):
     from labkit import model
     from labkit.host import preflight as checks
 
+    from labkit.host.observe import observe
+
     topo = pipeline.load(topology)
     facts = hoststate.HostState()
     if checks.check_services().status == checks.PASS:
-        with pipeline.host_session() as host:
-            facts = host.observe(topo.name)
+        facts = observe(topo.name)
     report = checks.run(model.resolve(topo, facts.facts_for(topo.name)), libvirt_cache=True)
     print(report.table())
     checks.enforce(report, strict)

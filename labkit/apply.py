@@ -13,15 +13,17 @@ import itertools
 import time
 from pathlib import Path
 
-from .host import disks
-from .host.netlink import Netlink
-from .host.ovs import Ovs
-from .host.virt import Virt
-from .model import Lab
-from .plan import Action, Plan
+from typing import TYPE_CHECKING
 
 from . import state
+from .model import Lab
+from .plan import Action, Plan
 from .state import lab_dir
+
+if TYPE_CHECKING:  # the adapters come from the caller's Host; importing them is the caller's cost
+    from .host.netlink import Netlink
+    from .host.ovs import Ovs
+    from .host.virt import Virt
 
 
 class Applier:
@@ -34,14 +36,17 @@ class Applier:
         self._converged: set[str] = set()
         journal = lab_dir(plan.lab) / "journal"
         journal.parent.mkdir(parents=True, exist_ok=True)
-        for (verb, kind), group in itertools.groupby(plan.actions, key=lambda a: (a.verb, a.kind)):
-            actions = list(group)
-            started = time.monotonic()
-            self.say(f"{verb} {kind}: {', '.join(_target(a) for a in actions)}")
-            with self.phase(f"{verb} {kind}"):
-                getattr(self, f"_{verb}_{kind.replace('-', '_')}")(actions)
-            with journal.open("a") as log:
-                log.writelines(f"{time.strftime('%FT%T')} done {a} ({time.monotonic() - started:.2f}s)\n" for a in actions)
+        try:
+            for (verb, kind), group in itertools.groupby(plan.actions, key=lambda a: (a.verb, a.kind)):
+                actions = list(group)
+                started = time.monotonic()
+                self.say(f"{verb} {kind}: {', '.join(_target(a) for a in actions)}")
+                with self.phase(f"{verb} {kind}"):
+                    getattr(self, f"_{verb}_{kind.replace('-', '_')}")(actions)
+                with journal.open("a") as log:
+                    log.writelines(f"{time.strftime('%FT%T')} done {a} ({time.monotonic() - started:.2f}s)\n" for a in actions)
+        finally:
+            state.bump_generation()  # readings of the host taken before this are stale
 
     # deletes -------------------------------------------------------------
 
@@ -59,8 +64,11 @@ class Applier:
         self.ovs.delete_bridges([a.name for a in actions])
 
     def _delete_veth(self, actions: list[Action]) -> None:
-        for a in actions:
-            self.netlink.delete_link(a.name, a.where or None)
+        for where, group in itertools.groupby(sorted(actions, key=lambda a: a.where), key=lambda a: a.where):
+            self.netlink.delete_links([a.name for a in group], where or None)
+
+    def _delete_linux_bridge(self, actions: list[Action]) -> None:
+        self.netlink.delete_links([a.name for a in actions], None)
 
     def _delete_netns(self, actions: list[Action]) -> None:
         for a in actions:
@@ -80,6 +88,12 @@ class Applier:
     def _update_veth(self, actions: list[Action]) -> None:
         for a in actions:
             self.netlink.update_veth(self._veth(a))
+
+    def _create_linux_bridge(self, actions: list[Action]) -> None:
+        for a in actions:
+            self.netlink.create_bridge(next(b for b in self.lab.linux_bridges if b.name == a.name))
+
+    _update_linux_bridge = _create_linux_bridge
 
     def _create_ovs_bridge(self, actions: list[Action]) -> None:
         self._converge_bridges({a.name for a in actions})
@@ -148,6 +162,8 @@ class Applier:
             Path(dom.serial_log).parent.mkdir(parents=True, exist_ok=True)
             Path(dom.agent_socket).parent.mkdir(parents=True, exist_ok=True)
             if dom.image:
+                from .host import disks  # pycdlib: only for VMs with their own image
+
                 disks.prepare(dom)
 
     def _no_ipv6_on_taps(self, actions: list[Action]) -> None:

@@ -15,7 +15,10 @@ from typing import Literal
 
 from . import names
 from .paths import DISK_DIR, IMAGE_DIR, LOG_DIR, agent_socket
-from .topology import Bond, Node, Topology
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:  # the topology's pydantic models: imported by whoever parses one, not by every reader of the model
+    from .topology import Bond, Node, Topology
 
 LOCAL_SUBNET = ipaddress.IPv4Network("192.168.5.0/24")
 LOCAL_HOST_IP = "192.168.5.1/24"
@@ -95,6 +98,16 @@ class Veth:
     alias: str = ""  # marker (IFLA_IFALIAS) naming lab/node/purpose
     node: str | None = None
     uplink: str | None = None  # for uplinks: the AHV NIC name in the topology (eth2), whatever `peer` is called
+
+
+@dataclass(frozen=True)
+class LinuxBridge:
+    """A Linux bridge in the workstation's namespace that labkit makes (the local network's virbr0):
+    libvirt only points at it, so it adds no address and no firewall rule to the workstation."""
+
+    name: str
+    node: str
+    alias: str  # marker (IFLA_IFALIAS) naming lab/node/purpose
 
 
 @dataclass(frozen=True)
@@ -182,6 +195,7 @@ class Lab:
     domains: tuple[Domain, ...]
     deviations: tuple[Deviation, ...] = ()
     node_names: tuple[str, ...] = field(default=())
+    linux_bridges: tuple[LinuxBridge, ...] = ()
 
     def domain(self, name: str) -> Domain:
         return next(d for d in self.domains if d.name == name)
@@ -208,6 +222,7 @@ class _Builder:
         self.topo, self.facts, self.lab_name = topo, facts, topo.name
         self.bridges: list[OvsBridge] = []
         self.veths: list[Veth] = []
+        self.linux_bridges: list[LinuxBridge] = []
         self.namespaces: list[Netns] = []
         self.networks: list[VirtNetwork] = []
         self.domains: list[Domain] = []
@@ -298,9 +313,10 @@ class _Builder:
             self.networks.append(VirtNetwork(vm_net, "ovs", node.name, real, names.uuid_for(lab, node.name, "net", bname),
                                              ahv_net, portgroup=ahv_net))
 
-        # NTNX-Local-Network: a Linux bridge (virbr0) made by libvirt; 192.168.5.1/24 is on a veth
-        # end named virbr0 in the node namespace, whose peer joins that bridge.
+        # NTNX-Local-Network: a Linux bridge (virbr0) that labkit makes and the libvirt network points
+        # at; 192.168.5.1/24 is on a veth end named virbr0 in the node namespace, whose peer joins it.
         local_bridge = self.ahv_ifname("virbr0", node.name, facts.taken_ifnames(), "local-network bridge")
+        self.linux_bridges.append(LinuxBridge(local_bridge, node.name, names.link_alias(lab, node.name, "local-bridge")))
         local_net = self.global_name("NTNX-Local-Network", node.name, facts.taken_networks,
                                      {x.name for x in self.networks}, "libvirt network")
         self.networks.append(VirtNetwork(local_net, "local", node.name, local_bridge,
@@ -425,7 +441,7 @@ class _Builder:
     def lab(self) -> Lab:
         return Lab(self.lab_name, self.topo.profile, tuple(self.bridges), tuple(self.veths), tuple(self.namespaces),
                    tuple(self.networks), tuple(self.domains), tuple(self.deviations),
-                   tuple(n.name for n in self.topo.nodes))
+                   tuple(n.name for n in self.topo.nodes), tuple(self.linux_bridges))
 
 
 def _bond_port(bond: Bond, name: str, uplink_names: dict[str, str], mtu: int) -> OvsPort:

@@ -80,3 +80,15 @@ def link_lab(alias: str | None) -> str | None:
     if not alias or not alias.startswith(LINK_MARK):
         return None
     return alias.split(":")[1]
+
+
+METADATA_NS = "urn:labkit:lab:1"  # libvirt <metadata><labkit:lab name=... node=... role=... digest=.../>
+
+
+def metadata_of(xml: str) -> dict[str, str]:
+    """The labkit attributes in a libvirt document's <metadata> ({} when it is not a lab's)."""
+    from lxml import etree  # here, not at import: names is read by processes that never parse XML
+
+    root = etree.fromstring(xml.encode())
+    node = root.find(f"metadata/{{{METADATA_NS}}}lab")
+    return dict(node.attrib) if node is not None else {}

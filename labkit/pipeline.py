@@ -48,7 +48,8 @@ def plan_up(desired: Desired, host: HostState) -> plan.Plan:
 
 
 class Host:
-    """One connection to each real system for the length of a command."""
+    """One connection to each real system, for commands that change the host or read more of it than
+    observing does (observing is host/observe.py: forked readers)."""
 
     def __init__(self):
         from .host.netlink import Netlink
@@ -63,22 +64,17 @@ class Host:
             self.ovs.close()
             raise
 
-    def observe(self, lab: str) -> HostState:
-        """The host as `lab` sees it: links its killed commands left unmarked are adopted."""
-        from .host import preflight
-        from .host.observe import observe
-
-        state_ = observe(self.ovs, self.netlink, self.virt, preflight.check_datapath_type())
-        return state_.adopt(lab, state.intents(lab))
-
     def close(self) -> None:
         self.ovs.close()
+        self.netlink.close()
         self.virt.close()
 
 
 @contextlib.contextmanager
-def host_session():
-    host = Host()
+def host_session(phase=None):
+    """A Host for the block; `phase` (Phases.phase) times the connecting."""
+    with (phase or (lambda _name: contextlib.nullcontext()))("connect"):
+        host = Host()
     try:
         yield host
     finally:
@@ -92,24 +88,26 @@ class UpResult:
     checks: object
 
 
-def up(path: str | None, profile: str | None = None, *, strict: bool = False, say=print, phases=None) -> UpResult:
-    return up_topology(load(path, profile), path, strict=strict, say=say, phases=phases)  # parse + validate
+def up(path: str | None, profile: str | None = None, *, strict: bool = False, say=print, phases=None,
+       reading=None) -> UpResult:
+    return up_topology(load(path, profile), path, strict=strict, say=say, phases=phases, reading=reading)  # parse + validate
 
 
 def up_topology(topo: topology.Topology, source: str | None, *, strict: bool = False, say=print,
-                phases=None) -> UpResult:
-    """Bring the host to `topo` (read from `source`, None for the default lab)."""
-    from .apply import Applier
+                phases=None, reading=None) -> UpResult:
+    """Bring the host to `topo` (read from `source`, None for the default lab). `reading`: the host
+    being read since the command started (host/observe.py), used if still fresh."""
     from .host import preflight
+    from .host.observe import observe
     from .timings import Phases
 
     phase = (phases or Phases()).phase
     if images.current() is None:
         with phase("guest image"):
             images.build(say)                                             # the guest every domain boots
-    with state.LabLock(topo.name, say), host_session() as host:
+    with state.LabLock(topo.name, say):
         with phase("observe"):
-            observed = host.observe(topo.name)                            # observe
+            observed = observe(topo.name, reading)                        # observe
         with phase("resolve, render, plan"):
             lab = model.resolve(topo, observed.facts_for(topo.name))      # resolve
             checks = preflight.run(lab)                                   # what this host can do
@@ -120,7 +118,10 @@ def up_topology(topo: topology.Topology, source: str | None, *, strict: bool = F
             say(str(todo))
         else:
             say(f"lab {topo.name}: applying {len(todo.actions)} change(s)")
-            Applier(host.ovs, host.netlink, host.virt, say, phase).apply(todo, desired.lab, desired.docs)  # apply
+            from .apply import Applier
+
+            with host_session(phase) as host:
+                Applier(host.ovs, host.netlink, host.virt, say, phase).apply(todo, desired.lab, desired.docs)  # apply
         state.save(topo.name, {"lab": topo.name, "source": source, "profile": topo.profile,
                                "deviations": [str(d) for d in desired.deviations]})
         state.save_topology(topo.name, topo)  # what status, verify, manage-ovs and a bare lab.up mean from now on
@@ -134,28 +135,35 @@ def agents_answer(lab: model.Lab, timeout: float = 5.0) -> list[str]:
     return verifier.wait_for_guests(lab, timeout, say=lambda _message: None)
 
 
-def down(lab_name: str, say=print) -> plan.Plan:
+def down(lab_name: str, say=print, phases=None, reading=None) -> plan.Plan:
     """Remove everything the host marks as `lab_name`'s; needs no topology file."""
     from .apply import Applier
+    from .host.observe import observe
+    from .timings import Phases
 
-    with state.LabLock(lab_name, say), host_session() as host:
-        observed = host.observe(lab_name)                                 # observe
-        todo = plan.plan_down(lab_name, observed)                         # plan
+    phase = (phases or Phases()).phase
+    with state.LabLock(lab_name, say):
+        with phase("observe"):
+            observed = observe(lab_name, reading)                         # observe
+            todo = plan.plan_down(lab_name, observed)                     # plan
         if todo.empty:
             say(f"lab {lab_name}: nothing of it is on this host")
         else:
             say(f"lab {lab_name}: removing {len(todo.actions)} object(s)")
-            Applier(host.ovs, host.netlink, host.virt, say).apply(todo, None, {})  # apply
-        state.forget(lab_name)
+            with host_session(phase) as host:
+                Applier(host.ovs, host.netlink, host.virt, say, phase).apply(todo, None, {})  # apply
+        with phase("forget"):
+            state.forget(lab_name)
     return todo
 
 
-def _look(host: Host, path: str | None, profile: str | None = None):
+def _look(path: str | None, profile: str | None = None, reading=None):
     """Observe, resolve, render and plan without changing anything (for plan, status, verify)."""
     from .host import preflight
+    from .host.observe import observe
 
     topo = load(path, profile)                                            # parse + validate
-    observed = host.observe(topo.name)                                    # observe
+    observed = observe(topo.name, reading)                                # observe
     lab = model.resolve(topo, observed.facts_for(topo.name))              # resolve
     adapt = preflight.run(lab, probe_kvm=False).adaptation()
     desired = Desired(lab, adapt, render.render_all(lab, adapt))          # render
@@ -163,17 +171,17 @@ def _look(host: Host, path: str | None, profile: str | None = None):
     return desired, observed, pending
 
 
-def status_plan(path: str | None, profile: str | None = None) -> plan.Plan:
-    with host_session() as host:
-        return _look(host, path, profile)[2]
+def status_plan(path: str | None, profile: str | None = None, reading=None) -> plan.Plan:
+    return _look(path, profile, reading)[2]
 
 
-def status(path: str | None, profile: str | None = None):
+def status(path: str | None, profile: str | None = None, reading=None):
     from . import status as status_mod
+    from .host.ovs import Ovs
 
-    with host_session() as host:
-        desired, _, pending = _look(host, path, profile)
-        vm_ports, bonds = host.ovs.vm_ports(), host.ovs.bond_problems()
+    desired, _, pending = _look(path, profile, reading)
+    with Ovs() as ovs:
+        vm_ports, bonds = ovs.vm_ports(), ovs.bond_problems()
     return status_mod.build(desired.lab, pending, vm_ports, [str(d) for d in desired.deviations], bonds)
 
 
@@ -188,11 +196,9 @@ class Verification:
         return [o for o in self.outcomes if not o.ok]
 
 
-def verify(path: str | None, timeout: float, say=print) -> Verification:
+def verify(path: str | None, timeout: float, say=print, reading=None) -> Verification:
     """Wait for every guest, then check the lab's network from inside the guests and namespaces."""
-    with host_session() as host:
-        lab = _look(host, path)[0].lab
-    return verify_lab(lab, timeout, say)
+    return verify_lab(_look(path, reading=reading)[0].lab, timeout, say)
 
 
 def verify_lab(lab: model.Lab, timeout: float, say=print) -> Verification:
@@ -226,8 +232,8 @@ def manage_ovs_show(path: str | None, node: str | None, action: str) -> str:
     node = node or topo.nodes[0].name
     if node not in {n.name for n in topo.nodes}:
         raise LabkitError(f"lab {topo.name} has no node {node!r}; its nodes: {', '.join(n.name for n in topo.nodes)}")
+    lab = _look(path)[0].lab
     with host_session() as host:
-        lab = _look(host, path)[0].lab
         if action == "show_uplinks":
             return manage_ovs.format_uplinks(host.ovs.bonds(lab.name, node))
         speeds = next(n for n in topo.nodes if n.name == node).uplinks
@@ -239,10 +245,12 @@ def manage_ovs_show(path: str | None, node: str | None, action: str) -> str:
 def set_link(path: str | None, node: str, iface: str, up: bool, side: str = "node") -> str:
     """Take a lab link down or up: a node's uplink (its NIC end, or with side=tor the top-of-rack
     port facing it), or with node=tor any top-of-rack port by name. Returns the interface changed."""
-    with host_session() as host:
-        lab = _look(host, path)[0].lab
-        link = _link_target(lab, node, iface, side)
-        host.netlink.set_link_state(link, up)
+    from .host.netlink import Netlink
+
+    link = _link_target(_look(path)[0].lab, node, iface, side)
+    with Netlink() as netlink:
+        netlink.set_link_state(link, up)
+    state.bump_generation()
     return link
 
 
@@ -262,10 +270,9 @@ def _link_target(lab: model.Lab, node: str, iface: str, side: str) -> str:
     return veth.peer if side == "node" else veth.name
 
 
-def find_domain(path: str | None, vm: str) -> model.Domain:
+def find_domain(path: str | None, vm: str, reading=None) -> model.Domain:
     """A domain of the lab by its domain name, its topology VM name, or `cvm` (the first node's CVM)."""
-    with host_session() as host:
-        lab = _look(host, path)[0].lab
+    lab = _look(path, reading=reading)[0].lab
     for dom in lab.domains:
         if vm in (dom.name, dom.hostname) or (vm == "cvm" and dom.role == "cvm"):
             return dom

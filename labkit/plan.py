@@ -15,14 +15,14 @@ from dataclasses import dataclass
 from . import names
 from .errors import PlanError
 from .hoststate import HostState, SeenLink
-from .model import Lab, OvsBridge, Veth
-from .render import metadata_of
+from .model import Lab, LinuxBridge, OvsBridge, Veth
+from .names import metadata_of
 
 # Execution order. Deletes run first, leaves before what they hang on.
 ORDER = [
     ("delete", "domain"), ("delete", "network"), ("delete", "ovs-port"), ("delete", "ovs-bridge"),
-    ("delete", "veth"), ("delete", "netns"),
-    ("create", "netns"), ("create", "veth"), ("update", "veth"),
+    ("delete", "veth"), ("delete", "linux-bridge"), ("delete", "netns"),
+    ("create", "netns"), ("create", "veth"), ("update", "veth"), ("create", "linux-bridge"), ("update", "linux-bridge"),
     ("create", "ovs-bridge"), ("update", "ovs-bridge"), ("create", "ovs-port"), ("update", "ovs-port"),
     ("create", "route"), ("update", "route"),
     ("create", "network"), ("update", "network"), ("start", "network"),
@@ -46,7 +46,7 @@ class Action:
 
     def __str__(self) -> str:
         target = f"{self.where}/{self.name}" if self.where else self.name
-        line = f"{SYMBOL[self.verb]} {self.verb:<6} {self.kind:<10} {target}"
+        line = f"{SYMBOL[self.verb]} {self.verb:<6} {self.kind:<12} {target}"
         return f"{line}  ({self.detail})" if self.detail else line
 
 
@@ -70,6 +70,7 @@ def plan(lab: Lab, host: HostState, docs: dict[str, str]) -> Plan:
     planner = _Planner(lab.name, host)
     planner.namespaces({ns.name: ns for ns in lab.namespaces})
     planner.veths(lab.veths)
+    planner.linux_bridges(lab.linux_bridges)
     planner.bridges(lab.bridges)
     planner.libvirt("network", {n.name: docs[n.name] for n in lab.networks}, host.networks)
     planner.libvirt("domain", {d.name: docs[d.name] for d in lab.domains}, host.domains)
@@ -81,6 +82,7 @@ def plan_down(lab_name: str, host: HostState) -> Plan:
     planner = _Planner(lab_name, host)
     planner.namespaces({})
     planner.veths(())
+    planner.linux_bridges(())
     planner.bridges(())
     planner.libvirt("network", {}, host.networks)
     planner.libvirt("domain", {}, host.domains)
@@ -120,17 +122,15 @@ class _Planner:
 
     def veths(self, wanted: tuple[Veth, ...]) -> None:
         links = {(link.netns, link.name): link for link in self.host.links}
-        deleted_ns = {a.name for a in self.actions if a.kind == "netns" and a.verb == "delete"}
         wanted_ends = {(v.netns, v.name) for v in wanted} | {(None, v.peer) for v in wanted}
-        # Both ends of a pair carry the same marker and go together: one delete per pair, none
-        # when an end is in a namespace being deleted (the pair dies with it).
+        # Both ends of a pair carry the same marker and go together: one delete per pair, by its
+        # end in the workstation's namespace when it has one, so apply deletes them all in one
+        # request there and the lab's namespaces are empty when they are removed.
         unwanted: dict[str, list] = {}
         for link in self.host.links:
-            if link.lab == self.lab and (link.netns, link.name) not in wanted_ends:
+            if link.lab == self.lab and link.kind != "bridge" and (link.netns, link.name) not in wanted_ends:
                 unwanted.setdefault(link.alias, []).append(link)
         for ends in unwanted.values():
-            if any(end.netns in deleted_ns for end in ends):
-                continue
             end = min(ends, key=lambda e: (e.netns is not None, e.netns or "", e.name))
             self.add("delete", "veth", end.name, where=end.netns or "")
         for veth in wanted:
@@ -163,6 +163,24 @@ class _Planner:
             self.add("update", "veth", veth.name, where=where, detail=", ".join(diffs))
         if veth.peer_master and peer.master != veth.peer_master:
             self.add("attach", "veth", veth.peer, detail=f"to bridge {veth.peer_master}")
+
+    # Linux bridges ----------------------------------------------------------
+
+    def linux_bridges(self, wanted: tuple[LinuxBridge, ...]) -> None:
+        seen = {link.name: link for link in self.host.links if link.netns is None}
+        wanted_names = {b.name for b in wanted}
+        for name, link in sorted(seen.items()):
+            if link.lab == self.lab and link.kind == "bridge" and name not in wanted_names:
+                self.add("delete", "linux-bridge", name)
+        for bridge in wanted:
+            have = seen.get(bridge.name)
+            if have is not None and (have.lab != self.lab or have.kind != "bridge"):
+                self.conflicts.append(f"interface {bridge.name} already exists and is not lab {self.lab}'s bridge; "
+                                      f"delete or rename it, or rename the lab")
+            elif have is None:
+                self.add("create", "linux-bridge", bridge.name, detail=f"local network of node {bridge.node}")
+            elif not have.up:
+                self.add("update", "linux-bridge", bridge.name, detail="up")
 
     # OVS ------------------------------------------------------------------
 

@@ -17,9 +17,9 @@ import jinja2
 from lxml import etree
 
 from .model import Deviation, Domain, Lab, VirtNetwork
+from .names import METADATA_NS
 from .paths import TEMPLATE_DIR
 
-METADATA_NS = "urn:labkit:lab:1"
 AGENT_CHANNEL = "org.labkit.agent.0"
 # The serial console; quiet, since every console line is emulated port I/O. labkit's kernel
 # (images/kernel/) has no ACPI (acpi=off tells its early code), skips the IO-APIC timer test that
@@ -43,7 +43,10 @@ class Adaptation:
     cpu_passthrough: bool = True  # host-passthrough needs KVM
     locked_memory: bool = True  # <locked/> needs a memlock limit above guest memory
     passthrough: bool = True  # <hostdev> needs VFIO and the device
-    network_ips: bool = False  # an <ip> on a libvirt network puts an address in the workstation's namespace
+    # AHV: libvirt makes virbr0 and holds 192.168.5.1 on it. On a workstation that would put the
+    # address, and libvirt's firewall rules for an isolated network, in the workstation's namespace:
+    # there labkit makes the bridge itself and the libvirt network only points at it.
+    local_bridge_by_libvirt: bool = False
     serial_file: bool = False  # serial to a file only (the seed's); otherwise a pty logged to that file
     # Lean guests, for many on one workstation: no NIC boot ROMs (SeaBIOS runs each one; the guest
     # boots its kernel directly), and free page reporting, so guest memory freed after boot goes
@@ -54,7 +57,7 @@ class Adaptation:
     @classmethod
     def ahv(cls) -> "Adaptation":
         """AHV-faithful: everything the seed's node has (lab.render shows this)."""
-        return cls(network_ips=True, serial_file=True, lean=False)
+        return cls(local_bridge_by_libvirt=True, serial_file=True, lean=False)
 
     def deviations(self, lab: Lab) -> list[Deviation]:
         out = []
@@ -71,8 +74,9 @@ class Adaptation:
                                                   "(balloon free page reporting)"))
         if self.tb_cache_mib:
             out.append(Deviation("TCG", f"a {self.tb_cache_mib} MiB translation cache per guest"))
-        if not self.network_ips and any(n.ip for n in lab.networks):
-            out.append(Deviation("NTNX-Local-Network", "192.168.5.1/24 is in the node namespace, not on the host bridge"))
+        if not self.local_bridge_by_libvirt and any(n.ip for n in lab.networks):
+            out.append(Deviation("NTNX-Local-Network", "192.168.5.1/24 is in the node namespace, and labkit makes the "
+                                                       "bridge: libvirt would put the address and firewall rules on the workstation"))
         return out
 
 
@@ -112,13 +116,6 @@ def kernel_cmdline(dom: Domain) -> str:
             value += "".join(f",v{vlan}={cidr}" for vlan, cidr in nic.vlan_addresses)
         parts.append(f"labkit.nic.{nic.guest_name}={value}")
     return " ".join(parts)
-
-
-def metadata_of(xml: str) -> dict[str, str]:
-    """The labkit attributes in a libvirt document's <metadata> ({} when it is not a lab's)."""
-    root = etree.fromstring(xml.encode())
-    node = root.find(f"metadata/{{{METADATA_NS}}}lab")
-    return dict(node.attrib) if node is not None else {}
 
 
 def _finish(text: str, lab: str, node: str, role: str) -> str:

@@ -44,6 +44,29 @@ class LabLock:
         os.close(self.fd)
 
 
+GENERATION = RUN_DIR / "generation"
+
+
+def generation() -> int:
+    """How many times labkit commands have changed this host (see bump_generation)."""
+    try:
+        return int(GENERATION.read_text() or 0)
+    except (FileNotFoundError, ValueError):
+        return 0
+
+
+def bump_generation() -> None:
+    """Count a change to the host: a reading of the host taken before it (host/observe.py) is stale."""
+    RUN_DIR.mkdir(parents=True, exist_ok=True)
+    fd = os.open(GENERATION, os.O_CREAT | os.O_RDWR, 0o600)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        value = int(os.pread(fd, 32, 0) or b"0")
+        os.pwrite(fd, f"{value + 1:<20d}".encode(), 0)
+    finally:
+        os.close(fd)
+
+
 def lab_dir(lab: str) -> Path:
     return RUN_DIR / lab
 

@@ -87,6 +87,8 @@ def build(lab: Lab, pending: Plan, vm_ports: dict[str, tuple[str, int | None, st
         add("netns", ns.name, ns.node)
     for veth in lab.veths:
         add("veth", veth.name if veth.netns is None else f"{veth.netns}/{veth.name}", None)
+    for linux_bridge in lab.linux_bridges:
+        add("linux-bridge", linux_bridge.name, linux_bridge.node)
     for bridge in lab.bridges:
         add("ovs-bridge", bridge.name, bridge.node)
         for port in bridge.ports:

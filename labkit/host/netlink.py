@@ -10,23 +10,39 @@ from __future__ import annotations
 
 import contextlib
 import ipaddress
+import os
 from pathlib import Path
 
-from pyroute2 import IPRoute, NetlinkError, NetNS, netns
+from pyroute2 import IPRoute, NetlinkError, netns
 
 from .. import names
 from ..errors import HostError
 from ..hoststate import SeenLink, SeenNetns
-from ..model import Veth
+from ..model import LinuxBridge, Veth
+from . import Connection
+
+NETNS_DIR = "/run/netns"
+DELETE_GROUP_BASE = 0x4C4B0000  # device groups for batched deletes: this plus a process id, never shared
 
 
 @contextlib.contextmanager
-def _ns(name: str | None):
-    ipr = IPRoute() if name is None else NetNS(name)
+def entered(namespace: str):
+    """The calling thread inside `namespace` for the block (setns is per thread), then back.
+    A namespace that is gone raises FileNotFoundError: it is never created here (pyroute2's own
+    helpers create a missing namespace by default)."""
+    own = os.open("/proc/thread-self/ns/net", os.O_RDONLY | os.O_CLOEXEC)
     try:
-        yield ipr
+        target = os.open(f"{NETNS_DIR}/{namespace}", os.O_RDONLY | os.O_CLOEXEC)
+        try:
+            netns.setns(target, flags=0)
+        finally:
+            os.close(target)
+        try:
+            yield
+        finally:
+            netns.setns(own, flags=0)
     finally:
-        ipr.close()
+        os.close(own)
 
 
 def _index(ipr, ifname: str) -> int | None:
@@ -53,22 +69,55 @@ def _read_links(ipr, namespace: str | None) -> list[SeenLink]:
     return out
 
 
-class Netlink:
+class Netlink(Connection):
+    """One netlink socket per namespace, opened on first use and kept for the command: a socket
+    made inside a namespace stays there, so nothing is re-entered per call."""
+
+    def __init__(self):
+        self._sockets: dict[str | None, IPRoute] = {}
+
+    def close(self) -> None:
+        for ipr in self._sockets.values():
+            ipr.close()
+        self._sockets.clear()
+
+    def _ipr(self, namespace: str | None) -> IPRoute:
+        ipr = self._sockets.get(namespace)
+        if ipr is None:
+            if namespace is None:
+                ipr = IPRoute()
+            else:
+                try:
+                    with entered(namespace):
+                        ipr = IPRoute()
+                except FileNotFoundError:
+                    raise HostError(f"namespace {namespace} vanished while labkit was using it; run the command again") from None
+            self._sockets[namespace] = ipr
+        return ipr
+
+    def _forget(self, namespace: str) -> None:
+        ipr = self._sockets.pop(namespace, None)
+        if ipr is not None:
+            ipr.close()
+
     # observe ----------------------------------------------------------------
 
     def observe(self) -> tuple[tuple[SeenLink, ...], tuple[SeenNetns, ...]]:
-        with _ns(None) as ipr:
-            links = _read_links(ipr, None)
+        links = _read_links(self._ipr(None), None)
         namespaces = []
         for name in sorted(netns.listnetns()):
             if names.netns_lab(name) is None:
                 namespaces.append(SeenNetns(name, None))  # foreign: never entered
                 continue
-            with _ns(name) as ipr:
-                links += _read_links(ipr, name)
+            try:
+                ipr = self._ipr(name)
+                ns_links = _read_links(ipr, name)
                 routes = tuple(sorted(
                     ("default" if not r.get("dst") else f"{r.get('dst')}/{r['dst_len']}", r.get("gateway"))
                     for r in ipr.get_routes(family=2, table=254) if r.get("gateway")))
+            except HostError:
+                continue  # deleted since listnetns(): not there
+            links += ns_links
             namespaces.append(SeenNetns(name, names.netns_lab(name), routes))
         return tuple(links), tuple(namespaces)
 
@@ -77,19 +126,17 @@ class Netlink:
     def create_netns(self, name: str) -> None:
         if name not in netns.listnetns():
             netns.create(name)
-        with _ns(name) as ipr:
-            ipr.link("set", index=_index(ipr, "lo"), state="up")
+        ipr = self._ipr(name)
+        ipr.link("set", index=_index(ipr, "lo"), state="up")
 
     def delete_netns(self, name: str) -> None:
         """Delete the namespace's links first: the kernel frees a dead namespace's veths
         asynchronously, and the root-side ends must be gone when this returns."""
         if name not in netns.listnetns():
             return
-        with _ns(name) as ipr:
-            for link in ipr.get_links():
-                if link.get("ifname") != "lo":
-                    with contextlib.suppress(NetlinkError):
-                        ipr.link("del", index=link["index"])
+        ipr = self._ipr(name)
+        self._delete_indexes(ipr, [link["index"] for link in ipr.get_links() if link.get("ifname") != "lo"])
+        self._forget(name)
         netns.remove(name)
 
     # veths --------------------------------------------------------------------
@@ -98,15 +145,15 @@ class Netlink:
         """(Re)create a pair: stale ends of an earlier try are removed first, so this converges."""
         self.delete_link(veth.peer, None)
         self.delete_link(veth.name, veth.netns)
-        with _ns(None) as ipr:
-            peer = {"ifname": veth.name}
-            if veth.netns:
-                peer["net_ns_fd"] = veth.netns  # created inside: its name may be taken in the root namespace
-            try:
-                ipr.link("add", ifname=veth.peer, kind="veth", peer=peer)
-            except NetlinkError as exc:
-                raise HostError(f"cannot create veth {veth.peer}/{veth.name} ({exc.args[1]}); "
-                                f"check that no other interface holds these names") from None
+        ipr = self._ipr(None)
+        peer = {"ifname": veth.name}
+        if veth.netns:
+            peer["net_ns_fd"] = veth.netns  # created inside: its name may be taken in the root namespace
+        try:
+            ipr.link("add", ifname=veth.peer, kind="veth", peer=peer)
+        except NetlinkError as exc:
+            raise HostError(f"cannot create veth {veth.peer}/{veth.name} ({exc.args[1]}); "
+                            f"check that no other interface holds these names") from None
         self.update_veth(veth)
 
     def update_veth(self, veth: Veth) -> None:
@@ -114,37 +161,66 @@ class Netlink:
         for namespace, name, addresses in ((None, veth.peer, ()), (veth.netns, veth.name, veth.addresses)):
             if namespace is None:
                 self.disable_ipv6(name)
-            with _ns(namespace) as ipr:
-                index = _index(ipr, name)
-                if index is None:
-                    raise HostError(f"interface {name} vanished while configuring it; run lab.up again")
-                ipr.link("set", index=index, ifalias=veth.alias, mtu=veth.mtu)
-                have = {f"{a.get('address')}/{a['prefixlen']}" for a in ipr.get_addr(index=index, family=2)}
-                for cidr in have - set(addresses):
+            ipr = self._ipr(namespace)
+            index = _index(ipr, name)
+            if index is None:
+                raise HostError(f"interface {name} vanished while configuring it; run lab.up again")
+            ipr.link("set", index=index, ifalias=veth.alias, mtu=veth.mtu)
+            have = {f"{a.get('address')}/{a['prefixlen']}" for a in ipr.get_addr(index=index, family=2)}
+            for cidr in have - set(addresses):
+                iface = ipaddress.IPv4Interface(cidr)
+                ipr.addr("del", index=index, address=str(iface.ip), prefixlen=iface.network.prefixlen)
+            for cidr in addresses:
+                if cidr not in have:
                     iface = ipaddress.IPv4Interface(cidr)
-                    ipr.addr("del", index=index, address=str(iface.ip), prefixlen=iface.network.prefixlen)
-                for cidr in addresses:
-                    if cidr not in have:
-                        iface = ipaddress.IPv4Interface(cidr)
-                        ipr.addr("add", index=index, address=str(iface.ip), prefixlen=iface.network.prefixlen)
-                ipr.link("set", index=index, state="up")
+                    ipr.addr("add", index=index, address=str(iface.ip), prefixlen=iface.network.prefixlen)
+            ipr.link("set", index=index, state="up")
+
+    def create_bridge(self, bridge: LinuxBridge) -> None:
+        """A Linux bridge in the workstation's namespace, without STP, marked, up, with no IPv6
+        (converges: an existing one of the lab's is only marked and brought up)."""
+        ipr = self._ipr(None)
+        if _index(ipr, bridge.name) is None:
+            try:
+                ipr.link("add", ifname=bridge.name, kind="bridge", br_stp_state=0, br_forward_delay=0)
+            except NetlinkError as exc:
+                raise HostError(f"cannot create bridge {bridge.name} ({exc.args[1]}); check that no other interface "
+                                f"holds this name") from None
+        self.disable_ipv6(bridge.name)
+        ipr.link("set", index=_index(ipr, bridge.name), ifalias=bridge.alias, state="up")
 
     def attach(self, ifname: str, bridge: str) -> None:
         """Enslave a root-namespace link to a Linux bridge (the local network's)."""
-        with _ns(None) as ipr:
-            index, master = _index(ipr, ifname), _index(ipr, bridge)
-            if index is None or master is None:
-                raise HostError(f"cannot attach {ifname} to {bridge}: one of them does not exist; run lab.up again")
-            ipr.link("set", index=index, master=master, state="up")
+        ipr = self._ipr(None)
+        index, master = _index(ipr, ifname), _index(ipr, bridge)
+        if index is None or master is None:
+            raise HostError(f"cannot attach {ifname} to {bridge}: one of them does not exist; run lab.up again")
+        ipr.link("set", index=index, master=master, state="up")
 
     def delete_link(self, name: str, namespace: str | None) -> None:
+        self.delete_links([name], namespace)
+
+    def delete_links(self, names: list[str], namespace: str | None) -> None:
+        """Delete links of one namespace at once (a veth's peer goes with it); missing ones are fine."""
         if namespace and namespace not in netns.listnetns():
             return
-        with _ns(namespace) as ipr:
-            index = _index(ipr, name)
-            if index is not None:
+        ipr = self._ipr(namespace)
+        self._delete_indexes(ipr, [i for i in (_index(ipr, name) for name in names) if i is not None])
+
+    @staticmethod
+    def _delete_indexes(ipr, indexes: list[int]) -> None:
+        """The kernel waits for an RCU grace period per deleted link, but once for a device group:
+        the links join a group of this process's own and the group is deleted in one request."""
+        if len(indexes) < 2:
+            for index in indexes:
                 with contextlib.suppress(NetlinkError):
                     ipr.link("del", index=index)
+            return
+        group = DELETE_GROUP_BASE + os.getpid()
+        for index in indexes:
+            with contextlib.suppress(NetlinkError):  # gone already
+                ipr.link("set", index=index, group=group)
+        ipr.link("del", index=0, group=group)
 
     @staticmethod
     def disable_ipv6(name: str) -> None:
@@ -156,22 +232,22 @@ class Netlink:
 
     def carrier(self, name: str, namespace: str | None = None) -> bool:
         """Up and with carrier (a veth has none when its peer is down)."""
-        with _ns(namespace) as ipr:
-            index = _index(ipr, name)
-            if index is None:
-                return False
-            link = ipr.get_links(index)[0]
-            return bool(link["flags"] & 1) and bool(link.get("carrier"))
+        ipr = self._ipr(namespace)
+        index = _index(ipr, name)
+        if index is None:
+            return False
+        link = ipr.get_links(index)[0]
+        return bool(link["flags"] & 1) and bool(link.get("carrier"))
 
     def set_link_state(self, name: str, up: bool, namespace: str | None = None) -> None:
-        with _ns(namespace) as ipr:
-            index = _index(ipr, name)
-            if index is None:
-                raise HostError(f"interface {name} does not exist; check the name with `lab.status`")
-            ipr.link("set", index=index, state="up" if up else "down")
+        ipr = self._ipr(namespace)
+        index = _index(ipr, name)
+        if index is None:
+            raise HostError(f"interface {name} does not exist; check the name with `lab.status`")
+        ipr.link("set", index=index, state="up" if up else "down")
 
     # routes -------------------------------------------------------------------
 
     def set_route(self, namespace: str, destination: str, gateway: str) -> None:
-        with _ns(namespace) as ipr:
-            ipr.route("replace", dst="0.0.0.0/0" if destination == "default" else destination, gateway=gateway)
+        ipr = self._ipr(namespace)
+        ipr.route("replace", dst="0.0.0.0/0" if destination == "default" else destination, gateway=gateway)

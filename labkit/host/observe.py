@@ -1,15 +1,113 @@
-"""Observe: the host's state as the three adapters see it, in one HostState."""
+"""Observe: the host's state as the three adapters see it, in one HostState.
+
+Reading the host takes tens of milliseconds; importing pyroute2, ovsdbapp and libvirt takes
+hundreds. So each system is read by a process of its own, forked when a command starts
+(`start()`), while the command itself imports and parses its topology; `Reading.result()`
+collects what they saw. A reading taken before the command holds its lab's lock is used only if
+no labkit command changed the host since it began (state.generation); otherwise it is taken again.
+
+This module imports nothing heavy itself: the readers import their adapter after the fork.
+"""
 
 from __future__ import annotations
 
-from ..hoststate import HostState
-from .netlink import Netlink
-from .ovs import Ovs
-from .virt import Virt
+import os
+import pickle
+
+from .. import state
+from ..errors import HostError, LabkitError
 
 
-def observe(ovs: Ovs, netlink: Netlink, virt: Virt, datapath_type: str) -> HostState:
-    bridges = ovs.observe()
-    links, namespaces = netlink.observe()
-    networks, domains = virt.observe()
-    return HostState(bridges, links, namespaces, networks, domains, datapath_type)
+def _read_links():
+    from .netlink import Netlink
+
+    with Netlink() as netlink:
+        return netlink.observe()
+
+
+def _read_ovs():
+    from .ovs import Ovs
+
+    with Ovs() as ovs:
+        return ovs.observe()
+
+
+def _read_libvirt():
+    from .virt import Virt
+
+    with Virt() as virt:
+        return virt.observe()
+
+
+def _read_ovs_and_libvirt():
+    return _read_ovs(), _read_libvirt()
+
+
+READERS = (_read_links, _read_ovs_and_libvirt)
+
+
+class Reading:
+    """The host being read by one forked process per system."""
+
+    def __init__(self):
+        self.generation = state.generation()
+        self._children = [_fork(reader) for reader in READERS]
+
+    def result(self):
+        """The HostState the readers saw (waits for them; raises what a reader raised)."""
+        from ..hoststate import HostState
+        from .preflight import check_datapath_type
+
+        parts = [_collect(pid, fd) for pid, fd in self._children]
+        (links, namespaces), (bridges, (networks, domains)) = parts
+        return HostState(bridges, links, namespaces, networks, domains, check_datapath_type())
+
+    def fresh(self) -> bool:
+        """No labkit command changed the host since the reading began."""
+        return state.generation() == self.generation
+
+
+def start() -> Reading:
+    return Reading()
+
+
+def observe(lab: str, reading: Reading | None = None):
+    """The host as `lab` sees it (links a killed command of its left unmarked are adopted), from
+    `reading` when it is still fresh. Call with the lab's lock held."""
+    if reading is None or not reading.fresh():
+        reading = Reading()
+    return reading.result().adopt(lab, state.intents(lab))
+
+
+def _fork(reader) -> tuple[int, int]:
+    read_end, write_end = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # the reader: import its adapter, read, send the result, exit without cleanup
+        os.close(read_end)
+        try:
+            outcome = ("ok", reader())
+        except LabkitError as exc:
+            outcome = ("error", str(exc))
+        except BaseException as exc:  # a bug: reported by the parent as one line
+            outcome = ("crash", f"{type(exc).__name__}: {exc}")
+        with os.fdopen(write_end, "wb") as out:
+            out.write(pickle.dumps(outcome))
+        os._exit(0)
+    os.close(write_end)
+    return pid, read_end
+
+
+def _collect(pid: int, fd: int):
+    data = b""
+    with os.fdopen(fd, "rb") as pipe:
+        while chunk := pipe.read(1 << 16):
+            data += chunk
+    os.waitpid(pid, 0)
+    if not data:
+        raise HostError("a process reading the host died without an answer; run the command again")
+    kind, value = pickle.loads(data)
+    if kind == "ok":
+        return value
+    if kind == "error":
+        raise HostError(value)
+    raise RuntimeError(value)

@@ -8,7 +8,7 @@ libvirt adds for domains (vnetN, taps) are left to libvirt.
 
 from __future__ import annotations
 
-from ovsdbapp.backend.ovs_idl import command, connection, idlutils
+from ovsdbapp.backend.ovs_idl import command, connection, idlutils, transaction
 from ovsdbapp.schema.open_vswitch import impl_idl
 
 from ..errors import HostError
@@ -116,9 +116,14 @@ class Ovs(Connection):
                             f"applied; check `ovs-vsctl show`, then run lab.up again") from None
 
     def delete_bridges(self, names: list[str]) -> None:
-        with self.api.transaction(check_error=True) as txn:
-            for name in names:
-                txn.add(self.api.del_br(name, if_exists=True))
+        """One transaction, without waiting for ovs-vswitchd to catch up: nothing waits on a bridge
+        that is gone (ovsdbapp's Open_vSwitch transactions wait, as ovs-vsctl does without --no-wait)."""
+        try:
+            with transaction.Transaction(self.api, self._conn, self._conn.timeout, check_error=True) as txn:
+                for name in names:
+                    txn.add(self.api.del_br(name, if_exists=True))
+        except RuntimeError as exc:
+            raise HostError(f"OVSDB did not delete bridge(s) {', '.join(names)} ({exc}); check `ovs-vsctl show`") from None
 
 
 class ConvergeBridge(command.BaseCommand):

@@ -13,7 +13,7 @@ import socket
 import struct
 import time
 
-from pyroute2 import netns
+from .netlink import entered
 
 RESEND = 0.1
 
@@ -34,11 +34,8 @@ def _echo(ident: int, seq: int) -> bytes:
 
 
 def _socket_in(namespace: str) -> socket.socket:
-    netns.pushns(namespace)  # this thread only, for the socket() call
-    try:
+    with entered(namespace):  # this thread only, for the socket() call
         return socket.socket(socket.AF_INET, socket.SOCK_RAW | socket.SOCK_NONBLOCK, socket.IPPROTO_ICMP)
-    finally:
-        netns.popns()
 
 
 def ping_many(targets: list[tuple[str, str]], timeout: float = 5.0) -> list[bool]:

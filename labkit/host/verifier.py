@@ -11,7 +11,6 @@ from concurrent.futures import ThreadPoolExecutor
 from ..model import Lab
 from ..verify import NOT_RUN, REACH_MS, Outcome, Probe, guest_script, parse_script_output, probes
 from .agent import Agent, AgentError
-from .ping import ping_many
 
 RUN_SLACK = 10.0  # seconds for the agent to run lkping beyond lkping's own bound
 
@@ -36,6 +35,8 @@ def wait_for_guests(lab: Lab, timeout: float, say=print, names: list[str] | None
 
 def run(lab: Lab, down: list[str] = ()) -> list[Outcome]:
     """Every probe of the lab; those from a guest in `down` fail without being tried."""
+    from .ping import ping_many  # pyroute2: not for commands that only wait for agents
+
     todo = probes(lab)
     by_guest: dict[str, list[Probe]] = {}
     for p in todo:

@@ -16,7 +16,7 @@ from lxml import etree
 from ..errors import HostError
 from . import Connection
 from ..hoststate import SeenDomain, SeenNetwork
-from ..render import metadata_of
+from ..names import metadata_of
 
 URI = "qemu:///system"
 

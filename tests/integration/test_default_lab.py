@@ -136,7 +136,7 @@ def test_changed_topology_applies_only_the_difference(lab_up, tmp_path):
     changed.write_text(text)
     cvm_id = sh(f"virsh -c qemu:///system domid {CVM}")
     plan = invoke("lab.plan", "--topology", str(changed)).stdout
-    assert "+ create domain     uvm32b" in plan and plan.count("\n  ") == 1, plan
+    assert "+ create domain       uvm32b" in plan and plan.count("\n  ") == 1, plan
     invoke("lab.up", "--no-verify", "--topology", str(changed))
     assert sh(f"virsh -c qemu:///system domid {CVM}") == cvm_id
     assert "uvm32b" in sh("virsh -c qemu:///system list --name").split()

@@ -10,7 +10,7 @@ from dataclasses import replace
 
 from labkit.hoststate import HostState, SeenBridge, SeenDomain, SeenLink, SeenNetns, SeenNetwork
 from labkit.model import Lab
-from labkit.render import metadata_of
+from labkit.names import metadata_of
 
 
 def state_after(lab: Lab, docs: dict[str, str], base: HostState = HostState()) -> HostState:
@@ -18,6 +18,7 @@ def state_after(lab: Lab, docs: dict[str, str], base: HostState = HostState()) -
     for veth in lab.veths:
         links.append(SeenLink(veth.name, veth.netns, veth.alias, "veth", True, veth.mtu, None, veth.addresses))
         links.append(SeenLink(veth.peer, None, veth.alias, "veth", True, veth.mtu, veth.peer_master, ()))
+    links += [SeenLink(b.name, None, b.alias, "bridge") for b in lab.linux_bridges]
     return replace(
         base,
         bridges=base.bridges + tuple(SeenBridge(b.name, lab.name, b.datapath_type, b.ports) for b in lab.bridges),

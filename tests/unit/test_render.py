@@ -7,7 +7,7 @@ import libvirt
 import pytest
 from lxml import etree
 
-from labkit import model, pipeline, render, schema
+from labkit import model, names, pipeline, render, schema
 from labkit.hoststate import HostState
 
 from ..conftest import REPO
@@ -122,5 +122,5 @@ def test_lean_guests_on_tcg_get_a_small_translation_cache_no_boot_roms_and_give_
 
 def test_documents_are_marked_as_the_labs():
     for xml in docs_for("default", "lab").values():
-        meta = render.metadata_of(xml)
+        meta = names.metadata_of(xml)
         assert meta["name"] == "seed" and len(meta["digest"]) == 16

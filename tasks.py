@@ -135,7 +135,7 @@ def up(c, topology=None, profile=None, strict=False, verify=False, no_verify=Fal
 def _verify_json(v) -> dict:
     return {"version": 1, "lab": v.lab.name, "ok": not v.failed and not v.late, "late": v.late, "checks": [
         {"from": o.probe.source.label, "to": o.probe.target, "address": o.probe.address,
-         "expect": "reach" if o.probe.expect else "blocked", "reached": o.reached, "ok": o.ok}
+         "expect": "reach" if o.probe.expect else "blocked", "reached": o.reached, "checked": o.ran, "ok": o.ok}
         for o in v.outcomes]}
 
 

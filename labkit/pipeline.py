@@ -171,6 +171,15 @@ def _look(path: str | None, profile: str | None = None, reading=None):
     return desired, observed, pending
 
 
+def _resolved(path: str | None, reading=None) -> model.Lab:
+    """The lab as it stands on this host (load, observe, resolve): what commands that only look at
+    its objects need, without rendering or planning."""
+    from .host.observe import observe
+
+    topo = load(path)                                                     # parse + validate
+    return model.resolve(topo, observe(topo.name, reading).facts_for(topo.name))  # observe, resolve
+
+
 def status_plan(path: str | None, profile: str | None = None, reading=None) -> plan.Plan:
     return _look(path, profile, reading)[2]
 
@@ -198,7 +207,7 @@ class Verification:
 
 def verify(path: str | None, timeout: float, say=print, reading=None) -> Verification:
     """Wait for every guest, then check the lab's network from inside the guests and namespaces."""
-    return verify_lab(_look(path, reading=reading)[0].lab, timeout, say)
+    return verify_lab(_resolved(path, reading), timeout, say)
 
 
 def verify_lab(lab: model.Lab, timeout: float, say=print) -> Verification:
@@ -232,7 +241,7 @@ def manage_ovs_show(path: str | None, node: str | None, action: str) -> str:
     node = node or topo.nodes[0].name
     if node not in {n.name for n in topo.nodes}:
         raise LabkitError(f"lab {topo.name} has no node {node!r}; its nodes: {', '.join(n.name for n in topo.nodes)}")
-    lab = _look(path)[0].lab
+    lab = _resolved(path)
     with host_session() as host:
         if action == "show_uplinks":
             return manage_ovs.format_uplinks(host.ovs.bonds(lab.name, node))
@@ -247,7 +256,7 @@ def set_link(path: str | None, node: str, iface: str, up: bool, side: str = "nod
     port facing it), or with node=tor any top-of-rack port by name. Returns the interface changed."""
     from .host.netlink import Netlink
 
-    link = _link_target(_look(path)[0].lab, node, iface, side)
+    link = _link_target(_resolved(path), node, iface, side)
     with Netlink() as netlink:
         netlink.set_link_state(link, up)
     state.bump_generation()
@@ -272,7 +281,7 @@ def _link_target(lab: model.Lab, node: str, iface: str, side: str) -> str:
 
 def find_domain(path: str | None, vm: str, reading=None) -> model.Domain:
     """A domain of the lab by its domain name, its topology VM name, or `cvm` (the first node's CVM)."""
-    lab = _look(path, reading=reading)[0].lab
+    lab = _resolved(path, reading)
     for dom in lab.domains:
         if vm in (dom.name, dom.hostname) or (vm == "cvm" and dom.role == "cvm"):
             return dom

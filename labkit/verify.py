@@ -45,10 +45,11 @@ class Outcome:
     probe: Probe
     reached: bool
     detail: str = ""
+    ran: bool = True  # False: not checked (its guest did not come up, or the probe did not run)
 
     @property
     def ok(self) -> bool:
-        return self.reached == self.probe.expect
+        return self.ran and self.reached == self.probe.expect
 
 
 def _vlan_of(nic) -> int | None:
@@ -134,7 +135,7 @@ def _across(source: Endpoint, label: str, target: ipaddress.IPv4Interface, dev: 
 # lkping's bounds (images/guest/lkping.c): a probe that must answer has REACH_MS; probes that must
 # not (isolation) are watched for BLOCKED_MS, or three times the slowest answer if that is longer,
 # all at once, so a guest's checks take about as long as its slowest answer.
-REACH_MS, BLOCKED_MS = 5000, 300
+REACH_MS, BLOCKED_MS = 5000, 200
 NOT_RUN = 99  # a probe with no line in lkping's output
 
 
@@ -180,7 +181,7 @@ def matrix(outcomes: list[Outcome]) -> str:
         for t, w in zip(targets, cols):
             o = cell.get((s, t))
             text = "" if o is None else ("ok" if o.reached else "blocked") if o.ok else \
-                ("LEAK" if o.reached else "FAIL")
+                "n/a" if not o.ran else ("LEAK" if o.reached else "FAIL")
             row.append(f"{text:<{w}}")
         lines.append(f"{s:<{width}}  " + "  ".join(row))
     return "\n".join(lines)
@@ -188,6 +189,8 @@ def matrix(outcomes: list[Outcome]) -> str:
 
 def describe_failure(outcome: Outcome) -> str:
     p = outcome.probe
+    if not outcome.ran:
+        return f"{p.source.label} -> {p.target} ({p.address}) not checked: {outcome.detail}"
     if p.expect:
         return f"{p.source.label} cannot reach {p.target} ({p.address}){': ' + outcome.detail if outcome.detail else ''}"
     return f"{p.source.label} reaches {p.target} ({p.address}) across VLANs; they must be isolated"

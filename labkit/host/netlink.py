@@ -20,29 +20,9 @@ from ..errors import HostError
 from ..hoststate import SeenLink, SeenNetns
 from ..model import LinuxBridge, Veth
 from . import Connection
+from .netns import entered
 
-NETNS_DIR = "/run/netns"
 DELETE_GROUP_BASE = 0x4C4B0000  # device groups for batched deletes: this plus a process id, never shared
-
-
-@contextlib.contextmanager
-def entered(namespace: str):
-    """The calling thread inside `namespace` for the block (setns is per thread), then back.
-    A namespace that is gone raises FileNotFoundError: it is never created here (pyroute2's own
-    helpers create a missing namespace by default)."""
-    own = os.open("/proc/thread-self/ns/net", os.O_RDONLY | os.O_CLOEXEC)
-    try:
-        target = os.open(f"{NETNS_DIR}/{namespace}", os.O_RDONLY | os.O_CLOEXEC)
-        try:
-            netns.setns(target, flags=0)
-        finally:
-            os.close(target)
-        try:
-            yield
-        finally:
-            netns.setns(own, flags=0)
-    finally:
-        os.close(own)
 
 
 def _index(ipr, ifname: str) -> int | None:

@@ -13,7 +13,7 @@ import socket
 import struct
 import time
 
-from .netlink import entered
+from .netns import entered
 
 RESEND = 0.1
 

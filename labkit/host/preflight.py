@@ -70,7 +70,7 @@ class Report:
 def run(lab: Lab | None = None, *, probe_kvm: bool = True, libvirt_cache: bool = False) -> Report:
     checks = [
         check_services(),
-        *([check_libvirt_cache()] if libvirt_cache else []),
+        *([check_libvirt_cache(), check_reaping()] if libvirt_cache else []),
         check_kvm(probe=probe_kvm),
         check_memlock(lab),
         check_vfio(lab),
@@ -113,6 +113,16 @@ def check_libvirt_cache() -> Check:
         cause = "libvirt finds its cached QEMU capabilities out of date on every call"
     return Check("libvirt cache", FAIL, f"libvirt re-probes QEMU on every call ({took:.1f} s a query): {cause}",
                  "run `invoke host.bootstrap` (sets /dev/kvm root:kvm 0660 as udev would)")
+
+
+def check_reaping() -> Check:
+    """Who reaps the QEMU processes libvirtd orphans: a slow PID 1 makes every domain stop wait."""
+    reaper = services.reaper_of("libvirtd")
+    if reaper is None or reaper in services.REAPERS:
+        return Check("reaping", PASS, f"exited QEMU processes are reaped at once ({reaper or 'libvirtd not running'})")
+    return Check("reaping", DEGRADED, f"exited QEMU processes wait for PID 1 ({reaper}) to reap them: "
+                                      f"stopping a domain can take seconds",
+                 "stop libvirtd and run `invoke host.bootstrap`, which starts it under tini")
 
 
 def check_services() -> Check:

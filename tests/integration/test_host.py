@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import time
+
 import pytest
 
 from ..conftest import REPO
@@ -27,3 +29,34 @@ def test_strict_up_on_a_degraded_host_creates_nothing():
     run = invoke("lab.up", "--strict", "--topology", str(REPO / "examples/lacp.yaml"), expect=4)
     assert "preflight (--strict) stops the lab" in run.stderr
     assert labkit_leftovers("lacp") == []
+
+
+def test_preflight_says_libvirt_keeps_its_qemu_capabilities_cached():
+    table = invoke("host.preflight").stdout
+    assert any(line.startswith("libvirt cache ") and " pass " in line for line in table.splitlines()), table
+    assert any(line.startswith("reaping ") and " pass " in line for line in table.splitlines()), table
+
+
+def test_a_domain_is_defined_and_started_in_under_three_seconds(tmp_path):
+    """The probe storm is gone: with /dev/kvm as udev sets it, libvirt's capabilities cache holds."""
+    import libvirt
+
+    from labkit import model, render
+    from labkit.host import preflight
+
+    name = "lkstart-probe"
+    dom = model.Domain(name, "2b7e1516-28ae-4d2a-a6d2-abf715880900", "uvm", "n", 128, 1, (), hostname=name,
+                       serial_log=str(tmp_path / "serial.log"), agent_socket=str(tmp_path / "agent.sock"))
+    lab = model.Lab("lkstart", "lab", (), (), (), (), (dom,))
+    xml = render.render_domain(dom, lab, preflight.run(lab, probe_kvm=False).adaptation())
+    conn = libvirt.open("qemu:///system")
+    try:
+        started = time.monotonic()
+        handle = conn.defineXML(xml)
+        handle.create()
+        took = time.monotonic() - started
+        handle.destroy()
+        handle.undefine()
+    finally:
+        conn.close()
+    assert took < 3.0, f"define + start took {took:.1f} s"

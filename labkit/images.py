@@ -24,6 +24,7 @@ from .errors import HostError
 from .paths import IMAGES, REPO_IMAGES
 
 GUEST_SRC = REPO_IMAGES / "guest"
+HOST_SRC = REPO_IMAGES / "host"  # programs labkit runs on the host, built with the guest (same compiler)
 BUSYBOX = Path("/bin/busybox")
 CC = "musl-gcc"  # static binaries of a few dozen KB (glibc's are 700 KB)
 ROOT_DIRS = ("bin", "dev", "etc", "proc", "root", "run", "sys", "tmp")
@@ -47,7 +48,8 @@ def inputs_digest(kernel_dir: Path) -> tuple[str, dict]:
     if not BUSYBOX.exists():
         raise HostError("busybox-static is not installed; run `invoke host.bootstrap`")
     inputs = {"kernel": kernel_dir.name, "busybox_sha256": _sha256(BUSYBOX), "cc": _compiler_version(),
-              "sources": {p.name: hashlib.sha256(p.read_bytes()).hexdigest() for p in sorted(GUEST_SRC.iterdir())}}
+              "sources": {f"{p.parent.name}/{p.name}": hashlib.sha256(p.read_bytes()).hexdigest()
+                          for p in sorted(GUEST_SRC.iterdir()) + sorted(HOST_SRC.iterdir())}}
     return hashlib.sha256(json.dumps(inputs, sort_keys=True).encode()).hexdigest()[:16], inputs
 
 
@@ -87,6 +89,9 @@ def _build_into(kernel_dir: Path, target: Path, inputs: dict) -> None:
         files += [(f"bin/{name}", 0o755, data) for name, data in programs.items()]
         ours = {name.rsplit("/", 1)[-1] for name, _, _ in files}
         links = [(f"bin/{applet}", "busybox") for applet in busybox_applets() if applet not in ours]
+        for source in sorted(HOST_SRC.glob("*.c")):
+            (staging / source.stem).write_bytes(_compile(source, Path(tmp)))
+            (staging / source.stem).chmod(0o755)
         shutil.copyfile(kernel_dir / "vmlinux", staging / "vmlinux")
         shutil.copyfile(kernel_dir / "vmlinuz", staging / "vmlinuz")
         (staging / "initrd.img").write_bytes(newc_archive(files, dirs=ROOT_DIRS, links=links))

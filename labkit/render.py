@@ -53,6 +53,10 @@ class Adaptation:
     # back to the host.
     lean: bool = True
     tb_cache_mib: int = 0  # TCG's translation cache; 0 leaves QEMU's default (1 GiB, much of it touched)
+    # The host's TSC frequency for TCG guests (their TSC is the host's): given to the guest kernel,
+    # which otherwise calibrates against the emulated PIT, fails when the host is busy, falls back
+    # to jiffies and then ticks 1000 times a second even when idle.
+    tsc_khz: int | None = None
 
     @classmethod
     def ahv(cls) -> "Adaptation":
@@ -83,7 +87,7 @@ class Adaptation:
 def render_domain(dom: Domain, lab: Lab, adapt: Adaptation) -> str:
     template = "cvm.xml.j2" if dom.role == "cvm" else "uvm.xml.j2"
     text = _env.get_template(template).render(
-        dom=dom, adapt=adapt, cmdline=kernel_cmdline(dom), passthrough=[_pci(p) for p in dom.passthrough],
+        dom=dom, adapt=adapt, cmdline=kernel_cmdline(dom, adapt), passthrough=[_pci(p) for p in dom.passthrough],
         agent_channel=AGENT_CHANNEL,
     )
     return _finish(text, lab.name, dom.node, dom.role)
@@ -103,10 +107,13 @@ def render_all(lab: Lab, adapt: Adaptation) -> dict[str, str]:
     return docs
 
 
-def kernel_cmdline(dom: Domain) -> str:
+def kernel_cmdline(dom: Domain, adapt: Adaptation | None = None) -> str:
     """The guest's role, read by the guest agent's init: hostname, gateway, and per NIC (found by MAC)
     its addresses; a trunk NIC lists its VLANs."""
-    parts = [BASE_CMDLINE, f"labkit.role={dom.role}", f"labkit.hostname={dom.hostname}"]
+    parts = [BASE_CMDLINE]
+    if adapt is not None and adapt.tsc_khz:
+        parts.append(f"tsc_early_khz={adapt.tsc_khz} tsc=reliable")
+    parts += [f"labkit.role={dom.role}", f"labkit.hostname={dom.hostname}"]
     if dom.gateway:
         parts.append(f"labkit.gw={dom.gateway}")
     for nic in dom.nics:

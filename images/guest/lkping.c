@@ -2,9 +2,10 @@
  *
  *   lkping [-t TOTAL_MS] [-b BLOCKED_MS] -- SPEC...     SPEC: {+|-}ADDRESS[@DEVICE][/SIZE]
  *
- * `+` must answer, `-` must not (an isolation check). Every probe is sent at once and again every
- * 100 ms until it answers. lkping ends when every `+` probe has answered (or at TOTAL_MS) and the
- * `-` probes have had their chance: BLOCKED_MS, or three times the slowest `+` answer if that is
+ * `+` must answer, `-` must not (an isolation check). Every probe is sent at once, then again after
+ * 100, 200, 400... ms until it answers (backing off: in a lab of thirty guests probing each other
+ * at once, fixed-rate resends flood the switch). lkping ends when every `+` probe has answered (or at TOTAL_MS) and the
+ * `-` probes have had their chance: BLOCKED_MS, or twice the slowest `+` answer if that is
  * longer, so a loaded host does not pass a leak for isolation. @DEVICE sends out of that device
  * (SO_BINDTODEVICE), whatever the routes say; /SIZE sends SIZE bytes of payload with Don't
  * Fragment set. Output, one line per SPEC in order: `<index> <status> <ms>`, status 0 answered,
@@ -25,7 +26,8 @@
 #include <unistd.h>
 
 #define MAX_SPECS 1024
-#define RESEND_MS 100
+#define FIRST_RESEND_MS 100
+#define SLOW_FACTOR 2 /* isolation probes wait this many times the slowest answer, when that is longer */
 
 struct probe {
     int expect, sock, status, size;
@@ -100,40 +102,42 @@ int main(int argc, char **argv) {
         if (parse(argv[i], p) < 0 || (p->sock = open_socket(p->dev)) < 0) p->status = 98;
         fds[n] = (struct pollfd){p->sock, POLLIN, 0};
     }
-    double start = now_ms(), slowest = 0;
-    for (int attempt = 0;; attempt++) {
+    double start = now_ms(), slowest = 0, next_send = 0;
+    for (int attempt = 0;;) {
         double t = now_ms() - start;
-        int waiting = 0;
-        for (int i = 0; i < n; i++) {
-            struct probe *p = &probes[i];
-            if (p->status == 1) send_echo(p, i, attempt, ident);
-            if (p->expect && p->status == 1) waiting = 1;
+        if (t >= next_send) { /* a round: every probe without an answer, again */
+            for (int i = 0; i < n; i++)
+                if (probes[i].status == 1) send_echo(&probes[i], i, attempt, ident);
+            attempt++;
+            next_send = FIRST_RESEND_MS * ((1 << attempt) - 1); /* 100, 300, 700, 1500 ms... */
         }
-        double blocked_until = blocked_ms > 3 * slowest ? blocked_ms : 3 * slowest;
-        int any_blocked = 0;
-        for (int i = 0; i < n; i++) any_blocked |= !probes[i].expect && probes[i].status == 1;
+        int waiting = 0, any_blocked = 0;
+        for (int i = 0; i < n; i++) {
+            waiting |= probes[i].expect && probes[i].status == 1;
+            any_blocked |= !probes[i].expect && probes[i].status == 1;
+        }
+        double blocked_until = blocked_ms > SLOW_FACTOR * slowest ? blocked_ms : SLOW_FACTOR * slowest;
         if ((!waiting && (!any_blocked || t >= blocked_until)) || t >= total_ms) break;
-        double next = (attempt + 1) * RESEND_MS;
-        while ((t = now_ms() - start) < next && t < total_ms) {
-            if (poll(fds, n, (int)(next - t) + 1) <= 0) continue;
-            for (int i = 0; i < n; i++) {
-                if (!(fds[i].revents & POLLIN)) continue;
-                unsigned char buf[65536];
-                struct sockaddr_in from;
-                socklen_t fl = sizeof from;
-                ssize_t r;
-                while ((r = recvfrom(fds[i].fd, buf, sizeof buf, 0, (struct sockaddr *)&from, &fl)) > 0) {
-                    struct iphdr *ip = (struct iphdr *)buf;
-                    if ((size_t)r < ip->ihl * 4u + sizeof(struct icmphdr)) continue;
-                    struct icmphdr *h = (struct icmphdr *)(buf + ip->ihl * 4);
-                    int index = ntohs(h->un.echo.sequence) >> 6;
-                    if (h->type != ICMP_ECHOREPLY || ntohs(h->un.echo.id) != ident || index >= n) continue;
-                    struct probe *p = &probes[index];
-                    if (p->status == 1 && from.sin_addr.s_addr == p->addr.s_addr) {
-                        p->status = 0;
-                        p->answered_ms = now_ms() - start;
-                        if (p->expect && p->answered_ms > slowest) slowest = p->answered_ms;
-                    }
+        double until = next_send < total_ms ? next_send : total_ms;
+        if (!waiting && blocked_until < until) until = blocked_until;
+        if (poll(fds, n, (int)(until - t) + 1) <= 0) continue;
+        for (int i = 0; i < n; i++) {
+            if (!(fds[i].revents & POLLIN)) continue;
+            unsigned char buf[65536];
+            struct sockaddr_in from;
+            socklen_t fl = sizeof from;
+            ssize_t r;
+            while ((r = recvfrom(fds[i].fd, buf, sizeof buf, 0, (struct sockaddr *)&from, &fl)) > 0) {
+                struct iphdr *ip = (struct iphdr *)buf;
+                if ((size_t)r < ip->ihl * 4u + sizeof(struct icmphdr)) continue;
+                struct icmphdr *h = (struct icmphdr *)(buf + ip->ihl * 4);
+                int index = ntohs(h->un.echo.sequence) >> 6;
+                if (h->type != ICMP_ECHOREPLY || ntohs(h->un.echo.id) != ident || index >= n) continue;
+                struct probe *p = &probes[index];
+                if (p->status == 1 && from.sin_addr.s_addr == p->addr.s_addr) {
+                    p->status = 0;
+                    p->answered_ms = now_ms() - start;
+                    if (p->expect && p->answered_ms > slowest) slowest = p->answered_ms;
                 }
             }
         }

@@ -12,7 +12,7 @@ from ovsdbapp.backend.ovs_idl import command, connection, idlutils, transaction
 from ovsdbapp.schema.open_vswitch import impl_idl
 
 from ..errors import HostError
-from . import Connection
+from . import Connection, stats
 from ..hoststate import SeenBridge
 from ..model import OvsBridge, OvsInterface, OvsPort
 from .services import OVSDB_SOCK
@@ -105,6 +105,7 @@ class Ovs(Connection):
     def converge(self, bridges: list[OvsBridge], lab: str, delete_ports: list[str] = ()) -> None:
         """Create or update `bridges` with exactly their desired labkit ports, and delete the
         named ports, in a single transaction."""
+        stats.count("ovsdb transaction")
         try:
             with self.api.transaction(check_error=True) as txn:
                 for port in delete_ports:
@@ -118,6 +119,7 @@ class Ovs(Connection):
     def delete_bridges(self, names: list[str]) -> None:
         """One transaction, without waiting for ovs-vswitchd to catch up: nothing waits on a bridge
         that is gone (ovsdbapp's Open_vSwitch transactions wait, as ovs-vsctl does without --no-wait)."""
+        stats.count("ovsdb transaction")
         try:
             with transaction.Transaction(self.api, self._conn, self._conn.timeout, check_error=True) as txn:
                 for name in names:

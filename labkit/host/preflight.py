@@ -21,6 +21,7 @@ from . import services
 
 PASS, DEGRADED, FAIL = "pass", "degraded", "fail"
 PROBE_CACHE = Path("/run/labkit/kvm-probe")
+TSC_CACHE = Path("/run/labkit/tsc-khz")
 CAP_SYS_RESOURCE = 24
 QEMU_OVERHEAD_MIB = 96  # per guest: QEMU itself, TCG translation cache, page tables
 TB_CACHE_MIB = 32  # TCG's translation cache per guest: the built-in guest boots as fast as with QEMU's 1 GiB
@@ -52,6 +53,7 @@ class Report:
     def adaptation(self) -> Adaptation:
         kvm = self.status("kvm") == PASS
         return Adaptation(domain_type="kvm" if kvm else "qemu", cpu_passthrough=kvm, tb_cache_mib=0 if kvm else TB_CACHE_MIB,
+                          tsc_khz=None if kvm else host_tsc_khz(),
                           locked_memory=self.status("memlock") == PASS, passthrough=self.status("vfio") == PASS)
 
     def datapath_type(self) -> str:
@@ -183,6 +185,23 @@ def _probe_kvm(timeout: float = 10.0) -> bool:
         proc.kill()
         proc.wait()
     return b"LABKIT-PROBE-OK" in seen
+
+
+def host_tsc_khz() -> int | None:
+    """This host's TSC frequency (a TCG guest's TSC is the host's), measured once per host boot by
+    the image's labkit-tsc-khz and kept in /run, so every lab.up renders the same kernel line."""
+    if TSC_CACHE.exists():
+        return int(TSC_CACHE.read_text()) or None
+    from .. import images
+
+    image = images.current()
+    if image is None or not (image / "labkit-tsc-khz").exists():
+        return None
+    run = subprocess.run([str(image / "labkit-tsc-khz")], capture_output=True, text=True)
+    khz = int(run.stdout.strip()) if run.returncode == 0 and run.stdout.strip().isdigit() else 0
+    TSC_CACHE.parent.mkdir(parents=True, exist_ok=True)
+    TSC_CACHE.write_text(f"{khz}\n")
+    return khz or None
 
 
 def _has_capability(bit: int) -> bool:

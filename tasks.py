@@ -399,7 +399,7 @@ def preflight(c, topology=None, strict=False):
 @task(help={"force": "rebuild even when the inputs are unchanged"})
 @user_errors
 def build(c, force=False):
-    """Build the guest image (Debian cloud kernel + busybox-static initramfs) into /var/lib/labkit/images."""
+    """Build the guest image (labkit's kernel from linux-source + busybox-static initramfs) into /var/lib/labkit/images."""
     need_root()
     from labkit import images
 

@@ -120,7 +120,7 @@ def start_services(say=print) -> list[str]:
         if running(service):
             continue
         say(f"starting {service.name}")
-        missing = [tool for tool in service.start if "/" not in tool and tool[0] != "-" and not shutil.which(tool)]
+        missing = [program for program in _programs(service.start) if not shutil.which(program)]
         if missing:
             raise HostError(f"{missing[0]} is not installed; run `invoke host.bootstrap`")
         if service.foreground:
@@ -135,6 +135,11 @@ def start_services(say=print) -> list[str]:
         _wait(service)
         started.append(service.name)
     return started
+
+
+def _programs(cmd: tuple[str, ...]) -> list[str]:
+    """The executables a start command needs: its first word, and what `tini ... --` runs."""
+    return [cmd[0]] + ([cmd[cmd.index("--") + 1]] if "--" in cmd else [])
 
 
 def _wait(service: Service, timeout: float = 20) -> None:

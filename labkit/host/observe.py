@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import os
 import pickle
+import threading
 
 from .. import state
 from ..errors import HostError, LabkitError
@@ -47,18 +48,22 @@ READERS = (_read_links, _read_ovs_and_libvirt)
 
 
 class Reading:
-    """The host being read by one forked process per system."""
+    """The host being read by one forked process per system. A process that already runs other
+    threads (a test runner, say) reads in-process instead: forking it would copy their locks."""
 
     def __init__(self):
         self.generation = state.generation()
-        self._children = [_fork(reader) for reader in READERS]
+        self._children = [_fork(reader) for reader in READERS] if threading.active_count() == 1 else None
 
     def result(self):
         """The HostState the readers saw (waits for them; raises what a reader raised)."""
         from ..hoststate import HostState
         from .preflight import check_datapath_type
 
-        parts = [_collect(pid, fd) for pid, fd in self._children]
+        if self._children is None:
+            parts = [reader() for reader in READERS]
+        else:
+            parts = [_collect(pid, fd) for pid, fd in self._children]
         (links, namespaces), (bridges, (networks, domains)) = parts
         return HostState(bridges, links, namespaces, networks, domains, check_datapath_type())
 

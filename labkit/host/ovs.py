@@ -20,6 +20,14 @@ from .services import OVSDB_SOCK
 LAB_KEY = "labkit-lab"
 
 
+def _describe(exc: Exception) -> str:
+    """An ovsdbapp exception as text (some of theirs fail in __str__)."""
+    try:
+        return str(exc) or type(exc).__name__
+    except Exception:
+        return type(exc).__name__
+
+
 def _opt(value):
     """OVSDB optional columns are lists of zero or one element."""
     return value[0] if value else None
@@ -33,7 +41,7 @@ class Ovs(Connection):
             self._conn = connection.Connection(idl=idl, timeout=timeout)
             self.api = impl_idl.OvsdbIdl(self._conn)
         except Exception as exc:  # ovsdbapp raises bare Exception/TimeoutException on connect
-            raise HostError(f"cannot reach ovsdb-server at {remote} ({exc}); run `invoke host.bootstrap`") from None
+            raise HostError(f"cannot reach ovsdb-server at {remote} ({_describe(exc)}); run `invoke host.bootstrap`") from None
 
     def close(self) -> None:
         self._conn.stop()

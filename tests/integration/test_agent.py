@@ -23,9 +23,11 @@ VMS = [f"ag{i}" for i in range(1, 11)]
 @pytest.fixture(scope="module")
 def domains():
     invoke("lab.down", "--lab", "agents")
-    invoke("lab.up", "--no-verify", "--topology", TOPOLOGY)
-    yield [pipeline.find_domain(TOPOLOGY, vm) for vm in VMS]
-    invoke("lab.down", "--lab", "agents")
+    try:
+        invoke("lab.up", "--no-verify", "--topology", TOPOLOGY)
+        yield [pipeline.find_domain(TOPOLOGY, vm) for vm in VMS]
+    finally:  # the labs of later tests must find AHV's names free
+        invoke("lab.down", "--lab", "agents")
     assert labkit_leftovers("agents") == []
 
 

@@ -10,7 +10,7 @@ from concurrent.futures import ThreadPoolExecutor
 import libvirt
 import pytest
 
-from labkit import pipeline
+from labkit import model, pipeline
 from labkit.host.agent import Agent, AgentError
 
 from ..conftest import REPO
@@ -25,7 +25,8 @@ def domains():
     invoke("lab.down", "--lab", "agents")
     try:
         invoke("lab.up", "--no-verify", "--topology", TOPOLOGY)
-        yield [pipeline.find_domain(TOPOLOGY, vm) for vm in VMS]
+        lab = model.resolve(pipeline.load(TOPOLOGY))  # its VM names are free on a test host: as resolved on it
+        yield [lab.domain(vm) for vm in VMS]
     finally:  # the labs of later tests must find AHV's names free
         invoke("lab.down", "--lab", "agents")
     assert labkit_leftovers("agents") == []

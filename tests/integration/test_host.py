@@ -60,3 +60,13 @@ def test_a_domain_is_defined_and_started_in_under_three_seconds(tmp_path):
     finally:
         conn.close()
     assert took < 3.0, f"define + start took {took:.1f} s"
+
+
+def test_every_service_can_be_started_by_what_bootstrap_installed():
+    import shutil
+
+    from labkit.host import services
+
+    needed = [p for s in services.SERVICES for p in services._programs(s.start)]
+    assert "tini" in needed and "libvirtd" in needed
+    assert [p for p in needed if not shutil.which(p)] == []

@@ -209,12 +209,11 @@ def console(c, vm, topology=None, lab=None, cmd=None):
 def down(c, topology=None, lab=None, timings=False):
     """Remove every object of the lab, found by its marks (no topology file needed), and nothing else."""
     need_root()
-    reading = read_host()
     from labkit.timings import Phases
 
     phases = Phases()
     name = pipeline.lab_name(topology, lab)
-    pipeline.down(name, say=say, phases=phases, reading=reading)
+    pipeline.down(name, say=say, phases=phases)
     say(f"lab {name} is down")
     if timings:
         say(phases.table())

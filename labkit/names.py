@@ -10,6 +10,7 @@ AHV name where that is free (`fallback` otherwise).
 from __future__ import annotations
 
 import hashlib
+import re
 import uuid
 
 IFNAME_MAX = 15
@@ -55,6 +56,13 @@ def mac(oui: str, *parts: str, bump: int = 0) -> str:
 def tap_name(*parts: str, bump: int = 0) -> str:
     """AHV-looking tap names (`tap345` on the seed): 'tap' and five digits."""
     return f"tap{int(digest(*parts, str(bump))[:8], 16) % 100000:05d}"
+
+
+LAB_NAME = re.compile(r"[a-z][a-z0-9-]{0,11}")  # used with fullmatch: no trailing newline slips through
+
+
+def is_lab_name(name: str) -> bool:
+    return LAB_NAME.fullmatch(name) is not None
 
 
 def netns(lab: str, what: str) -> str:

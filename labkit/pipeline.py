@@ -2,7 +2,8 @@
 
 `desire` is the pure half (tests call it with recorded host states); `up`,
 `down` and `status` are the commands, each holding the lab's lock and one
-connection to each real system.
+connection to each real system. `topology` (pydantic) and `render` (jinja2,
+lxml) are imported by the functions that use them: lab.down needs neither.
 """
 
 from __future__ import annotations
@@ -10,10 +11,14 @@ from __future__ import annotations
 import contextlib
 from dataclasses import dataclass
 
-from . import images, model, plan, render, state, topology
+from typing import TYPE_CHECKING
+
+from . import images, model, names, paths, plan, state
 from .errors import HostError, LabkitError
 from .hoststate import HostState
-from .yamlpos import dotted
+
+if TYPE_CHECKING:
+    from . import render, topology
 
 
 @dataclass(frozen=True)
@@ -30,11 +35,15 @@ class Desired:
 
 
 def load(path: str | None, profile: str | None = None) -> topology.Topology:
+    from . import topology
+
     topo = topology.load(path)  # parse + validate (raises TopologyError with every problem)
     return topo.model_copy(update={"profile": profile}) if profile else topo
 
 
 def desire(topo: topology.Topology, host: HostState, adapt: render.Adaptation) -> Desired:
+    from . import render
+
     lab = model.resolve(topo, host.facts_for(topo.name))  # resolve: final names, given what the host holds
     docs = render.render_all(lab, adapt)  # render: libvirt XML, as this host can run it
     return Desired(lab, adapt, docs)
@@ -97,6 +106,7 @@ def up_topology(topo: topology.Topology, source: str | None, *, strict: bool = F
                 phases=None, reading=None) -> UpResult:
     """Bring the host to `topo` (read from `source`, None for the default lab). `reading`: the host
     being read since the command started (host/observe.py), used if still fresh."""
+    from . import render
     from .host import preflight
     from .host.observe import observe
     from .timings import Phases
@@ -135,23 +145,23 @@ def agents_answer(lab: model.Lab, timeout: float = 5.0) -> list[str]:
     return verifier.wait_for_guests(lab, timeout, say=lambda _message: None)
 
 
-def down(lab_name: str, say=print, phases=None, reading=None) -> plan.Plan:
+def down(lab_name: str, say=print, phases=None) -> plan.Plan:
     """Remove everything the host marks as `lab_name`'s; needs no topology file."""
     from .apply import Applier
     from .host.observe import observe
     from .timings import Phases
 
     phase = (phases or Phases()).phase
-    with state.LabLock(lab_name, say):
+    # No forked readers: removing needs the adapters here anyway, so they read the host too.
+    with state.LabLock(lab_name, say), host_session(phase) as host:
         with phase("observe"):
-            observed = observe(lab_name, reading)                         # observe
+            observed = observe(lab_name, host=host)                       # observe
             todo = plan.plan_down(lab_name, observed)                     # plan
         if todo.empty:
             say(f"lab {lab_name}: nothing of it is on this host")
         else:
             say(f"lab {lab_name}: removing {len(todo.actions)} object(s)")
-            with host_session(phase) as host:
-                Applier(host.ovs, host.netlink, host.virt, say, phase).apply(todo, None, {})  # apply
+            Applier(host.ovs, host.netlink, host.virt, say, phase).apply(todo, None, {})  # apply
         with phase("forget"):
             state.forget(lab_name)
     return todo
@@ -159,6 +169,7 @@ def down(lab_name: str, say=print, phases=None, reading=None) -> plan.Plan:
 
 def _look(path: str | None, profile: str | None = None, reading=None):
     """Observe, resolve, render and plan without changing anything (for plan, status, verify)."""
+    from . import render
     from .host import preflight
     from .host.observe import observe
 
@@ -222,7 +233,8 @@ def verify_lab(lab: model.Lab, timeout: float, say=print) -> Verification:
 
 def manage_ovs_update(path: str | None, node: str | None, request, say=print) -> UpResult:
     """manage_ovs update_uplinks: edit the effective topology, check it, converge the lab to it."""
-    from . import manage_ovs
+    from . import manage_ovs, topology
+    from .yamlpos import dotted
 
     topo = load(path)
     node = node or topo.nodes[0].name
@@ -292,10 +304,17 @@ def lab_name(path: str | None, lab: str | None) -> str:
     """The lab a command means: --lab, else the topology file's, else the embedded default's."""
     if path:
         return load(path).name
-    name = lab or load(None).name
-    if not topology.LAB_NAME_RE.match(name):
+    name = lab or default_lab_name()
+    if not names.is_lab_name(name):
         raise LabkitError(f"{name!r} is not a lab name; lab names are 1-12 of a-z, 0-9 and '-'")
     return name
+
+
+def default_lab_name() -> str:
+    """The embedded default's name, read without validating the whole file (it is labkit's own)."""
+    import yaml
+
+    return yaml.load((paths.REPO / "labkit" / "default.yaml").read_text(), Loader=yaml.CSafeLoader)["name"]
 
 
 def target(path: str | None, lab: str | None) -> tuple[str | None, str]:
@@ -307,6 +326,6 @@ def target(path: str | None, lab: str | None) -> tuple[str | None, str]:
     effective = state.topology_file(name)
     if effective.exists():
         return str(effective), name
-    if lab and lab != load(None).name:
+    if lab and lab != default_lab_name():
         raise HostError(f"lab {lab} has no state under {state.lab_dir(lab)}; give --topology FILE")
     return None, name

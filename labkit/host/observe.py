@@ -76,12 +76,26 @@ def start() -> Reading:
     return Reading()
 
 
-def observe(lab: str, reading: Reading | None = None):
+def observe(lab: str, reading: Reading | None = None, host=None):
     """The host as `lab` sees it (links a killed command of its left unmarked are adopted), from
-    `reading` when it is still fresh. Call with the lab's lock held."""
-    if reading is None or not reading.fresh():
-        reading = Reading()
-    return reading.result().adopt(lab, state.intents(lab))
+    `reading` when it is still fresh, else through `host`'s open connections (a command that
+    changes the host has them anyway), else by new readers. Call with the lab's lock held."""
+    if reading is not None and reading.fresh():
+        seen = reading.result()
+    elif host is not None:
+        seen = read_with(host.netlink, host.ovs, host.virt)
+    else:
+        seen = Reading().result()
+    return seen.adopt(lab, state.intents(lab))
+
+
+def read_with(netlink, ovs, virt):
+    """The HostState, read through connections already open."""
+    from ..hoststate import HostState
+    from .preflight import check_datapath_type
+
+    (links, namespaces), bridges, (networks, domains) = netlink.observe(), ovs.observe(), virt.observe()
+    return HostState(bridges, links, namespaces, networks, domains, check_datapath_type())
 
 
 def _fork(reader) -> tuple[int, int]:

@@ -146,6 +146,15 @@ def invoke(*args: str, stats: str | None = None, rss: PeakRss | None = None) -> 
     return wall, (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime), out
 
 
+def cpu_speed() -> float:
+    """A fixed piece of Python work, timed: how fast this host is right now (median of five)."""
+    def once() -> float:
+        started = time.monotonic()
+        sum(range(10**7))
+        return time.monotonic() - started
+    return median_of(5, once)
+
+
 def median_of(n: int, fn) -> float:
     return statistics.median(fn() for _ in range(n))
 
@@ -371,7 +380,9 @@ def main() -> int:
         print(f"{key:<48} {value:10.3f}" + (f"   target <= {bound}: {'met' if value <= bound else 'NOT met'}" if bound else ""))
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
-    host = f"{os.cpu_count()} cores, {os.sysconf('SC_PHYS_PAGES') * os.sysconf('SC_PAGE_SIZE') >> 30} GiB, {os.uname().release}"
+    host = (f"{os.cpu_count()} cores, {os.sysconf('SC_PHYS_PAGES') * os.sysconf('SC_PAGE_SIZE') >> 30} GiB, "
+            f"{os.uname().release}; speed: `sum(range(10**7))` in Python takes {cpu_speed():.2f} s (shared hosts vary: "
+            f"compare runs by it)")
     chart(results, out / "lab-up-phases.svg")
     text = markdown(m, results, host)
     if soaked:

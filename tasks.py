@@ -116,8 +116,7 @@ def up(c, topology=None, profile=None, strict=False, verify=False, no_verify=Fal
             if late:
                 say(f"{', '.join(late)} did not answer; verifying the whole lab")
         if verify or not result.plan.empty or late:
-            with phases.phase("verify"):
-                verification = pipeline.verify_lab(lab, float(timeout), say=say)
+            verification = pipeline.verify_lab(lab, float(timeout), say=say, phase=phases.phase)
         else:
             say(f"lab {lab.name}: nothing changed; all {len(lab.domains)} guests answer")
     if timings:

@@ -221,14 +221,17 @@ def verify(path: str | None, timeout: float, say=print, reading=None) -> Verific
     return verify_lab(_resolved(path, reading), timeout, say)
 
 
-def verify_lab(lab: model.Lab, timeout: float, say=print) -> Verification:
+def verify_lab(lab: model.Lab, timeout: float, say=print, phase=None) -> Verification:
     """verify, for a lab already resolved (lab.up's): agents are sockets, no host session needed."""
     from .host import verifier
 
+    phase = phase or (lambda _name: contextlib.nullcontext())
     say(f"waiting for {len(lab.domains)} guest(s) to boot (up to {timeout:.0f} s)")
-    late = verifier.wait_for_guests(lab, timeout, say)
+    with phase("guests boot"):
+        late = verifier.wait_for_guests(lab, timeout, say)
     say("checking the network from inside the guests")
-    return Verification(lab, verifier.run(lab, late), late)
+    with phase("probes"):
+        return Verification(lab, verifier.run(lab, late), late)
 
 
 def manage_ovs_update(path: str | None, node: str | None, request, say=print) -> UpResult:

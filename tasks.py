@@ -132,10 +132,12 @@ def up(c, topology=None, profile=None, strict=False, verify=False, no_verify=Fal
 
 
 def _verify_json(v) -> dict:
-    return {"version": 1, "lab": v.lab.name, "ok": not v.failed and not v.late, "late": v.late, "checks": [
-        {"from": o.probe.source.label, "to": o.probe.target, "address": o.probe.address,
-         "expect": "reach" if o.probe.expect else "blocked", "reached": o.reached, "checked": o.ran, "ok": o.ok}
-        for o in v.outcomes]}
+    return {"version": 1, "lab": v.lab.name, "ok": not v.failed and not v.dhcp_failed and not v.late, "late": v.late,
+            "checks": [{"from": o.probe.source.label, "to": o.probe.target, "address": o.probe.address,
+                        "expect": "reach" if o.probe.expect else "blocked", "reached": o.reached, "checked": o.ran,
+                        "ok": o.ok} for o in v.outcomes],
+            "dhcp": [{"from": o.check.source.label, "dev": o.check.dev, "check": o.check.kind, "expect": str(o.check),
+                      "checked": o.ran, "ok": o.ok, "detail": o.detail} for o in v.dhcp]}
 
 
 def _report(v, as_json: bool, timeout: float) -> None:
@@ -146,16 +148,21 @@ def _report(v, as_json: bool, timeout: float) -> None:
 
     if not as_json:
         print(verify_mod.matrix(v.outcomes))
+        for o in v.dhcp:
+            print(f"DHCP {'ok  ' if o.ok else 'n/a ' if not o.ran else 'FAIL'} {o.check}"
+                  + (f": {o.detail}" if o.detail and not o.ok else ""))
     if v.late:
         logs = ", ".join(v.lab.domain(n).serial_log for n in v.late)
         others = len([o for o in v.outcomes if o.probe.source.name not in v.late])
         passed = others - len([o for o in v.failed if o.probe.source.name not in v.late])
         raise HostError(f"VM {', '.join(v.late)} did not come up within {timeout:.0f} s (its agent never answered); "
                         f"see {logs}, or raise --timeout; the other guests passed {passed} of {others} checks")
-    if v.failed:
+    if v.failed or v.dhcp_failed:
         raise LabkitError(f"lab {v.lab.name} fails verification: "
-                          + "; ".join(verify_mod.describe_failure(o) for o in v.failed))
-    say(f"lab {v.lab.name} verified: {len(v.outcomes)} checks passed from inside the guests")
+                          + "; ".join([verify_mod.describe_failure(o) for o in v.failed]
+                                      + [f"DHCP: {o.check}: {o.detail}" for o in v.dhcp_failed]))
+    dhcp = f" and {len(v.dhcp)} DHCP checks" if v.dhcp else ""
+    say(f"lab {v.lab.name} verified: {len(v.outcomes)} network checks{dhcp} passed from inside the guests")
 
 
 @task(help={"topology": TOPOLOGY_HELP, "lab": LAB_HELP, "json": "print the results as JSON",

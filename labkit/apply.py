@@ -16,6 +16,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from . import state
+from .host import dhcp
+from .host.ovs import set_flows
 from .model import Lab
 from .plan import Action, Plan
 from .state import lab_dir
@@ -66,6 +68,20 @@ class Applier:
     def _delete_veth(self, actions: list[Action]) -> None:
         for where, group in itertools.groupby(sorted(actions, key=lambda a: a.where), key=lambda a: a.where):
             self.netlink.delete_links([a.name for a in group], where or None)
+
+    def _delete_dhcp(self, actions: list[Action]) -> None:
+        for a in actions:
+            dhcp.stop(self.lab_name, a.name)
+
+    def _create_dhcp(self, actions: list[Action]) -> None:
+        for a in actions:
+            dhcp.start(self.lab_name, next(s for s in self.lab.dhcp_servers if s.node == a.name))
+
+    _update_dhcp = _create_dhcp
+
+    def _update_ovs_flows(self, actions: list[Action]) -> None:
+        for a in actions:
+            set_flows(a.name, self.lab_name, next(b.flows for b in self.lab.bridges if b.name == a.name) if self.lab else ())
 
     def _delete_linux_bridge(self, actions: list[Action]) -> None:
         self.netlink.delete_links([a.name for a in actions], None)
@@ -140,8 +156,12 @@ class Applier:
 
     def _create_domain(self, actions: list[Action]) -> None:
         self._prepare(actions)
-        self.virt.create_domains([self.docs[a.name] for a in actions], say=self.say)
-        self._no_ipv6_on_taps(actions)
+        self.virt.create_domains([self.docs[a.name] for a in actions], say=self.say,
+                                 start={a.name for a in actions if self.lab.domain(a.name).power_on})
+        self._no_ipv6_on_taps([a for a in actions if self.lab.domain(a.name).power_on])
+
+    def _stop_domain(self, actions: list[Action]) -> None:
+        self.virt.stop_domains([a.name for a in actions])
 
     def _update_domain(self, actions: list[Action]) -> None:
         self.virt.delete_domains([a.name for a in actions], self.lab_name)

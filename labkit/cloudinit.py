@@ -27,7 +27,9 @@ def network_config(dom: Domain) -> str:
         lines += [f"  {nic.guest_name}:", "    match:", f'      macaddress: "{nic.mac}"', f"    set-name: {nic.guest_name}"]
         if nic.mtu != 1500:
             lines.append(f"    mtu: {nic.mtu}")
-        if nic.addresses:
+        if nic.dhcp:  # a managed network: the node's DHCP server hands out the IPAM address
+            lines.append("    dhcp4: true")
+        elif nic.addresses:
             lines.append("    addresses:")
             lines += [f"      - {a}" for a in nic.addresses]
         if dom.gateway and any(ipaddress.IPv4Address(dom.gateway) in ipaddress.IPv4Interface(a).network

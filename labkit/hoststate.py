@@ -21,6 +21,8 @@ class SeenBridge:
     datapath_type: str = ""
     ports: tuple[OvsPort, ...] = ()  # the lab's ports only (ports libvirt adds are not labkit's to manage)
     other_ports: tuple[str, ...] = ()  # ports not marked as labkit's: vnetN, taps, the local port
+    flows_digest: str = ""  # of the OpenFlow rules labkit last set (external_ids labkit-flows)
+    flow_count: int = 0  # rules with the lab's cookie in ovs-vswitchd now (0 after it restarted)
 
 
 @dataclass(frozen=True)
@@ -65,6 +67,16 @@ class SeenDomain:
 
 
 @dataclass(frozen=True)
+class SeenDhcp:
+    """A lab's DHCP server (dnsmasq) on one node, from its files under /run/labkit/<lab>/dhcp."""
+
+    lab: str
+    node: str
+    running: bool
+    digest: str  # of the configuration it runs with
+
+
+@dataclass(frozen=True)
 class HostState:
     bridges: tuple[SeenBridge, ...] = ()
     links: tuple[SeenLink, ...] = ()
@@ -72,6 +84,7 @@ class HostState:
     networks: tuple[SeenNetwork, ...] = ()
     domains: tuple[SeenDomain, ...] = ()
     datapath_type: str = "system"
+    dhcp: tuple[SeenDhcp, ...] = ()
 
     def ports_not_of(self, lab: str) -> frozenset[str]:
         """OVS port names on bridges that are not `lab`'s (port names are global to ovs-vswitchd)."""
@@ -121,12 +134,14 @@ class HostState:
 
         return cls(
             bridges=tuple(SeenBridge(b["name"], b["lab"], b["datapath_type"], tuple(port(p) for p in b["ports"]),
-                                     tuple(b["other_ports"])) for b in raw["bridges"]),
+                                     tuple(b["other_ports"]), b.get("flows_digest", ""), b.get("flow_count", 0))
+                          for b in raw["bridges"]),
             links=tuple(SeenLink(**{**link, "addresses": tuple(link["addresses"])}) for link in raw["links"]),
             namespaces=tuple(SeenNetns(n["name"], n["lab"], tuple(tuple(r) for r in n["routes"])) for n in raw["namespaces"]),
             networks=tuple(SeenNetwork(**n) for n in raw["networks"]),
             domains=tuple(SeenDomain(**{**d, "ifnames": tuple(d["ifnames"])}) for d in raw["domains"]),
             datapath_type=raw["datapath_type"],
+            dhcp=tuple(SeenDhcp(**d) for d in raw.get("dhcp", ())),
         )
 
 

@@ -48,8 +48,7 @@ def inputs_digest(kernel_dir: Path) -> tuple[str, dict]:
     if not BUSYBOX.exists():
         raise HostError("busybox-static is not installed; run `invoke host.bootstrap`")
     inputs = {"kernel": kernel_dir.name, "busybox_sha256": _sha256(BUSYBOX), "cc": _compiler_version(),
-              "sources": {f"{p.parent.name}/{p.name}": hashlib.sha256(p.read_bytes()).hexdigest()
-                          for p in sorted(GUEST_SRC.iterdir()) + sorted(HOST_SRC.iterdir())}}
+              "sources": _sources()}
     return hashlib.sha256(json.dumps(inputs, sort_keys=True).encode()).hexdigest()[:16], inputs
 
 
@@ -82,7 +81,8 @@ def _build_into(kernel_dir: Path, target: Path, inputs: dict) -> None:
         staging = Path(tmp) / "image"
         staging.mkdir()
         programs = {src.stem: _compile(src, Path(tmp)) for src in sorted(GUEST_SRC.glob("*.c"))}
-        scripts = [p for p in sorted(GUEST_SRC.iterdir()) if p.suffix != ".c" and p.name != "init"]
+        # labkit-agent (the shell agent cloud-init installs in bring-your-own images) is shadowed by its C build.
+        scripts = [p for p in sorted(GUEST_SRC.iterdir()) if p.suffix != ".c" and p.name not in {"init", *programs}]
         files: list[tuple[str, int, bytes]] = [("init", 0o755, (GUEST_SRC / "init").read_bytes()),
                                                ("bin/busybox", 0o755, BUSYBOX.read_bytes())]
         files += [(f"bin/{p.name}", 0o755, p.read_bytes()) for p in scripts]
@@ -153,6 +153,23 @@ def newc_archive(files: list[tuple[str, int, bytes]], dirs: tuple[str, ...] = ()
         entry(name, 0o120777, target.encode())
     entry("TRAILER!!!", 0, b"")
     return out.getvalue()
+
+
+def _sources() -> dict[str, str]:
+    return {f"{p.parent.name}/{p.name}": hashlib.sha256(p.read_bytes()).hexdigest()
+            for p in sorted(GUEST_SRC.iterdir()) + sorted(HOST_SRC.iterdir())}
+
+
+def needs_build() -> bool:
+    """No guest image yet, or labkit's guest programs changed since it was built (a cheap check:
+    lab.up makes it every time; `images.build` also notices a new kernel, busybox or compiler)."""
+    image = current()
+    if image is None:
+        return True
+    try:
+        return json.loads((image / "inputs.json").read_text())["sources"] != _sources()
+    except (OSError, ValueError, KeyError):
+        return True
 
 
 def current() -> Path | None:

@@ -10,10 +10,10 @@ facts (`HostFacts()`), the lab looks exactly like an AHV node.
 from __future__ import annotations
 
 import ipaddress
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Literal
 
-from . import names
+from . import ipam, names
 from .paths import DISK_DIR, IMAGE_DIR, LOG_DIR, agent_socket
 from typing import TYPE_CHECKING
 
@@ -78,6 +78,7 @@ class OvsBridge:
     mtu: int
     ports: tuple[OvsPort, ...]
     ahv_name: str
+    flows: tuple[str, ...] = ()  # OpenFlow rules of the lab's own (ovs-ofctl syntax, the lab's cookie)
 
 
 # --------------------------------------------------------------------------- links and namespaces
@@ -118,6 +119,33 @@ class Netns:
     routes: tuple[tuple[str, str], ...] = ()  # (destination, gateway)
 
 
+@dataclass(frozen=True)
+class DhcpSubnet:
+    """One managed network as a node's DHCP server serves it, on an interface of its own."""
+
+    network: str
+    vlan: int
+    ifname: str  # in the node namespace
+    server: str  # the DHCP server address
+    subnet: str
+    gateway: str
+    dns: tuple[str, ...] = ()
+    domain_name: str | None = None
+    domain_search: tuple[str, ...] = ()
+    tftp_server: str | None = None
+    boot_file: str | None = None
+
+
+@dataclass(frozen=True)
+class DhcpServer:
+    """The DHCP server of a node (dnsmasq in its namespace): one binding per IPAM NIC on the node."""
+
+    node: str
+    netns: str
+    subnets: tuple[DhcpSubnet, ...]
+    hosts: tuple[tuple[str, str, str], ...]  # (MAC, address, hostname)
+
+
 # --------------------------------------------------------------------------- libvirt
 
 
@@ -146,6 +174,8 @@ class DomainNic:
     guest_name: str = ""  # eth0, eth1 inside the guest
     addresses: tuple[str, ...] = ()
     vlan_addresses: tuple[tuple[int, str], ...] = ()  # trunk NICs: (VLAN, cidr) on sub-interface <guest_name>.<VLAN>
+    network: str | None = None  # the AHV network of an access NIC
+    dhcp: bool = False  # on a managed network: the guest takes `addresses` by DHCP from its node
 
 
 @dataclass(frozen=True)
@@ -168,6 +198,7 @@ class Domain:
     image: str | None = None  # the user's disk image (never written: the VM runs on `overlay`)
     overlay: str | None = None
     seed: str | None = None  # cloud-init NoCloud ISO
+    power_on: bool = True  # off: defined, not running (acli vm.off)
 
 
 # --------------------------------------------------------------------------- the lab
@@ -196,6 +227,7 @@ class Lab:
     deviations: tuple[Deviation, ...] = ()
     node_names: tuple[str, ...] = field(default=())
     linux_bridges: tuple[LinuxBridge, ...] = ()
+    dhcp_servers: tuple[DhcpServer, ...] = ()
 
     def domain(self, name: str) -> Domain:
         return next(d for d in self.domains if d.name == name)
@@ -209,11 +241,13 @@ class Lab:
 
 
 def resolve(topo: Topology, facts: HostFacts = HostFacts()) -> Lab:
+    topo = ipam.assign(topo)  # NICs of managed networks not bound yet get pool addresses
     builder = _Builder(topo, facts)
     for index, node in enumerate(topo.nodes, start=1):
         builder.node(index, node)
     builder.switch()
     builder.user_vms()
+    builder.dhcp()
     return builder.lab()
 
 
@@ -223,6 +257,7 @@ class _Builder:
         self.bridges: list[OvsBridge] = []
         self.veths: list[Veth] = []
         self.linux_bridges: list[LinuxBridge] = []
+        self.dhcp_servers: list[DhcpServer] = []
         self.namespaces: list[Netns] = []
         self.networks: list[VirtNetwork] = []
         self.domains: list[Domain] = []
@@ -413,35 +448,102 @@ class _Builder:
                     bump += 1
                 self._claim(tap)
                 vlan = (networks[nic.network].vlan,) if nic.network else tuple(sorted(set(nic.trunk or ())))
+                managed = bool(nic.network and networks[nic.network].ip_config)
                 nics.append(DomainNic(
                     "ovs", bridge.name, self.mac(names.UVM_OUI, vm.name, str(index)), target=tap,
                     interfaceid=names.uuid_for(lab, vm.name, f"nic{index}"), vlan=vlan, trunk=nic.trunk is not None,
                     mtu=bridge.mtu, guest_name=f"eth{index}", addresses=(str(nic.ip),) if nic.ip else (),
-                    vlan_addresses=tuple((v, str(a)) for v, a in sorted(nic.ips.items()))))
+                    vlan_addresses=tuple((v, str(a)) for v, a in sorted(nic.ips.items())),
+                    network=nic.network, dhcp=managed))
             name = self.global_name(vm.name, vm.node, self.facts.taken_domains, {d.name for d in self.domains}, "VM")
             disks = dict(image=vm.image, overlay=f"{DISK_DIR}/{lab}/{name}.qcow2",
                          seed=f"{DISK_DIR}/{lab}/{name}-cidata.iso") if vm.image else {}
             self.domains.append(Domain(name, names.uuid_for(lab, vm.name), "uvm", vm.node, vm.memory, vm.vcpus,
                                        tuple(nics), hostname=vm.name, gateway=self._uvm_gateway(vm),
                                        serial_log=f"{LOG_DIR}/{lab}/{name}.serial.log",
-                                       agent_socket=agent_socket(lab, name), **disks))
+                                       agent_socket=agent_socket(lab, name), power_on=vm.power == "on", **disks))
 
     def _uvm_gateway(self, vm) -> str | None:
+        """The default route of a VM with static addresses (a managed network's comes by DHCP)."""
         networks = {n.name: n for n in self.topo.networks}
+        if any(nic.network and networks[nic.network].ip_config for nic in vm.nics):
+            return None
         for nic in vm.nics:
             if nic.network and nic.ip:
                 net = networks[nic.network]
-                if net.ip_config:
-                    return str(net.ip_config.gateway)
                 gw = self.topo.switch.gateways.get(net.vlan)
                 if gw is not None and gw.ip in nic.ip.network:
                     return str(gw.ip)
         return None
 
+    # DHCP for managed networks ------------------------------------------------
+
+    def dhcp(self) -> None:
+        """AHV's IPAM on each node: the node answers the DHCP requests of its VMs on managed networks.
+        Per network, a veth from the node's bridge into the node namespace carries the DHCP server's
+        address; OpenFlow rules on the bridge send a managed NIC's DHCP (and its packets for the
+        server) there, never out on the VLAN, and drop the DHCP offers a VM sends."""
+        lab = self.lab_name
+        managed = [n for n in self.topo.networks if n.ip_config is not None]
+        if not managed:
+            return
+        cookie = names.flow_cookie(lab)
+        for index, node in enumerate(self.topo.nodes, start=1):
+            netns = names.netns(lab, node.name)
+            subnets, flows = [], {}
+            for net in managed:
+                ipc = net.ip_config
+                bridge = self.node_bridges.get((node.name, net.bridge))
+                if bridge is None:
+                    continue
+                server = ipam.dhcp_server(ipc)
+                outer = self.lab_ifname(f"n{index}", f"d{net.vlan}")
+                inner = f"dhcp{net.vlan}"
+                self.veths.append(Veth(inner, outer, netns, "dhcp", addresses=(f"{server}/{ipc.network.prefixlen}",),
+                                       alias=names.link_alias(lab, node.name, "dhcp", str(net.vlan)), node=node.name))
+                port = OvsPort(outer, (OvsInterface(outer),), trunks=(net.vlan,), vlan_mode="trunk")
+                subnets.append(DhcpSubnet(net.name, net.vlan, inner, str(server), str(ipc.network), str(ipc.gateway),
+                                          tuple(map(str, ipc.dns)), ipc.domain_name, tuple(ipc.domain_search),
+                                          ipc.tftp_server, ipc.boot_file))
+                rules = flows.setdefault(bridge.name, [])
+                rules.append(f"cookie={cookie},priority=300,in_port={outer},actions=mod_vlan_vid:{net.vlan},NORMAL")
+                for dom in self.domains:
+                    for nic in dom.nics:
+                        if dom.node != node.name or nic.kind != "ovs" or nic.source != bridge.name:
+                            continue
+                        m = nic.mac
+                        if nic.network == net.name and nic.dhcp:
+                            rules += [f"cookie={cookie},priority=300,udp,dl_src={m},tp_src=68,tp_dst=67,actions=output:{outer}",
+                                      f"cookie={cookie},priority=300,arp,dl_src={m},arp_tpa={server},actions=output:{outer}",
+                                      f"cookie={cookie},priority=300,ip,dl_src={m},nw_dst={server},actions=output:{outer}",
+                                      f"cookie={cookie},priority=300,udp,dl_src={m},tp_src=67,actions=drop"]
+                        elif nic.trunk and net.vlan in nic.vlan:  # a trunk carrying the network: its offers go too
+                            rules.append(f"cookie={cookie},priority=300,dl_vlan={net.vlan},udp,dl_src={m},tp_src=67,actions=drop")
+                self._add_port(bridge.name, port)
+            if subnets:
+                hosts = tuple((nic.mac, nic.addresses[0].split("/")[0], dom.hostname) for dom in self.domains
+                              if dom.node == node.name for nic in dom.nics if nic.dhcp and nic.addresses)
+                self.dhcp_servers.append(DhcpServer(node.name, netns, tuple(subnets), hosts))
+            for bname, rules in flows.items():
+                self._set_flows(bname, tuple(rules))
+
+    def _add_port(self, bname: str, port: OvsPort) -> None:
+        self._replace_bridge(bname, lambda b: replace(b, ports=b.ports + (port,)))
+
+    def _set_flows(self, bname: str, flows: tuple[str, ...]) -> None:
+        self._replace_bridge(bname, lambda b: replace(b, flows=flows))
+
+    def _replace_bridge(self, bname: str, change) -> None:
+        for i, bridge in enumerate(self.bridges):
+            if bridge.name == bname:
+                self.bridges[i] = change(bridge)
+                key = next(k for k, v in self.node_bridges.items() if v is bridge)
+                self.node_bridges[key] = self.bridges[i]
+
     def lab(self) -> Lab:
         return Lab(self.lab_name, self.topo.profile, tuple(self.bridges), tuple(self.veths), tuple(self.namespaces),
                    tuple(self.networks), tuple(self.domains), tuple(self.deviations),
-                   tuple(n.name for n in self.topo.nodes), tuple(self.linux_bridges))
+                   tuple(n.name for n in self.topo.nodes), tuple(self.linux_bridges), tuple(self.dhcp_servers))
 
 
 def _bond_port(bond: Bond, name: str, uplink_names: dict[str, str], mtu: int) -> OvsPort:

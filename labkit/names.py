@@ -77,6 +77,18 @@ def netns_lab(name: str) -> str | None:
     return lab if sep else None
 
 
+def flow_cookie(lab: str) -> str:
+    """The OpenFlow cookie of a lab's rules: 'LK' and 48 bits of its name (ovs-ofctl's hex form)."""
+    return f"0x4c4b{digest(lab)[:12]}"
+
+
+FLOW_COOKIE_MASK = "0xffffffffffffffff"
+
+
+def flows_digest(flows: tuple[str, ...]) -> str:
+    """Names a set of OpenFlow rules (kept in the bridge's external_ids when labkit sets them)."""
+    return digest(*sorted(flows))[:16]
+
 LINK_MARK = "labkit:"  # IFLA_IFALIAS of every link labkit creates: labkit:<lab>:<node>:<purpose>
 
 

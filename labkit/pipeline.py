@@ -41,6 +41,19 @@ def load(path: str | None, profile: str | None = None) -> topology.Topology:
     return topo.model_copy(update={"profile": profile}) if profile else topo
 
 
+def with_addresses(topo: topology.Topology) -> topology.Topology:
+    """IPAM on this host: `topo` with an address on every NIC of a managed network, where a NIC the
+    lab already has keeps the address its effective topology bound to it (model.resolve, pure,
+    hands out addresses as if the lab were new)."""
+    from . import ipam, topology
+
+    if not any(n.ip_config for n in topo.networks):
+        return topo
+    effective = state.topology_file(topo.name)
+    previous = topology.load(str(effective)) if effective.exists() else None
+    return ipam.assign(topo, previous)
+
+
 def desire(topo: topology.Topology, host: HostState, adapt: render.Adaptation) -> Desired:
     from . import render
 
@@ -50,7 +63,14 @@ def desire(topo: topology.Topology, host: HostState, adapt: render.Adaptation) -
 
 
 def plan_up(desired: Desired, host: HostState) -> plan.Plan:
-    return plan.plan(desired.lab, host, desired.docs)  # plan: the diff, ordered
+    return plan.plan(desired.lab, host, desired.docs, dhcp_digests(desired.lab))  # plan: the diff, ordered
+
+
+def dhcp_digests(lab: model.Lab) -> dict[str, str]:
+    """The digest of each node's DHCP server configuration (what a running one is compared with)."""
+    from .host import dhcp
+
+    return {server.node: dhcp.digest(dhcp.config(lab.name, server)) for server in lab.dhcp_servers}
 
 
 # --------------------------------------------------------------------------- on the real host
@@ -112,10 +132,11 @@ def up_topology(topo: topology.Topology, source: str | None, *, strict: bool = F
     from .timings import Phases
 
     phase = (phases or Phases()).phase
-    if images.current() is None:
+    if images.needs_build():
         with phase("guest image"):
             images.build(say)                                             # the guest every domain boots
     with state.LabLock(topo.name, say):
+        topo = with_addresses(topo)                                       # IPAM, against the lab's bindings
         with phase("observe"):
             observed = observe(topo.name, reading)                        # observe
         with phase("resolve, render, plan"):
@@ -123,7 +144,7 @@ def up_topology(topo: topology.Topology, source: str | None, *, strict: bool = F
             checks = preflight.run(lab)                                   # what this host can do
             preflight.enforce(checks, strict)
             desired = Desired(lab, checks.adaptation(), render.render_all(lab, checks.adaptation()))  # render
-            todo = plan.plan(desired.lab, observed, desired.docs)         # plan
+            todo = plan.plan(desired.lab, observed, desired.docs, dhcp_digests(lab))  # plan
         if todo.empty:
             say(str(todo))
         else:
@@ -173,12 +194,12 @@ def _look(path: str | None, profile: str | None = None, reading=None):
     from .host import preflight
     from .host.observe import observe
 
-    topo = load(path, profile)                                            # parse + validate
+    topo = with_addresses(load(path, profile))                            # parse + validate, IPAM
     observed = observe(topo.name, reading)                                # observe
     lab = model.resolve(topo, observed.facts_for(topo.name))              # resolve
     adapt = preflight.run(lab, probe_kvm=False).adaptation()
     desired = Desired(lab, adapt, render.render_all(lab, adapt))          # render
-    pending = plan.plan(lab, observed, desired.docs)                      # plan (not applied)
+    pending = plan.plan(lab, observed, desired.docs, dhcp_digests(lab))   # plan (not applied)
     return desired, observed, pending
 
 
@@ -187,7 +208,7 @@ def _resolved(path: str | None, reading=None) -> model.Lab:
     its objects need, without rendering or planning."""
     from .host.observe import observe
 
-    topo = load(path)                                                     # parse + validate
+    topo = with_addresses(load(path))                                     # parse + validate, IPAM
     return model.resolve(topo, observe(topo.name, reading).facts_for(topo.name))  # observe, resolve
 
 
@@ -208,12 +229,17 @@ def status(path: str | None, profile: str | None = None, reading=None):
 @dataclass(frozen=True)
 class Verification:
     lab: model.Lab
-    outcomes: list
-    late: list[str]  # domains whose agent never answered: named, their probes failed
+    outcomes: list  # verify.Outcome: the reach/blocked matrix
+    dhcp: list  # dhcpcheck.DhcpOutcome: managed networks' DHCP
+    late: list[str]  # domains whose agent never answered: named, their checks failed
 
     @property
     def failed(self) -> list:
         return [o for o in self.outcomes if not o.ok]
+
+    @property
+    def dhcp_failed(self) -> list:
+        return [o for o in self.dhcp if not o.ok]
 
 
 def verify(path: str | None, timeout: float, say=print, reading=None) -> Verification:
@@ -231,7 +257,8 @@ def verify_lab(lab: model.Lab, timeout: float, say=print, phase=None) -> Verific
         late = verifier.wait_for_guests(lab, timeout, say)
     say("checking the network from inside the guests")
     with phase("probes"):
-        return Verification(lab, verifier.run(lab, late), late)
+        outcomes, dhcp = verifier.run(lab, late)
+        return Verification(lab, outcomes, dhcp, late)
 
 
 def manage_ovs_update(path: str | None, node: str | None, request, say=print) -> UpResult:

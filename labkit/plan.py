@@ -15,21 +15,24 @@ from dataclasses import dataclass
 from . import names
 from .errors import PlanError
 from .hoststate import HostState, SeenLink
-from .model import Lab, LinuxBridge, OvsBridge, Veth
+from .model import DhcpServer, Lab, LinuxBridge, OvsBridge, Veth
+from .names import flows_digest
 from .names import metadata_of
 
 # Execution order. Deletes run first, leaves before what they hang on.
 ORDER = [
-    ("delete", "domain"), ("delete", "network"), ("delete", "ovs-port"), ("delete", "ovs-bridge"),
-    ("delete", "veth"), ("delete", "linux-bridge"), ("delete", "netns"),
+    ("stop", "domain"), ("delete", "domain"), ("delete", "dhcp"), ("delete", "network"), ("delete", "ovs-port"),
+    ("delete", "ovs-bridge"), ("delete", "veth"), ("delete", "linux-bridge"), ("delete", "netns"),
     ("create", "netns"), ("create", "veth"), ("update", "veth"), ("create", "linux-bridge"), ("update", "linux-bridge"),
     ("create", "ovs-bridge"), ("update", "ovs-bridge"), ("create", "ovs-port"), ("update", "ovs-port"),
+    ("update", "ovs-flows"),
     ("create", "route"), ("update", "route"),
+    ("create", "dhcp"), ("update", "dhcp"),
     ("create", "network"), ("update", "network"), ("start", "network"),
     ("attach", "veth"),
     ("create", "domain"), ("update", "domain"), ("start", "domain"),
 ]
-SYMBOL = {"create": "+", "update": "~", "delete": "-", "start": ">", "attach": "="}
+SYMBOL = {"create": "+", "update": "~", "delete": "-", "start": ">", "stop": "x", "attach": "="}
 
 
 @dataclass(frozen=True)
@@ -65,15 +68,18 @@ class Plan:
         return "\n".join([f"lab {self.lab}: {len(self.actions)} change(s)"] + [f"  {a}" for a in self.actions])
 
 
-def plan(lab: Lab, host: HostState, docs: dict[str, str]) -> Plan:
-    """Changes that bring `host` to `lab`; `docs` are the rendered libvirt documents by name."""
+def plan(lab: Lab, host: HostState, docs: dict[str, str], dhcp_configs: dict[str, str] | None = None) -> Plan:
+    """Changes that bring `host` to `lab`; `docs` are the rendered libvirt documents by name,
+    `dhcp_configs` the digests of the nodes' DHCP server configurations by node."""
     planner = _Planner(lab.name, host)
     planner.namespaces({ns.name: ns for ns in lab.namespaces})
     planner.veths(lab.veths)
     planner.linux_bridges(lab.linux_bridges)
     planner.bridges(lab.bridges)
+    planner.dhcp(lab.dhcp_servers, dhcp_configs or {})
     planner.libvirt("network", {n.name: docs[n.name] for n in lab.networks}, host.networks)
-    planner.libvirt("domain", {d.name: docs[d.name] for d in lab.domains}, host.domains)
+    planner.libvirt("domain", {d.name: docs[d.name] for d in lab.domains}, host.domains,
+                    running={d.name for d in lab.domains if d.power_on})
     return planner.finish()
 
 
@@ -84,6 +90,7 @@ def plan_down(lab_name: str, host: HostState) -> Plan:
     planner.veths(())
     planner.linux_bridges(())
     planner.bridges(())
+    planner.dhcp((), {})
     planner.libvirt("network", {}, host.networks)
     planner.libvirt("domain", {}, host.domains)
     return planner.finish()
@@ -205,9 +212,11 @@ class _Planner:
                 self.add("create", "ovs-bridge", bridge.name, detail=f"{bridge.datapath_type}, {len(bridge.ports)} ports")
                 for port in bridge.ports:
                     self.add("create", "ovs-port", port.name, where=bridge.name, detail=_port_summary(port))
+                self._flows(bridge, None)
                 continue
             if have.datapath_type != bridge.datapath_type:
                 self.add("update", "ovs-bridge", bridge.name, detail=f"datapath {bridge.datapath_type}")
+            self._flows(bridge, have)
             have_ports = {p.name: p for p in have.ports}
             for port in bridge.ports:
                 if port.name not in have_ports:
@@ -217,9 +226,32 @@ class _Planner:
             for name in sorted(set(have_ports) - {p.name for p in bridge.ports}):
                 self.add("delete", "ovs-port", name, where=bridge.name)
 
+    def _flows(self, bridge: OvsBridge, have) -> None:
+        """The lab's OpenFlow rules (DHCP for managed networks): set when their digest or their
+        number in ovs-vswitchd (which forgets them when it restarts) differs."""
+        wanted = flows_digest(bridge.flows) if bridge.flows else ""
+        seen_digest, seen_count = (have.flows_digest, have.flow_count) if have else ("", 0)
+        if (wanted, len(bridge.flows)) != (seen_digest, seen_count) and (bridge.flows or seen_digest):
+            self.add("update", "ovs-flows", bridge.name, detail=f"{len(bridge.flows)} rules")
+
+    # DHCP -----------------------------------------------------------------
+
+    def dhcp(self, wanted: tuple[DhcpServer, ...], digests: dict[str, str]) -> None:
+        seen = {d.node: d for d in self.host.dhcp if d.lab == self.lab}
+        for node in sorted(set(seen) - {w.node for w in wanted}):
+            self.add("delete", "dhcp", node)
+        for server in wanted:
+            have = seen.get(server.node)
+            detail = f"{len(server.hosts)} binding{'' if len(server.hosts) == 1 else 's'}"
+            if have is None or not have.running:
+                self.add("create", "dhcp", server.node, detail=detail)
+            elif have.digest != digests.get(server.node):
+                self.add("update", "dhcp", server.node, detail=detail)
+
     # libvirt --------------------------------------------------------------
 
-    def libvirt(self, kind: str, wanted: dict[str, str], seen_objects) -> None:
+    def libvirt(self, kind: str, wanted: dict[str, str], seen_objects, running: set[str] | None = None) -> None:
+        """`running`: the wanted objects that must run (None: all of them)."""
         seen = {o.name: o for o in seen_objects}
         for name, obj in sorted(seen.items()):
             if obj.lab == self.lab and name not in wanted:
@@ -233,8 +265,10 @@ class _Planner:
                 self.add("create", kind, name)
             elif have.digest != metadata_of(xml)["digest"]:
                 self.add("update", kind, name, detail="definition changed")
-            elif not have.active:
+            elif not have.active and (running is None or name in running):
                 self.add("start", kind, name)
+            elif have.active and running is not None and name not in running:
+                self.add("stop", kind, name)
 
 
 def _port_summary(port) -> str:

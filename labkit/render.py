@@ -61,7 +61,7 @@ def render_all(lab: Lab, adapt: Adaptation) -> dict[str, str]:
 
 def kernel_cmdline(dom: Domain, adapt: Adaptation | None = None) -> str:
     """The guest's role, read by the guest agent's init: hostname, gateway, and per NIC (found by MAC)
-    its addresses; a trunk NIC lists its VLANs."""
+    its addresses (or `dhcp` on a managed network); a trunk NIC lists its VLANs."""
     parts = [BASE_CMDLINE]
     if adapt is not None and adapt.tsc_khz:
         parts.append(f"tsc_early_khz={adapt.tsc_khz} tsc=reliable")
@@ -69,7 +69,7 @@ def kernel_cmdline(dom: Domain, adapt: Adaptation | None = None) -> str:
     if dom.gateway:
         parts.append(f"labkit.gw={dom.gateway}")
     for nic in dom.nics:
-        value = ",".join([nic.mac, *nic.addresses])
+        value = ",".join([nic.mac, "dhcp"] if nic.dhcp else [nic.mac, *nic.addresses])
         if nic.trunk:
             value += ",vlans=" + "+".join(str(v) for v in nic.vlan)
             value += "".join(f",v{vlan}={cidr}" for vlan, cidr in nic.vlan_addresses)

@@ -20,7 +20,7 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, Strict, ValidationError
 
-from . import yamlpos
+from . import ipam, yamlpos
 from .errors import Problem, TopologyError
 
 DEFAULT_TOPOLOGY = "default.yaml"
@@ -100,9 +100,17 @@ class Switch(Spec):
 
 
 class IpConfig(Spec):
+    """A managed network (AHV's IPAM): labkit hands out the addresses and serves DHCP for them."""
+
     network: ipaddress.IPv4Network
     gateway: ipaddress.IPv4Address
-    pool: list[str] = []
+    pool: list[str] = []  # ranges "START END", as AHV's v2 API writes them
+    dhcp_server: ipaddress.IPv4Address | None = None  # AHV's default: the network's last usable address
+    dns: list[ipaddress.IPv4Address] = []
+    domain_name: str | None = None
+    domain_search: list[str] = []
+    tftp_server: str | None = None
+    boot_file: str | None = None
 
 
 class Network(Spec):
@@ -125,7 +133,8 @@ class Vm(Spec):
     node: str
     memory: MiB = 128
     vcpus: Count = 1
-    nics: list[Nic] = Field(min_length=1)
+    nics: list[Nic] = []
+    power: Literal["on", "off"] = "on"
     image: str | None = None  # a qcow2 or raw disk to boot instead of the built-in guest (relative to the file)
 
 
@@ -273,7 +282,27 @@ def crosscheck(topo: Topology) -> list[tuple[tuple, str]]:
             bad(path + ("image",), f"{vm.image!r} is not a disk image; give a .qcow2, .img or .raw file")
 
     _unique(bad, [(p, str(a)) for p, a in addresses], "IP address")
+    _check_pools(bad, topo)
     return out
+
+
+def _check_pools(bad, topo: Topology) -> None:
+    """Every NIC of a managed network without an `ip` takes one from the network's pool."""
+    for net in topo.networks:
+        ipc = net.ip_config
+        if ipc is None:
+            continue
+        taken = ipam.reserved(ipc) | {nic.ip.ip for vm in topo.vms for nic in vm.nics if nic.network == net.name and nic.ip}
+        try:
+            free = [a for a in ipam.pool_addresses(ipc) if a not in taken]
+        except ValueError:
+            continue  # a malformed range, reported by _check_network
+        waiting = [("vms", i, "nics", j) for i, vm in enumerate(topo.vms) for j, nic in enumerate(vm.nics)
+                   if nic.network == net.name and nic.ip is None]
+        if len(waiting) > len(free):
+            how = "has no pool" if not ipc.pool else f"has {len(free)} free address(es) for {len(waiting)} NICs"
+            bad(waiting[len(free)], f"cannot get an address: managed network {net.name} {how}; "
+                                    f"add a pool range or give this NIC an `ip`")
 
 
 def _check_node(bad, path: tuple, node: Node, topo: Topology, addresses: list) -> None:
@@ -370,6 +399,10 @@ def _check_network(bad, path: tuple, net: Network, topo: Topology) -> None:
             bad(ppath, f"range {text!r} starts after it ends; put the lower address first")
         elif start <= ipc.gateway <= end:
             bad(ppath, f"range {text!r} contains the gateway {ipc.gateway}; leave the gateway out of the pool")
+        elif start <= ipam.dhcp_server(ipc) <= end:
+            bad(ppath, f"range {text!r} contains the DHCP server {ipam.dhcp_server(ipc)}; leave it out of the pool")
+    if ipc.dhcp_server is not None and (ipc.dhcp_server not in ipc.network or ipc.dhcp_server == ipc.gateway):
+        bad(ipath + ("dhcp_server",), f"{ipc.dhcp_server} must be an address of {ipc.network} other than the gateway")
 
 
 def _check_nic(bad, path: tuple, nic: Nic, node: Node | None, networks: dict, vlans: set, addresses: list) -> None:
@@ -383,7 +416,16 @@ def _check_nic(bad, path: tuple, nic: Nic, node: Node | None, networks: dict, vl
             bad(path + ("bridge",), "comes from the network for access NICs; remove it")
         if nic.ips:
             bad(path + ("ips",), "is for trunk NICs; an access NIC takes `ip`")
-        if nic.ip is not None:
+        ipc = networks[nic.network].ip_config if nic.network in networks else None
+        if nic.ip is not None and ipc is not None:  # managed: an address inside the network, not its own
+            if nic.ip.ip not in ipc.network:
+                bad(path + ("ip",), f"{nic.ip.ip} is outside the managed network {ipc.network}; request an address in it")
+            elif nic.ip.ip in (ipc.gateway, ipam.dhcp_server(ipc)) or nic.ip.ip in (ipc.network.network_address,
+                                                                                   ipc.network.broadcast_address):
+                bad(path + ("ip",), f"{nic.ip.ip} is the gateway, the DHCP server or not a host address of "
+                                    f"{ipc.network}; request another address")
+            addresses.append((path + ("ip",), nic.ip.ip))
+        elif nic.ip is not None:
             _host_address(bad, path + ("ip",), nic.ip)
             addresses.append((path + ("ip",), nic.ip.ip))
     else:

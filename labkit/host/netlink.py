@@ -55,11 +55,15 @@ class Netlink(Connection):
 
     def __init__(self):
         self._sockets: dict[str | None, IPRoute] = {}
+        self._ethtool: dict[str, object] = {}
 
     def close(self) -> None:
         for ipr in self._sockets.values():
             ipr.close()
         self._sockets.clear()
+        for tool in self._ethtool.values():
+            tool.close()
+        self._ethtool.clear()
 
     def _ipr(self, namespace: str | None) -> IPRoute:
         ipr = self._sockets.get(namespace)
@@ -76,9 +80,10 @@ class Netlink(Connection):
         return ipr
 
     def _forget(self, namespace: str) -> None:
-        ipr = self._sockets.pop(namespace, None)
-        if ipr is not None:
-            ipr.close()
+        for cache in (self._sockets, self._ethtool):
+            held = cache.pop(namespace, None)
+            if held is not None:
+                held.close()
 
     # observe ----------------------------------------------------------------
 
@@ -146,6 +151,8 @@ class Netlink(Connection):
             if index is None:
                 raise HostError(f"interface {name} vanished while configuring it; run lab.up again")
             ipr.link("set", index=index, ifalias=veth.alias, mtu=veth.mtu)
+            if namespace is not None:
+                self._checksum_in_software(namespace, name)
             have = {f"{a.get('address')}/{a['prefixlen']}" for a in ipr.get_addr(index=index, family=2)}
             for cidr in have - set(addresses):
                 iface = ipaddress.IPv4Interface(cidr)
@@ -155,6 +162,20 @@ class Netlink(Connection):
                     iface = ipaddress.IPv4Interface(cidr)
                     ipr.addr("add", index=index, address=str(iface.ip), prefixlen=iface.network.prefixlen)
             ipr.link("set", index=index, state="up")
+
+    def _checksum_in_software(self, namespace: str, name: str) -> None:
+        """No TX checksum offload (nor the segmentation offloads that need it) on a namespace's end:
+        its packets cross the veth to OVS's userspace datapath, which forwards them to guests as
+        they are, and a UDP or TCP checksum left for a NIC to fill in reaches the guest unfilled
+        (a guest's DHCP client drops such an offer)."""
+        from pyroute2.ethtool.ioctl import IoctlEthtool
+
+        tool = self._ethtool.get(namespace)
+        if tool is None:
+            with entered(namespace):
+                tool = self._ethtool[namespace] = IoctlEthtool()  # its socket stays in the namespace
+        tool.change_ifname(name)
+        tool.set_offload_flag("tx-checksumming", 0)
 
     def create_bridge(self, bridge: LinuxBridge) -> None:
         """A Linux bridge in the workstation's namespace, without STP, marked, up, with no IPv6

@@ -16,6 +16,7 @@ import pickle
 import threading
 
 from .. import state
+from . import dhcp
 from ..errors import HostError, LabkitError
 
 
@@ -65,7 +66,7 @@ class Reading:
         else:
             parts = [_collect(pid, fd) for pid, fd in self._children]
         (links, namespaces), (bridges, (networks, domains)) = parts
-        return HostState(bridges, links, namespaces, networks, domains, check_datapath_type())
+        return HostState(bridges, links, namespaces, networks, domains, check_datapath_type(), dhcp.observe())
 
     def fresh(self) -> bool:
         """No labkit command changed the host since the reading began."""
@@ -95,7 +96,7 @@ def read_with(netlink, ovs, virt):
     from .preflight import check_datapath_type
 
     (links, namespaces), bridges, (networks, domains) = netlink.observe(), ovs.observe(), virt.observe()
-    return HostState(bridges, links, namespaces, networks, domains, check_datapath_type())
+    return HostState(bridges, links, namespaces, networks, domains, check_datapath_type(), dhcp.observe())
 
 
 def _fork(reader) -> tuple[int, int]:

@@ -8,16 +8,21 @@ libvirt adds for domains (vnetN, taps) are left to libvirt.
 
 from __future__ import annotations
 
+import re
+import subprocess
+
 from ovsdbapp.backend.ovs_idl import command, connection, idlutils, transaction
 from ovsdbapp.schema.open_vswitch import impl_idl
 
 from ..errors import HostError
+from .. import names
 from . import Connection, stats
 from ..hoststate import SeenBridge
 from ..model import OvsBridge, OvsInterface, OvsPort
 from .services import OVSDB_SOCK
 
 LAB_KEY = "labkit-lab"
+FLOWS_KEY = "labkit-flows"  # digest of the OpenFlow rules labkit set on the bridge
 
 
 def _describe(exc: Exception) -> str:
@@ -59,8 +64,10 @@ class Ovs(Connection):
                     ours.append(_read_port(port))
                 else:
                     others.append(port.name)
+            digest = br.external_ids.get(FLOWS_KEY, "")
             bridges.append(SeenBridge(br.name, lab, br.datapath_type or "system",
-                                      tuple(sorted(ours, key=lambda p: p.name)), tuple(sorted(others))))
+                                      tuple(sorted(ours, key=lambda p: p.name)), tuple(sorted(others)),
+                                      digest, flow_count(br.name, lab) if digest and lab else 0))
         return tuple(sorted(bridges, key=lambda b: b.name))
 
     def vm_ports(self) -> dict[str, tuple[str, int | None, str]]:
@@ -136,6 +143,25 @@ class Ovs(Connection):
             raise HostError(f"OVSDB did not delete bridge(s) {', '.join(names)} ({exc}); check `ovs-vsctl show`") from None
 
 
+def flow_count(bridge: str, lab: str) -> int:
+    """Rules with the lab's cookie on the bridge now. OpenFlow rules live in ovs-vswitchd, not in
+    OVSDB, and no library of labkit's speaks OpenFlow: ovs-ofctl is the client."""
+    run = subprocess.run(["ovs-ofctl", "dump-aggregate", bridge, f"cookie={names.flow_cookie(lab)}/{names.FLOW_COOKIE_MASK}"],
+                         capture_output=True, text=True)
+    match = re.search(r"flow_count=(\d+)", run.stdout)
+    return int(match.group(1)) if match else 0
+
+
+def set_flows(bridge: str, lab: str, flows: tuple[str, ...]) -> None:
+    """Replace the lab's rules on the bridge with `flows`, in one OpenFlow bundle (atomic)."""
+    cookie = f"cookie={names.flow_cookie(lab)}/{names.FLOW_COOKIE_MASK}"
+    bundle = "\n".join([f"delete {cookie}"] + [f"add {flow}" for flow in flows]) + "\n"
+    run = subprocess.run(["ovs-ofctl", "--bundle", "add-flows", bridge, "-"], input=bundle, capture_output=True, text=True)
+    if run.returncode:
+        raise HostError(f"ovs-ofctl could not set the rules of bridge {bridge} ({run.stderr.strip()[-300:]}); "
+                        f"check `ovs-ofctl dump-flows {bridge}`")
+
+
 class ConvergeBridge(command.BaseCommand):
     """Make one bridge and its labkit ports match the model, reusing rows that exist."""
 
@@ -150,6 +176,8 @@ class ConvergeBridge(command.BaseCommand):
         marks = {LAB_KEY: self.lab, "labkit-role": want.role, "labkit-ahv-name": want.ahv_name}
         if want.node:
             marks["labkit-node"] = want.node
+        if want.flows:
+            marks[FLOWS_KEY] = names.flows_digest(want.flows)
         if br is None:
             br = txn.insert(tables["Bridge"])
             br.name = want.name

@@ -9,6 +9,8 @@ from __future__ import annotations
 import ipaddress
 from concurrent.futures import ThreadPoolExecutor
 
+from .. import dhcpcheck
+from ..dhcpcheck import DhcpCheck, DhcpOutcome
 from ..model import Lab
 from ..verify import NOT_RUN, REACH_MS, Outcome, Probe, guest_script, parse_script_output, probes
 from .agent import Agent, AgentError
@@ -34,41 +36,72 @@ def wait_for_guests(lab: Lab, timeout: float, say=print, names: list[str] | None
         return [n for n in pool.map(one, domains) if n]
 
 
-def run(lab: Lab, down: list[str] = ()) -> list[Outcome]:
-    """Every probe of the lab; those from a guest in `down` fail without being tried."""
+def run(lab: Lab, down: list[str] = ()) -> tuple[list[Outcome], list[DhcpOutcome]]:
+    """Every probe and DHCP check of the lab; those from a guest in `down` fail without being tried."""
     from .ping import ping_many  # pyroute2: not for commands that only wait for agents
 
     todo = probes(lab)
+    dhcp_todo, rogues = dhcpcheck.checks(lab)
+    rogues_up = _start_rogues(lab, [r for r in rogues if r.source.name not in down])
     # Reaching a guest that is not up is known to fail: not tried, so that it costs no timeout.
     unreachable = {str(ipaddress.IPv4Interface(a).ip) for name in down for nic in lab.domain(name).nics
                    for a in nic.addresses + tuple(cidr for _, cidr in nic.vlan_addresses)}
     results: dict[Probe, Outcome] = {p: Outcome(p, False, "the VM did not come up", ran=False)
                                      for p in todo if p.expect and p.address in unreachable}
-    by_guest: dict[str, list[Probe]] = {}
+    by_guest: dict[str, tuple[list[Probe], list[DhcpCheck]]] = {}
     for p in todo:
         if p.source.kind == "guest" and p not in results:
-            by_guest.setdefault(p.source.name, []).append(p)
+            by_guest.setdefault(p.source.name, ([], []))[0].append(p)
+    dhcp_results: list[DhcpOutcome] = []
+    for c in dhcp_todo:
+        if c.rogue is not None and c.rogue not in rogues_up:
+            dhcp_results.append(DhcpOutcome(c, False, f"the rogue server in {c.rogue.source.name} did not start", ran=False))
+        else:
+            by_guest.setdefault(c.source.name, ([], []))[1].append(c)
 
-    def guest(name: str) -> list[Outcome]:
-        mine = by_guest[name]
+    def guest(name: str) -> tuple[list[Outcome], list[DhcpOutcome]]:
+        mine, dhcp = by_guest[name]
         if name in down:
-            return [Outcome(p, False, "the VM did not come up", ran=False) for p in mine]
+            return ([Outcome(p, False, "the VM did not come up", ran=False) for p in mine],
+                    [DhcpOutcome(c, False, "the VM did not come up", ran=False) for c in dhcp])
         dom = lab.domain(name)
+        script = dhcpcheck.guest_script(dhcp) + " " + (guest_script(mine) + "; " if mine else "") + "wait"
         try:
             with Agent(name, dom.agent_socket) as agent:
-                result = agent.run(guest_script(mine), timeout=REACH_MS / 1000 + RUN_SLACK)
-        except AgentError as exc:  # a hung or stopped guest fails its probes, named
-            return [Outcome(p, False, f"no answer from the agent ({exc})", ran=False) for p in mine]
+                result = agent.run(script.strip(), timeout=REACH_MS / 1000 + RUN_SLACK)
+        except AgentError as exc:  # a hung or stopped guest fails its checks, named
+            return ([Outcome(p, False, f"no answer from the agent ({exc})", ran=False) for p in mine],
+                    [DhcpOutcome(c, False, f"no answer from the agent ({exc})", ran=False) for c in dhcp])
         statuses = parse_script_output(mine, result.output)
-        return [Outcome(p, statuses[i] == 0, "the probe did not run" if statuses[i] == NOT_RUN else "",
-                        ran=statuses[i] in (0, 1, 97)) for i, p in enumerate(mine)]
+        return ([Outcome(p, statuses[i] == 0, "the probe did not run" if statuses[i] == NOT_RUN else "",
+                         ran=statuses[i] in (0, 1, 97)) for i, p in enumerate(mine)],
+                dhcpcheck.evaluate(dhcp, result.output))
 
     from_netns = [p for p in todo if p.source.kind == "netns" and p not in results]
     with ThreadPoolExecutor(max_workers=max(1, len(by_guest))) as pool:
         futures = [pool.submit(guest, name) for name in by_guest]
         answered = ping_many([(p.source.name, p.address) for p in from_netns], timeout=REACH_MS / 1000)
         for future in futures:
-            results.update((o.probe, o) for o in future.result())
+            pings, dhcp = future.result()
+            results.update((o.probe, o) for o in pings)
+            dhcp_results += dhcp
     results.update((p, Outcome(p, reached)) for p, reached in zip(from_netns, answered))
-    return [results[p] for p in todo]
+    order = {c: i for i, c in enumerate(dhcp_todo)}
+    return [results[p] for p in todo], sorted(dhcp_results, key=lambda o: order[o.check])
+
+
+def _start_rogues(lab: Lab, rogues: list) -> set:
+    """Start the rogue DHCP servers of the `alone` checks (in the background in their guests);
+    returns those that started."""
+    def start(rogue):
+        try:
+            with Agent(rogue.source.name, lab.domain(rogue.source.name).agent_socket) as agent:
+                return rogue if agent.run(dhcpcheck.rogue_script(rogue), timeout=RUN_SLACK).status == 0 else None
+        except AgentError:
+            return None
+
+    if not rogues:
+        return set()
+    with ThreadPoolExecutor(max_workers=len(rogues)) as pool:
+        return {r for r in pool.map(start, rogues) if r is not None}
 

@@ -90,15 +90,28 @@ class Virt(Connection):
         live = etree.fromstring(self.conn.lookupByName(name).XMLDesc(0).encode())
         return [t.get("dev") for t in live.findall("devices/interface/target") if t.get("dev")]
 
-    def create_domains(self, docs: list[str], say=print) -> None:
-        """Define and start domains in parallel; every failure is reported, none hidden."""
+    def create_domains(self, docs: list[str], say=print, start: set[str] | None = None) -> None:
+        """Define domains and start them (those named in `start`, or all), in parallel; every
+        failure is reported, none hidden."""
         def one(xml: str) -> None:
             dom = self._call("define domain", self.conn.defineXML, xml)
+            if start is not None and dom.name() not in start:
+                say(f"  defined {dom.name()} (powered off)")
+                return
             if not dom.isActive():
                 self._call(f"start domain {dom.name()}", dom.create)
             say(f"  started {dom.name()}")
 
         self._parallel(one, docs)
+
+    def stop_domains(self, names: list[str]) -> None:
+        """Power domains off (AHV's vm.off: not a guest shutdown), in parallel."""
+        def one(name: str) -> None:
+            dom = self.conn.lookupByName(name)
+            if dom.isActive():
+                self._call(f"stop domain {name}", dom.destroy)
+
+        self._parallel(one, names)
 
     def start_domains(self, names: list[str], say=print) -> None:
         def one(name: str) -> None:

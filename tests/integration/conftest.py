@@ -67,6 +67,8 @@ def labkit_leftovers(lab: str) -> list[str]:
     for link in json.loads(sh("ip -j -d link")):
         if link.get("ifalias", "").startswith(f"labkit:{lab}:"):
             left.append(f"link {link['ifname']}")
+    for pid in sh(f"pgrep -f -- '--conf-file=/run/labkit/{lab}/dhc[p]/' || true").split():
+        left.append(f"dnsmasq {pid}")
     for path in (f"/run/labkit/{lab}", f"/run/labkit/{lab}.lock", f"/var/log/labkit/{lab}"):
         if os.path.exists(path):
             left.append(f"file {path}")

@@ -60,7 +60,7 @@ def lab_up(foreign):
 
 def test_up_reports_what_it_built_and_every_deviation(lab_up):
     err = lab_up.stderr
-    assert "verified: 8 checks passed from inside the guests" in err
+    assert "verified: 8 network checks passed from inside the guests" in err
     assert "lab seed is up" in err
     assert "virbr0 is held by another owner" in err  # Debian's default network keeps virbr0
     assert "eth0 is held by another owner" in err  # the workstation's NIC keeps eth0

@@ -108,6 +108,15 @@ def test_balance_slb_with_vlans_and_a_trunked_router():
         assert port(router_tap, "trunks") == "[32, 40]"
         out = invoke("lab.console", "router", "--lab", name, "--cmd", "cat /proc/net/vlan/config").stdout
         assert "eth0.32" in out and "eth0.40" in out
+        # mgmt is a managed network: mon1 took its address by DHCP from node1 (dnsmasq in the node's
+        # namespace, reached through OpenFlow rules on br0), unmanaged VMs hear no offer, and the
+        # router's rogue server (on its eth0.40) is not heard by mon1.
+        dhcp = json.loads(invoke("lab.verify", "--lab", name, "--json").stdout)["dhcp"]
+        assert {(c["from"], c["check"]) for c in dhcp if c["ok"]} == \
+            {("mon1", "lease"), ("mon1", "alone"), ("web1", "silent"), ("iso1", "silent")}
+        assert "10.40.0.41" in invoke("lab.console", "mon1", "--lab", name, "--cmd", "cat /run/dhcp.eth0").stdout
+        assert "dhcp40" in sh(f"ip netns exec labkit.{name}.node1 ip -o addr show to 10.40.0.254")
+        assert "tp_src=68,tp_dst=67 actions=output:" in sh("ovs-ofctl dump-flows br0")
     finally:
         down(name)
 

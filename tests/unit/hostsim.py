@@ -8,9 +8,10 @@ from __future__ import annotations
 
 from dataclasses import replace
 
-from labkit.hoststate import HostState, SeenBridge, SeenDomain, SeenLink, SeenNetns, SeenNetwork
+from labkit.host import dhcp
+from labkit.hoststate import HostState, SeenBridge, SeenDhcp, SeenDomain, SeenLink, SeenNetns, SeenNetwork
 from labkit.model import Lab
-from labkit.names import metadata_of
+from labkit.names import flows_digest, metadata_of
 
 
 def state_after(lab: Lab, docs: dict[str, str], base: HostState = HostState()) -> HostState:
@@ -21,11 +22,15 @@ def state_after(lab: Lab, docs: dict[str, str], base: HostState = HostState()) -
     links += [SeenLink(b.name, None, b.alias, "bridge") for b in lab.linux_bridges]
     return replace(
         base,
-        bridges=base.bridges + tuple(SeenBridge(b.name, lab.name, b.datapath_type, b.ports) for b in lab.bridges),
+        bridges=base.bridges + tuple(SeenBridge(b.name, lab.name, b.datapath_type, b.ports, (),
+                                                flows_digest(b.flows) if b.flows else "", len(b.flows))
+                                     for b in lab.bridges),
         links=base.links + tuple(links),
         namespaces=base.namespaces + tuple(SeenNetns(ns.name, lab.name, ns.routes) for ns in lab.namespaces),
         networks=base.networks + tuple(SeenNetwork(n.name, lab.name, n.bridge, metadata_of(docs[n.name])["digest"], True)
                                        for n in lab.networks),
-        domains=base.domains + tuple(SeenDomain(d.name, lab.name, metadata_of(docs[d.name])["digest"], True,
+        domains=base.domains + tuple(SeenDomain(d.name, lab.name, metadata_of(docs[d.name])["digest"], d.power_on,
                                                 tuple(nic.target for nic in d.nics if nic.target)) for d in lab.domains),
+        dhcp=base.dhcp + tuple(SeenDhcp(lab.name, s.node, True, dhcp.digest(dhcp.config(lab.name, s)))
+                               for s in lab.dhcp_servers),
     )

@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import os
 import shutil
 import subprocess
 import tempfile
@@ -25,16 +26,19 @@ pytestmark = pytest.mark.skipif(not shutil.which("ovsdb-server") and not shutil.
 def private_server():
     tmp_path = Path(tempfile.mkdtemp(prefix="lkovs-"))  # short: a unix socket path has at most 107 bytes
     db, sock = tmp_path / "conf.db", tmp_path / "db.sock"
+    # Its own run directory: a bridge's OpenFlow socket is <rundir>/<bridge>.mgmt, and the host's OVS
+    # may have a bridge of the same name (a lab's br0) whose socket this one must not replace or remove.
+    env = dict(os.environ, OVS_RUNDIR=str(tmp_path), OVS_LOGDIR=str(tmp_path), OVS_DBDIR=str(tmp_path))
     subprocess.run(["ovsdb-tool", "create", str(db), SCHEMA], check=True)
     procs = [subprocess.Popen(["/usr/sbin/ovsdb-server", str(db), f"--remote=punix:{sock}", "--no-chdir",
-                               f"--unixctl={tmp_path / 'db.ctl'}", "-vconsole:off"])]
+                               f"--unixctl={tmp_path / 'db.ctl'}", "-vconsole:off"], env=env)]
     deadline = time.monotonic() + 10
     while not sock.exists():
         assert time.monotonic() < deadline, "private ovsdb-server did not start"
         time.sleep(0.05)
     subprocess.run(["ovs-vsctl", f"--db=unix:{sock}", "--no-wait", "init"], check=True)
     procs.append(subprocess.Popen(["/usr/sbin/ovs-vswitchd", f"unix:{sock}", "--enable-dummy=override", "--no-chdir",
-                                   f"--unixctl={tmp_path / 'vswitchd.ctl'}", "-vconsole:off"]))
+                                   f"--unixctl={tmp_path / 'vswitchd.ctl'}", "-vconsole:off"], env=env))
     try:  # one connection for the module: ovsdbapp keeps per-process state across connections
         with Ovs(remote=f"unix:{sock}", timeout=10) as ovs:
             yield ovs

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from labkit import model, pipeline, verify
+from labkit import dhcpcheck, model, pipeline, verify
 
 from ..conftest import REPO
 
@@ -17,6 +17,8 @@ def test_golden_expectations(example, golden):
     lines = [f"{p.source.label} -> {p.target} {p.address}: {'reach' if p.expect else 'blocked'}"
              + (f" (borrowing {p.borrow} on {p.dev})" if p.borrow else "") + (f" ({p.size}-byte payload)" if p.size else "")
              for p in verify.probes(lab)]
+    checks, rogues = dhcpcheck.checks(lab)
+    lines += [f"DHCP: {c}" for c in checks] + [f"DHCP rogue: {r.source.label} {r.dev} as {r.address}" for r in rogues]
     golden(REPO / "tests/golden/verify" / f"{example}.txt", "\n".join(lines) + "\n")
 
 

@@ -159,6 +159,7 @@ class VirtNetwork:
     ahv_name: str
     ip: str | None = None  # shown in the AHV-faithful rendering; lives in the node namespace on the host
     portgroup: str | None = None
+    vlan_portgroups: tuple[tuple[str, int], ...] = ()  # (AHV network, VLAN) on this bridge
 
 
 @dataclass(frozen=True)
@@ -174,8 +175,9 @@ class DomainNic:
     guest_name: str = ""  # eth0, eth1 inside the guest
     addresses: tuple[str, ...] = ()
     vlan_addresses: tuple[tuple[int, str], ...] = ()  # trunk NICs: (VLAN, cidr) on sub-interface <guest_name>.<VLAN>
-    network: str | None = None  # the AHV network of an access NIC
+    network: str | None = None  # the AHV network of an access NIC (of a trunk NIC: its native VLAN's)
     dhcp: bool = False  # on a managed network: the guest takes `addresses` by DHCP from its node
+    native: int | None = None  # a trunk NIC's untagged VLAN (AHV's kTrunked NIC: its network's)
 
 
 @dataclass(frozen=True)
@@ -345,8 +347,10 @@ class _Builder:
             self.node_bridges[(node.name, bname)] = ovs
             ahv_net = "VM-Network" if bname == "br0" else f"VM-Network-{bname}"
             vm_net = self.global_name(ahv_net, node.name, facts.taken_networks, {x.name for x in self.networks}, "libvirt network")
+            # One portgroup per AHV network on the bridge, with its VLAN: how the trainee finds them in virsh.
+            groups = tuple((n.name, n.vlan) for n in self.topo.networks if n.bridge == bname)
             self.networks.append(VirtNetwork(vm_net, "ovs", node.name, real, names.uuid_for(lab, node.name, "net", bname),
-                                             ahv_net, portgroup=ahv_net))
+                                             ahv_net, portgroup=ahv_net, vlan_portgroups=groups))
 
         # NTNX-Local-Network: a Linux bridge (virbr0) that labkit makes and the libvirt network points
         # at; 192.168.5.1/24 is on a veth end named virbr0 in the node namespace, whose peer joins it.
@@ -438,23 +442,30 @@ class _Builder:
         lab = self.lab_name
         networks = {n.name: n for n in self.topo.networks}
         taken_taps = self.facts.taken_links
+        self.used_macs |= {nic.mac for vm in self.topo.vms for nic in vm.nics if nic.mac}  # given ones are kept
         for vm in self.topo.vms:
             nics = []
             for index, nic in enumerate(vm.nics):
-                bname = networks[nic.network].bridge if nic.network else (nic.bridge or "br0")
+                net = networks.get(nic.network)
+                bname = net.bridge if net else (nic.bridge or "br0")
                 bridge = self.node_bridges[(vm.node, bname)]
                 bump = 0
                 while (tap := names.tap_name(lab, vm.name, str(index), bump=bump)) in taken_taps or tap in self.used_ifnames:
                     bump += 1
                 self._claim(tap)
-                vlan = (networks[nic.network].vlan,) if nic.network else tuple(sorted(set(nic.trunk or ())))
-                managed = bool(nic.network and networks[nic.network].ip_config)
+                if nic.trunk is None:
+                    vlan, native = (net.vlan,), None
+                else:  # tagged VLANs; with a network, AHV's kTrunked NIC: the network's VLAN untagged
+                    vlan = tuple(sorted(set(nic.trunk) | ({net.vlan} if net else set())))
+                    native = net.vlan if net else None
+                mac = nic.mac or self.mac(names.UVM_OUI, vm.name, str(index))
+                self.used_macs.add(mac)
                 nics.append(DomainNic(
-                    "ovs", bridge.name, self.mac(names.UVM_OUI, vm.name, str(index)), target=tap,
+                    "ovs", bridge.name, mac, target=tap,
                     interfaceid=names.uuid_for(lab, vm.name, f"nic{index}"), vlan=vlan, trunk=nic.trunk is not None,
                     mtu=bridge.mtu, guest_name=f"eth{index}", addresses=(str(nic.ip),) if nic.ip else (),
                     vlan_addresses=tuple((v, str(a)) for v, a in sorted(nic.ips.items())),
-                    network=nic.network, dhcp=managed))
+                    network=nic.network, dhcp=bool(net and net.ip_config), native=native))
             name = self.global_name(vm.name, vm.node, self.facts.taken_domains, {d.name for d in self.domains}, "VM")
             disks = dict(image=vm.image, overlay=f"{DISK_DIR}/{lab}/{name}.qcow2",
                          seed=f"{DISK_DIR}/{lab}/{name}-cidata.iso") if vm.image else {}
@@ -513,11 +524,13 @@ class _Builder:
                             continue
                         m = nic.mac
                         if nic.network == net.name and nic.dhcp:
-                            rules += [f"cookie={cookie},priority=300,udp,dl_src={m},tp_src=68,tp_dst=67,actions=output:{outer}",
-                                      f"cookie={cookie},priority=300,arp,dl_src={m},arp_tpa={server},actions=output:{outer}",
-                                      f"cookie={cookie},priority=300,ip,dl_src={m},nw_dst={server},actions=output:{outer}",
-                                      f"cookie={cookie},priority=300,udp,dl_src={m},tp_src=67,actions=drop"]
-                        elif nic.trunk and net.vlan in nic.vlan:  # a trunk carrying the network: its offers go too
+                            # untagged frames only: a kTrunked NIC's tagged VLANs are other networks
+                            match = f"cookie={cookie},priority=300,vlan_tci=0x0000/0x1fff"
+                            rules += [f"{match},udp,dl_src={m},tp_src=68,tp_dst=67,actions=output:{outer}",
+                                      f"{match},arp,dl_src={m},arp_tpa={server},actions=output:{outer}",
+                                      f"{match},ip,dl_src={m},nw_dst={server},actions=output:{outer}",
+                                      f"{match},udp,dl_src={m},tp_src=67,actions=drop"]
+                        elif nic.trunk and net.vlan in nic.vlan and nic.native != net.vlan:  # its offers tagged for the network
                             rules.append(f"cookie={cookie},priority=300,dl_vlan={net.vlan},udp,dl_src={m},tp_src=67,actions=drop")
                 self._add_port(bridge.name, port)
             if subnets:

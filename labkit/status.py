@@ -100,7 +100,7 @@ def build(lab: Lab, pending: Plan, vm_ports: dict[str, tuple[str, int | None, st
         for nic in dom.nics:
             if nic.kind != "ovs":
                 continue
-            want_tag = nic.vlan[0] if nic.vlan and not nic.trunk else None
+            want_tag = nic.native if nic.trunk else nic.vlan[0] if nic.vlan else None
             found = vm_ports.get(nic.interfaceid)
             label = f"{dom.name}/{nic.guest_name}"
             if found is None:

@@ -121,11 +121,15 @@ class Network(Spec):
 
 
 class Nic(Spec):
+    """An access NIC (`network`), a trunk (`trunk`: tagged VLANs), or both: AHV's kTrunked NIC,
+    whose network's VLAN is untagged (native) and the `trunk` VLANs tagged."""
+
     network: str | None = None
     trunk: list[Vlan] | None = None
     bridge: str | None = None
-    ip: ipaddress.IPv4Interface | None = None
+    ip: ipaddress.IPv4Interface | None = None  # on `network` (managed networks: the IPAM address)
     ips: dict[Vlan, ipaddress.IPv4Interface] = {}  # trunk NICs: an address per VLAN sub-interface (eth0.32)
+    mac: Annotated[str, Field(pattern=r"^[0-9a-f]{2}(:[0-9a-f]{2}){5}$")] | None = None  # default: derived from the VM's name
 
 
 class Vm(Spec):
@@ -282,6 +286,8 @@ def crosscheck(topo: Topology) -> list[tuple[tuple, str]]:
             bad(path + ("image",), f"{vm.image!r} is not a disk image; give a .qcow2, .img or .raw file")
 
     _unique(bad, [(p, str(a)) for p, a in addresses], "IP address")
+    _unique(bad, [(("vms", i, "nics", j, "mac"), nic.mac) for i, vm in enumerate(topo.vms)
+                  for j, nic in enumerate(vm.nics) if nic.mac], "MAC address")
     _check_pools(bad, topo)
     return out
 
@@ -406,15 +412,15 @@ def _check_network(bad, path: tuple, net: Network, topo: Topology) -> None:
 
 
 def _check_nic(bad, path: tuple, nic: Nic, node: Node | None, networks: dict, vlans: set, addresses: list) -> None:
-    if (nic.network is None) == (nic.trunk is None):
-        bad(path, "needs exactly one of `network` (access) or `trunk` (list of VLANs)")
+    if nic.network is None and nic.trunk is None:
+        bad(path, "needs `network` (access), `trunk` (tagged VLANs) or both (the network's VLAN untagged)")
         return
     if nic.network is not None:
         if nic.network not in networks:
             bad(path + ("network",), f"network {nic.network!r} does not exist; {_choices(nic.network, networks)}")
         if nic.bridge is not None:
-            bad(path + ("bridge",), "comes from the network for access NICs; remove it")
-        if nic.ips:
+            bad(path + ("bridge",), "comes from the network; remove it")
+        if nic.ips and nic.trunk is None:
             bad(path + ("ips",), "is for trunk NICs; an access NIC takes `ip`")
         ipc = networks[nic.network].ip_config if nic.network in networks else None
         if nic.ip is not None and ipc is not None:  # managed: an address inside the network, not its own
@@ -428,18 +434,18 @@ def _check_nic(bad, path: tuple, nic: Nic, node: Node | None, networks: dict, vl
         elif nic.ip is not None:
             _host_address(bad, path + ("ip",), nic.ip)
             addresses.append((path + ("ip",), nic.ip.ip))
-    else:
-        for k, vlan in enumerate(nic.trunk or []):
+    if nic.trunk is not None:
+        for k, vlan in enumerate(nic.trunk):
             if vlan not in vlans:
                 bad(path + ("trunk", k), f"VLAN {vlan} is not in switch.vlans {sorted(vlans)}; add it there")
-        if nic.ip is not None:
+        if nic.ip is not None and nic.network is None:
             bad(path + ("ip",), "does not apply to a trunk NIC; give per-VLAN addresses in `ips` instead")
         for vlan, address in nic.ips.items():
             if vlan not in (nic.trunk or []):
                 bad(path + ("ips", vlan), f"VLAN {vlan} is not in this NIC's trunk {nic.trunk}; add it there")
             _host_address(bad, path + ("ips", vlan), address)
             addresses.append((path + ("ips", vlan), address.ip))
-        bridge = nic.bridge or "br0"
+        bridge = networks[nic.network].bridge if nic.network in networks else nic.bridge or "br0"
         if node is not None and bridge not in node.bridges:
             bad(path + ("bridge",), f"bridge {bridge!r} does not exist on node {node.name}; {_choices(bridge, node.bridges)}")
 

@@ -56,7 +56,9 @@ class Outcome:
 
 
 def _vlan_of(nic) -> int | None:
-    return None if nic.trunk else (nic.vlan[0] if nic.vlan else 0)
+    if nic.trunk:
+        return nic.native  # the untagged VLAN of an AHV kTrunked NIC (None: every VLAN tagged)
+    return nic.vlan[0] if nic.vlan else 0
 
 
 def probes(lab: Lab) -> list[Probe]:

@@ -238,6 +238,28 @@ def status(c, topology=None, lab=None, json=False):
         raise Exit(code=1)
 
 
+@task(help={"topology": "topology file (only its lab name is used)", "lab": LAB_HELP,
+            "out": "write the topology to this file instead of printing it"})
+@user_errors
+def export(c, topology=None, lab=None, out=None):
+    """Write the running lab out as a topology file that lab.up --topology brings up again.
+
+    What acli and manage-ovs changed is in it, with every NIC's MAC and IPAM address."""
+    name = pipeline.lab_name(topology, lab)
+    from labkit import state
+
+    effective = state.topology_file(name)
+    if not effective.exists():
+        raise LabkitError(f"lab {name} is not up on this host (no {effective}); bring it up first")
+    text = effective.read_text().replace("effective topology, written by labkit (lab.up, manage-ovs)",
+                                         "exported by labkit lab.export; invoke lab.up --topology THIS_FILE", 1)
+    if out:
+        Path(out).write_text(text)
+        say(f"lab {name} written to {out}")
+    else:
+        sys.stdout.write(text)
+
+
 @task(help={"topology": TOPOLOGY_HELP, "profile": "lab (default: fits a laptop) or fidelity (AHV's sizes)",
             "out": "write one <name>.xml per network and domain into this directory instead of printing"})
 @user_errors
@@ -359,6 +381,32 @@ def manage_ovs(c, action, node=None, lab=None, topology=None, bridge_name="br0",
     say(f"update_uplinks done: {len(result.plan.actions)} change(s) on lab {result.desired.lab.name}")
 
 
+# --------------------------------------------------------------------------- acli
+
+
+@task(help={"lab": LAB_HELP, "cmd": "run this one command line and exit (1 if it failed), e.g. -c 'net.list'",
+            "output": "json: print {\"data\", \"error\", \"status\"} (with --cmd)",
+            "yes": "do not ask before deleting (acli's -y)"})
+@user_errors
+def acli(c, lab=None, cmd=None, output=None, yes=False):
+    """AHV's acli on a running lab: net.*, vm.*, host.list (a shell, or one command with --cmd).
+
+    The shell has the <acropolis> prompt, history and Tab completion; `help` lists the commands.
+    Every change goes through lab.up's pipeline and lasts: lab.status, lab.up and lab.export see it."""
+    need_root()
+    from labkit import acli_shell
+
+    if output not in (None, "json"):
+        raise LabkitError(f"-o {output} is not an output format; use -o json or leave it out")
+    session = acli_shell.LiveSession(pipeline.lab_name(None, lab))
+    if cmd is None:
+        acli_shell.interactive(session, yes=yes)
+        return
+    status = acli_shell.run_one(session, cmd, as_json=output == "json", yes=yes)
+    if status:
+        raise Exit(code=status)
+
+
 # --------------------------------------------------------------------------- host and images
 
 
@@ -428,7 +476,7 @@ def test(c, pytest_args=""):
 
 lab = Collection("lab")
 for t, name in ((up, "up"), (down, "down"), (status, "status"), (verify, "verify"), (console, "console"),
-                (render_, "render"), (plan_, "plan"), (link_down, "link-down"), (link_up, "link-up")):
+                (render_, "render"), (plan_, "plan"), (link_down, "link-down"), (link_up, "link-up"), (export, "export")):
     lab.add_task(t, name)
 host = Collection("host")
 host.add_task(bootstrap, "bootstrap")
@@ -436,5 +484,5 @@ host.add_task(preflight, "preflight")
 images_ = Collection("images")
 images_.add_task(build, "build")
 
-ns = Collection(lab, host, images_, test)
+ns = Collection(lab, host, images_, test, acli)
 ns.add_task(manage_ovs, "manage-ovs")

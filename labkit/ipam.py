@@ -48,11 +48,13 @@ def assign(topo: Topology, previous: Topology | None = None) -> Topology:
     managed = {n.name: n.ip_config for n in topo.networks if n.ip_config is not None}
     if not managed:
         return topo
-    held: dict[tuple[str, int, str], ipaddress.IPv4Interface] = {}
+    # A NIC is known by its MAC where it has one (NICs made in acli do: deleting one does not move
+    # the others' addresses), else by its place in the VM.
+    held: dict[tuple[str, int | str, str], ipaddress.IPv4Interface] = {}
     for vm in (previous.vms if previous else []):
         for index, nic in enumerate(vm.nics):
             if nic.network in managed and nic.ip is not None:
-                held[(vm.name, index, nic.network)] = nic.ip
+                held[(vm.name, nic.mac or index, nic.network)] = nic.ip
     taken = {name: reserved(ipc) | {nic.ip.ip for vm in topo.vms for nic in vm.nics if nic.network == name and nic.ip}
              for name, ipc in managed.items()}
     vms = []
@@ -64,7 +66,7 @@ def assign(topo: Topology, previous: Topology | None = None) -> Topology:
                     f"{nic.ip.ip}/{managed[nic.network].network.prefixlen}")})
             elif nic.network in managed:
                 ipc = managed[nic.network]
-                before = held.get((vm.name, index, nic.network))
+                before = held.get((vm.name, nic.mac or index, nic.network))
                 address = before.ip if before is not None and before.ip not in taken[nic.network] else \
                     next_free(nic.network, ipc, taken[nic.network])
                 taken[nic.network].add(address)

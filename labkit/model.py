@@ -231,6 +231,10 @@ class Lab:
     linux_bridges: tuple[LinuxBridge, ...] = ()
     dhcp_servers: tuple[DhcpServer, ...] = ()
 
+    def running(self) -> Lab:
+        """The lab as the network sees it: without the VMs powered off (acli vm.off)."""
+        return replace(self, domains=tuple(d for d in self.domains if d.power_on))
+
     def domain(self, name: str) -> Domain:
         return next(d for d in self.domains if d.name == name)
 

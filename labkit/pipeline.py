@@ -163,7 +163,7 @@ def agents_answer(lab: model.Lab, timeout: float = 5.0) -> list[str]:
     """The lab's domains whose agent does not answer `hello` within `timeout` (none: all alive)."""
     from .host import verifier
 
-    return verifier.wait_for_guests(lab, timeout, say=lambda _message: None)
+    return verifier.wait_for_guests(lab.running(), timeout, say=lambda _message: None)
 
 
 def down(lab_name: str, say=print, phases=None) -> plan.Plan:
@@ -252,6 +252,7 @@ def verify_lab(lab: model.Lab, timeout: float, say=print, phase=None) -> Verific
     from .host import verifier
 
     phase = phase or (lambda _name: contextlib.nullcontext())
+    lab = lab.running()  # VMs powered off are neither waited for nor probed
     say(f"waiting for {len(lab.domains)} guest(s) to boot (up to {timeout:.0f} s)")
     with phase("guests boot"):
         late = verifier.wait_for_guests(lab, timeout, say)
@@ -274,6 +275,33 @@ def manage_ovs_update(path: str | None, node: str | None, request, say=print) ->
         raise LabkitError("update_uplinks would make the lab invalid: "
                           + "; ".join(f"{dotted(p)}: {m}" for p, m in problems))
     return up_topology(changed, path, say=say)
+
+
+@contextlib.contextmanager
+def controlled(lab_name: str):
+    """The lab's control plane (control.Control) for one acli command, under the lab's lock: the
+    command reads, changes and applies without another command in between."""
+    from . import control, topology
+
+    with state.LabLock(lab_name, lambda _message: None):
+        effective = state.topology_file(lab_name)
+        if not effective.exists():
+            raise HostError(f"lab {lab_name} is not up; bring it up first (invoke lab.up)")
+        yield control.Control(topology.load(str(effective)), state.load(lab_name, "control.json"))
+
+
+def apply_change(change, say=print) -> UpResult:
+    """Apply a control-plane change (inside `controlled`) the way lab.up applies a topology, and count
+    it in the objects' logical timestamps."""
+    lab_name = change.topo.name
+    result = up_topology(change.topo, state.load(lab_name).get("source"), say=say)
+    stamps = state.load(lab_name, "control.json")
+    for key in change.touched:
+        stamps[key] = stamps.get(key, 0) + 1
+    for key in change.deleted:
+        stamps.pop(key, None)
+    state.save(lab_name, stamps, "control.json")
+    return result
 
 
 def manage_ovs_show(path: str | None, node: str | None, action: str) -> str:

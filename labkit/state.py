@@ -8,6 +8,7 @@ import fcntl
 import json
 import os
 import shutil
+import threading
 from pathlib import Path
 
 import yaml
@@ -16,13 +17,30 @@ from .paths import DISK_DIR, LOG_DIR, RUN_DIR
 
 
 class LabLock:
-    """flock on /run/labkit/<lab>.lock; different labs never wait for each other."""
+    """flock on /run/labkit/<lab>.lock; different labs never wait for each other. Reentrant within
+    a thread (acli holds the lock across its read-change-apply; lab.up inside takes it again)."""
+
+    _local = threading.local()  # .held: lab -> depth, in this thread
 
     def __init__(self, lab: str, say=print):
         self.path = RUN_DIR / f"{lab}.lock"
         self.lab, self.say, self.fd = lab, say, -1
 
+    @property
+    def _held(self) -> dict[str, int]:
+        if not hasattr(self._local, "held"):
+            self._local.held = {}
+        return self._local.held
+
     def __enter__(self) -> "LabLock":
+        if self._held.get(self.lab):
+            self._held[self.lab] += 1
+            return self
+        self._take()
+        self._held[self.lab] = 1
+        return self
+
+    def _take(self) -> None:
         RUN_DIR.mkdir(parents=True, exist_ok=True)
         while True:
             self.fd = os.open(self.path, os.O_CREAT | os.O_RDWR, 0o600)
@@ -34,10 +52,14 @@ class LabLock:
             # The holder before us may have removed the file (lab.down): lock the new one instead.
             with contextlib.suppress(FileNotFoundError):
                 if os.stat(self.path).st_ino == os.fstat(self.fd).st_ino:
-                    return self
+                    return
             os.close(self.fd)
 
     def __exit__(self, *exc) -> None:
+        self._held[self.lab] -= 1
+        if self._held[self.lab]:
+            return
+        del self._held[self.lab]
         if not lab_dir(self.lab).exists():  # lab down, or never built: leave no file behind
             with contextlib.suppress(FileNotFoundError):
                 os.unlink(self.path)
@@ -71,12 +93,20 @@ def lab_dir(lab: str) -> Path:
     return RUN_DIR / lab
 
 
-def save(lab: str, record: dict) -> None:
-    path = lab_dir(lab) / "state.json"
+def save(lab: str, record: dict, name: str = "state.json") -> None:
+    path = lab_dir(lab) / name
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_suffix(".tmp")
     tmp.write_text(json.dumps(record, indent=1, sort_keys=True) + "\n")
     os.replace(tmp, path)
+
+
+def load(lab: str, name: str = "state.json") -> dict:
+    """A JSON record of the lab's state ({} when there is none)."""
+    try:
+        return json.loads((lab_dir(lab) / name).read_text())
+    except FileNotFoundError:
+        return {}
 
 
 def topology_file(lab: str) -> Path:

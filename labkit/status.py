@@ -74,10 +74,10 @@ def build(lab: Lab, pending: Plan, vm_ports: dict[str, tuple[str, int | None, st
         actions.setdefault((a.kind, "", a.name), a)
     rows: list[Row] = []
 
-    def add(kind: str, name: str, node: str | None, where: str = "", problems: list[str] = ()) -> None:
+    def add(kind: str, name: str, node: str | None, where: str = "", problems: list[str] = (), note: str = "") -> None:
         a = actions.get((kind, where, name))
         if a is None:
-            rows.append(Row(kind, name, node, True, True, not problems, "; ".join(problems)))
+            rows.append(Row(kind, name, node, True, True, not problems, "; ".join(problems) or note))
         elif a.verb == "create":
             rows.append(Row(kind, name, node, True, False, False, "missing"))
         else:
@@ -96,9 +96,9 @@ def build(lab: Lab, pending: Plan, vm_ports: dict[str, tuple[str, int | None, st
     for net in lab.networks:
         add("network", net.name, net.node)
     for dom in lab.domains:
-        add("domain", dom.name, dom.node)
+        add("domain", dom.name, dom.node, note="" if dom.power_on else "powered off")
         for nic in dom.nics:
-            if nic.kind != "ovs":
+            if nic.kind != "ovs" or not dom.power_on:  # a VM powered off has no ports
                 continue
             want_tag = nic.native if nic.trunk else nic.vlan[0] if nic.vlan else None
             found = vm_ports.get(nic.interfaceid)

@@ -61,3 +61,22 @@ def test_render_out_writes_one_file_per_document(tmp_path):
     assert sorted(p.name for p in out.iterdir()) == ["NTNX-DRM-3060-G4-1-1-CVM.xml", "NTNX-Local-Network.xml",
                                                      "VM-Network.xml", "uvm32.xml"]
     assert "<locked/>" in (out / "NTNX-DRM-3060-G4-1-1-CVM.xml").read_text()
+
+
+def test_the_lock_is_reentrant_in_one_thread_only(run_dir):
+    """acli holds its lab's lock and lab.up inside takes it again; another thread still waits."""
+    acquired = threading.Event()
+
+    def other():
+        with state.LabLock("seed", say=lambda _m: None):
+            acquired.set()
+
+    with state.LabLock("seed"):
+        with state.LabLock("seed"):
+            pass
+        waiter = threading.Thread(target=other)
+        waiter.start()
+        time.sleep(0.3)
+        assert not acquired.is_set()  # the inner exit did not release the outer hold
+    waiter.join(5)
+    assert acquired.is_set()

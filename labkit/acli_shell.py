@@ -1,0 +1,98 @@
+"""`invoke acli`: the live session (changes applied to the lab) and the interactive shell.
+
+The prompt is AHV's `<acropolis> `; history is kept in ~/.labkit_acli_history and Tab completes
+commands, keywords, VM and network names (acli.complete).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import sys
+from pathlib import Path
+
+from . import acli, pipeline
+from .errors import LabkitError
+
+PROMPT = "<acropolis> "
+HISTORY = Path.home() / ".labkit_acli_history"
+
+
+class LiveSession:
+    """acli on a running lab: each command reads the lab's control plane under its lock, and a
+    change goes through resolve -> plan -> apply (pipeline.apply_change)."""
+
+    def __init__(self, lab: str, say=lambda _message: None):
+        self.lab, self.say = lab, say
+
+    def controlled(self):
+        return pipeline.controlled(self.lab)
+
+    def apply(self, change) -> None:
+        pipeline.apply_change(change, say=self.say)
+
+
+def run_one(session, line: str, as_json: bool, yes: bool, out=print) -> int:
+    """One command line (`invoke acli -c`): its output, or its error as one line; returns the exit status."""
+    confirm = None if yes or not sys.stdin.isatty() else _ask
+    if line.strip() == "help":
+        out("\n".join(acli.help_text()))
+        return 0
+    try:
+        output = acli.execute(session, line, confirm, say=(lambda _m: None) if as_json else out)
+    except LabkitError as exc:
+        out(acli.as_json(None, str(exc)) if as_json else str(exc))
+        return 1
+    out(acli.as_json(output, None) if as_json else "\n".join(output.text))
+    return 0
+
+
+def interactive(session, yes: bool = False) -> None:
+    import readline
+
+    with contextlib.suppress(FileNotFoundError, OSError):
+        readline.read_history_file(HISTORY)
+    readline.set_completer_delims(" \t=")
+    readline.set_completer(_Completer(session).complete)
+    readline.parse_and_bind("tab: complete")
+    print("labkit acli: AHV's commands on lab " + session.lab + "; help lists them, exit or Ctrl-D leaves")
+    try:
+        while True:
+            try:
+                line = input(PROMPT).strip()
+            except KeyboardInterrupt:
+                print()
+                continue
+            if line in ("exit", "quit"):
+                break
+            if line:
+                run_one(session, line, as_json=False, yes=yes)
+    except EOFError:
+        print()
+    finally:
+        with contextlib.suppress(OSError):
+            readline.set_history_length(1000)
+            readline.write_history_file(HISTORY)
+
+
+def _ask(question: str) -> bool:
+    try:
+        return input(question).strip().lower() in ("yes", "y")
+    except EOFError:
+        return False
+
+
+class _Completer:
+    def __init__(self, session):
+        self.session, self.matches = session, []
+
+    def complete(self, text: str, state: int):
+        import readline
+
+        if state == 0:
+            before = readline.get_line_buffer()[: readline.get_begidx()]
+            try:
+                with self.session.controlled() as ctl:
+                    self.matches = acli.complete(before, text, ctl)
+            except LabkitError:
+                self.matches = acli.complete(before, text, None)
+        return self.matches[state] if state < len(self.matches) else None

@@ -1,0 +1,410 @@
+"""The lab's control plane (pure): its AHV-level objects and the changes acli makes to them.
+
+Networks, VMs and NICs are read from the lab's topology as records shaped like Prism's v2 JSON
+(`networks`, `vms`, `vm_nics`: shared/reference/ahv-ipam-api.md §3), so a REST API is a thin
+layer on top. A change returns a new topology and the objects it touched; the caller
+(pipeline.change) applies it through the same resolve -> plan -> apply path as lab.up, and the
+topology it saves is what lab.status, a later lab.up, lab.down and lab.export see.
+"""
+
+from __future__ import annotations
+
+import fnmatch
+import ipaddress
+from dataclasses import dataclass, field
+
+from . import ipam, model, names
+from .errors import LabkitError
+from .topology import IpConfig, Network, Nic, Topology, Vm, crosscheck
+from .yamlpos import dotted
+
+
+class ControlError(LabkitError):
+    """A change the control plane refuses; nothing was changed."""
+
+
+# --------------------------------------------------------------------------- records
+
+
+@dataclass(frozen=True)
+class NicRecord:
+    mac: str
+    uuid: str
+    network: str | None
+    network_uuid: str | None
+    vlan_id: int | None
+    ip: str | None  # the IPAM address (managed network) or the static one the topology gives
+    managed: bool
+    trunked_networks: tuple[int, ...] = ()
+    trunk: bool = False
+
+    @property
+    def vlan_mode(self) -> str:
+        return "kTrunked" if self.trunk else "kAccess"
+
+    def v2(self) -> dict:
+        return {"mac_address": self.mac, "network_uuid": self.network_uuid, "ip_address": self.ip,
+                "requested_ip_address": self.ip if self.managed else None, "is_connected": True, "model": "virtio",
+                "vlan_mode": self.vlan_mode, "trunked_networks": list(self.trunked_networks)}
+
+
+@dataclass(frozen=True)
+class VmRecord:
+    name: str
+    uuid: str
+    memory_mb: int
+    num_vcpus: int
+    power_state: str  # "on" / "off", as v2 writes it
+    host: str  # the node it runs on
+    nics: tuple[NicRecord, ...]
+    logical_timestamp: int = 1
+
+    def v2(self) -> dict:
+        return {"name": self.name, "uuid": self.uuid, "memory_mb": self.memory_mb, "num_vcpus": self.num_vcpus,
+                "num_cores_per_vcpu": 1, "power_state": self.power_state, "host_name": self.host,
+                "vm_logical_timestamp": self.logical_timestamp, "vm_nics": [n.v2() for n in self.nics]}
+
+
+@dataclass(frozen=True)
+class NetworkRecord:
+    name: str
+    uuid: str
+    vlan_id: int
+    vswitch_name: str
+    ip_config: IpConfig | None
+    assigned: frozenset = field(default_factory=frozenset)  # addresses held by NICs
+    logical_timestamp: int = 1
+
+    @property
+    def managed(self) -> bool:
+        return self.ip_config is not None
+
+    def v2(self) -> dict:
+        ipc = self.ip_config
+        if ipc is None:  # v2's unmanaged form (a real sample)
+            ip_config = {"prefix_length": 0, "ipam_enabled": False, "free_ips": -1, "assigned_ips": -1,
+                         "num_macs": 0, "dhcp_options": {}, "pool": []}
+        else:
+            reserved = ipam.reserved(ipc)
+            pools = []
+            for text in ipc.pool:
+                pool_ipc = ipc.model_copy(update={"pool": [text]})
+                free, total = ipam.free_count(pool_ipc, set(self.assigned))
+                pools.append({"range": text, "num_free_ips": free, "num_total_ips": total})
+            assigned = len(self.assigned | reserved)
+            ip_config = {"network_address": str(ipc.network.network_address), "prefix_length": ipc.network.prefixlen,
+                         "ipam_enabled": True, "default_gateway": str(ipc.gateway),
+                         "dhcp_server_address": str(ipam.dhcp_server(ipc)), "pool": pools,
+                         "free_ips": ipc.network.num_addresses - assigned, "assigned_ips": assigned,
+                         "num_macs": len(self.assigned), "dhcp_options": dhcp_options(ipc)}
+        return {"name": self.name, "uuid": self.uuid, "vlan_id": self.vlan_id, "vswitch_name": self.vswitch_name,
+                "logical_timestamp": self.logical_timestamp, "ip_config": ip_config}
+
+
+def dhcp_options(ipc: IpConfig) -> dict:
+    """v2's `dhcp_options`: strings, DNS servers comma-separated."""
+    out = {}
+    if ipc.dns:
+        out["domain_name_servers"] = ",".join(str(a) for a in ipc.dns)
+    if ipc.domain_name:
+        out["domain_name"] = ipc.domain_name
+    if ipc.domain_search:
+        out["domain_search"] = ",".join(ipc.domain_search)
+    if ipc.tftp_server:
+        out["tftp_server_name"] = ipc.tftp_server
+    if ipc.boot_file:
+        out["boot_file_name"] = ipc.boot_file
+    return out
+
+
+@dataclass(frozen=True)
+class HostRecord:
+    name: str
+    uuid: str
+    ip: str
+    cvm_ip: str
+    vms: int
+
+
+@dataclass(frozen=True)
+class Change:
+    """A new topology and the objects it touched ("vm:NAME", "net:NAME"), for the task lines."""
+
+    topo: Topology
+    touched: tuple[str, ...]
+    deleted: tuple[str, ...] = ()
+
+
+# --------------------------------------------------------------------------- the control plane
+
+
+def network_uuid(lab: str, name: str) -> str:
+    return names.uuid_for(lab, "network", name)
+
+
+class Control:
+    """One lab's objects as they stand; each change method returns a Change and alters nothing."""
+
+    def __init__(self, topo: Topology, timestamps: dict[str, int] | None = None):
+        self.topo = pin_macs(topo)
+        self.timestamps = timestamps or {}
+
+    # reading ---------------------------------------------------------------
+
+    def networks(self) -> list[NetworkRecord]:
+        return [self._network_record(n) for n in self.topo.networks]
+
+    def network(self, ref: str) -> NetworkRecord:
+        """A network by name or UUID (acli takes either)."""
+        for net in self.topo.networks:
+            if ref in (net.name, network_uuid(self.topo.name, net.name)):
+                return self._network_record(net)
+        known = ", ".join(n.name for n in self.topo.networks) or "none yet"
+        raise ControlError(f"network {ref!r} does not exist; networks: {known}")
+
+    def vms(self, pattern: str = "*") -> list[VmRecord]:
+        """VMs whose name matches `pattern` (AHV's globs: `web*`, `vm[0-9]`) or whose UUID it is."""
+        found = [self._vm_record(vm) for vm in self.topo.vms
+                 if fnmatch.fnmatchcase(vm.name, pattern) or pattern == names.uuid_for(self.topo.name, vm.name)]
+        if not found and pattern != "*":
+            known = ", ".join(v.name for v in self.topo.vms) or "none yet"
+            raise ControlError(f"no VM matches {pattern!r}; VMs: {known}")
+        return found
+
+    def vm(self, ref: str) -> VmRecord:
+        found = self.vms(ref)
+        if len(found) != 1:
+            raise ControlError(f"{ref!r} matches {len(found)} VMs ({', '.join(v.name for v in found)}); name one")
+        return found[0]
+
+    def nic(self, vm: str, mac: str) -> NicRecord:
+        record = self.vm(vm)
+        for nic in record.nics:
+            if nic.mac == mac.lower():
+                return nic
+        raise ControlError(f"VM {record.name} has no NIC with MAC {mac}; its NICs: "
+                           f"{', '.join(n.mac for n in record.nics) or 'none'}")
+
+    def hosts(self) -> list[HostRecord]:
+        return [HostRecord(n.name, names.uuid_for(self.topo.name, "host", n.name), str(n.host_ip.ip), str(n.cvm.ip.ip),
+                           sum(1 for vm in self.topo.vms if vm.node == n.name)) for n in self.topo.nodes]
+
+    def _network_record(self, net: Network) -> NetworkRecord:
+        assigned = frozenset(nic.ip.ip for vm in self.topo.vms for nic in vm.nics
+                             if nic.network == net.name and nic.ip is not None)
+        return NetworkRecord(net.name, network_uuid(self.topo.name, net.name), net.vlan, net.bridge, net.ip_config,
+                             assigned if net.ip_config else frozenset(), self.timestamps.get(f"net:{net.name}", 1))
+
+    def _vm_record(self, vm: Vm) -> VmRecord:
+        networks = {n.name: n for n in self.topo.networks}
+        nics = []
+        for nic in vm.nics:
+            net = networks.get(nic.network)
+            nics.append(NicRecord(nic.mac, names.uuid_for(self.topo.name, vm.name, "nic", nic.mac), nic.network,
+                                  network_uuid(self.topo.name, nic.network) if net else None, net.vlan if net else None,
+                                  str(nic.ip.ip) if nic.ip else None, bool(net and net.ip_config),
+                                  tuple(nic.trunk or ()), nic.trunk is not None))
+        return VmRecord(vm.name, names.uuid_for(self.topo.name, vm.name), vm.memory, vm.vcpus, vm.power, vm.node,
+                        tuple(nics), self.timestamps.get(f"vm:{vm.name}", 1))
+
+    # networks ----------------------------------------------------------------
+
+    def net_create(self, name: str, vlan: int, ip_config: str | None = None, vswitch_name: str | None = None) -> Change:
+        if any(n.name == name for n in self.topo.networks):
+            raise ControlError(f"network {name} already exists; choose another name or net.delete it first")
+        bridge = vswitch_name or "br0"
+        clash = next((n for n in self.topo.networks if n.vlan == vlan and n.bridge == bridge), None)
+        if clash:
+            raise ControlError(f"network {clash.name} already carries VLAN {vlan} on {bridge}; use it or another VLAN")
+        ipc = None
+        switch = self.topo.switch
+        if ip_config is not None:
+            gateway = _interface(ip_config, "ip_config")
+            ipc = IpConfig(network=gateway.network, gateway=gateway.ip)
+            if vlan not in switch.gateways:  # the lab's router for the new subnet, on the top-of-rack switch
+                switch = switch.model_copy(update={"gateways": {**switch.gateways, vlan: gateway}})
+        if vlan not in switch.vlans:  # the switch carries every VLAN a network uses
+            switch = switch.model_copy(update={"vlans": sorted({*switch.vlans, vlan})})
+        net = _build(Network, name=name, vlan=vlan, bridge=bridge, ip_config=ipc)
+        return self._change("net.create", {"switch": switch, "networks": [*self.topo.networks, net]},
+                            touched=(f"net:{name}",))
+
+    def net_add_dhcp_pool(self, ref: str, start: str, end: str) -> Change:
+        record = self.network(ref)
+        if record.ip_config is None:
+            raise ControlError(f"network {record.name} is not managed (no ip_config); a DHCP pool needs a managed network")
+        pool = [*record.ip_config.pool, f"{_address(start, 'start')} {_address(end, 'end')}"]
+        return self._update_ip_config(record.name, "net.add_dhcp_pool", pool=pool)
+
+    def net_update_dhcp_dns(self, ref: str, servers: str | None = None, domains: str | None = None) -> Change:
+        record = self.network(ref)
+        if record.ip_config is None:
+            raise ControlError(f"network {record.name} is not managed (no ip_config); DHCP options need a managed network")
+        update = {}
+        if servers is not None:
+            update["dns"] = [_address(s, "servers") for s in servers.split(",") if s]
+        if domains is not None:
+            update["domain_search"] = [d for d in domains.split(",") if d]
+        return self._update_ip_config(record.name, "net.update_dhcp_dns", **update)
+
+    def net_delete(self, ref: str) -> Change:
+        record = self.network(ref)
+        users = [f"{vm.name} ({nic.mac})" for vm in self.topo.vms for nic in vm.nics if nic.network == record.name]
+        if users:
+            raise ControlError(f"network {record.name} is in use by the NICs of {', '.join(users)}; "
+                               f"delete them (vm.nic_delete VM MAC) first")
+        nets = [n for n in self.topo.networks if n.name != record.name]
+        return self._change("net.delete", {"networks": nets}, touched=(), deleted=(f"net:{record.name}",))
+
+    def _update_ip_config(self, name: str, verb: str, **update) -> Change:
+        nets = [n.model_copy(update={"ip_config": n.ip_config.model_copy(update=update)}) if n.name == name else n
+                for n in self.topo.networks]
+        return self._change(verb, {"networks": nets}, touched=(f"net:{name}",))
+
+    # VMs -------------------------------------------------------------------
+
+    def vm_create(self, name: str, memory: int | None = None, num_vcpus: int | None = None) -> Change:
+        """A new VM, powered off (as AHV creates them), on the node with the fewest VMs."""
+        if any(vm.name == name for vm in self.topo.vms):
+            raise ControlError(f"VM {name} already exists; choose another name or vm.delete it first")
+        node = min(self.hosts(), key=lambda h: h.vms).name
+        spec = {"name": name, "node": node, "power": "off"}
+        spec |= {"memory": memory} if memory is not None else {}
+        spec |= {"vcpus": num_vcpus} if num_vcpus is not None else {}
+        return self._change("vm.create", {"vms": [*self.topo.vms, _build(Vm, **spec)]}, touched=(f"vm:{name}",))
+
+    def vm_delete(self, pattern: str) -> Change:
+        gone = {r.name for r in self.vms(pattern)}
+        return self._change("vm.delete", {"vms": [vm for vm in self.topo.vms if vm.name not in gone]},
+                            touched=(), deleted=tuple(f"vm:{n}" for n in sorted(gone)))
+
+    def vm_power(self, pattern: str, on: bool) -> Change:
+        matched = {r.name for r in self.vms(pattern)}
+        vms = [vm.model_copy(update={"power": "on" if on else "off"}) if vm.name in matched else vm
+               for vm in self.topo.vms]
+        return self._change("vm.on" if on else "vm.off", {"vms": vms},
+                            touched=tuple(f"vm:{n}" for n in sorted(matched)))
+
+    # NICs ------------------------------------------------------------------
+
+    def nic_create(self, vm: str, network: str, ip: str | None = None, request_ip: bool = False,
+                   trunked_networks: list[int] | None = None, mac: str | None = None) -> Change:
+        record = self.vm(vm)
+        net = self.network(network)
+        if (ip is not None or request_ip) and not net.managed:
+            raise ControlError("Cannot assign IP address on an unmanaged network")  # AHV's words
+        mac = _mac(mac) if mac else self._new_mac(record.name)
+        nic = _build(Nic, network=net.name, mac=mac, trunk=trunked_networks)
+        if net.managed:  # IPAM binds an address to the NIC now, requested or not
+            nic = nic.model_copy(update={"ip": self._bind(net, ip)})
+        return self._edit_nics(record.name, "vm.nic_create", lambda nics: [*nics, nic],
+                               switch_vlans=trunked_networks or ())
+
+    def nic_update(self, vm: str, mac: str, network: str | None = None, ip: str | None = None,
+                   trunked_networks: list[int] | None = None, access: bool = False) -> Change:
+        """Move a NIC to another network (it takes an address there if that one is managed), change its
+        address, make it trunked (`trunked_networks`) or access again (`access`)."""
+        current = self.nic(vm, mac)
+        vm_name = self.vm(vm).name
+        net = self.network(network) if network else self.network(current.network) if current.network else None
+        if ip is not None and (net is None or not net.managed):
+            raise ControlError("Cannot assign IP address on an unmanaged network")
+        trunk = None if access else (trunked_networks if trunked_networks is not None else
+                                     (list(current.trunked_networks) if current.trunk else None))
+        update: dict = {"network": net.name if net else None, "trunk": trunk}
+        if net is not None and net.managed and (ip is not None or net.name != current.network):
+            update["ip"] = self._bind(net, ip, release=current.ip if net.name == current.network else None)
+        elif net is not None and net.name != current.network:
+            update["ip"] = None  # a static address belonged to the old network
+        return self._edit_nics(vm_name, "vm.nic_update",
+                               lambda nics: [n.model_copy(update=update) if n.mac == current.mac else n for n in nics],
+                               switch_vlans=trunk or ())
+
+    def nic_delete(self, vm: str, mac: str) -> Change:
+        current = self.nic(vm, mac)
+        return self._edit_nics(self.vm(vm).name, "vm.nic_delete",
+                               lambda nics: [n for n in nics if n.mac != current.mac])
+
+    def _edit_nics(self, vm_name: str, verb: str, edit, switch_vlans=()) -> Change:
+        vms = [vm.model_copy(update={"nics": edit(list(vm.nics))}) if vm.name == vm_name else vm for vm in self.topo.vms]
+        update: dict = {"vms": vms}
+        missing = set(switch_vlans) - set(self.topo.switch.vlans)
+        if missing:  # trunked VLANs reach the switch, as the networks' do
+            update["switch"] = self.topo.switch.model_copy(update={"vlans": sorted({*self.topo.switch.vlans, *missing})})
+        return self._change(verb, update, touched=(f"vm:{vm_name}",))
+
+    def _bind(self, net: NetworkRecord, requested: str | None, release: str | None = None) -> ipaddress.IPv4Interface:
+        """IPAM: the requested address (checked) or the next free pool address, with the network's prefix."""
+        taken = set(net.assigned) - ({ipaddress.IPv4Address(release)} if release else set())
+        if requested is not None:
+            address = _address(requested, "ip")
+            ipam.check_request(net.name, net.ip_config, address, taken)
+        else:
+            address = ipam.next_free(net.name, net.ip_config, taken | ipam.reserved(net.ip_config))
+        return ipaddress.IPv4Interface(f"{address}/{net.ip_config.network.prefixlen}")
+
+    def _new_mac(self, vm_name: str) -> str:
+        used = {nic.mac for vm in self.topo.vms for nic in vm.nics}
+        bump = 0
+        while (mac := names.mac(names.UVM_OUI, self.topo.name, vm_name, "acli", bump=bump)) in used:
+            bump += 1
+        return mac
+
+    # every change ------------------------------------------------------------
+
+    def _change(self, verb: str, update: dict, touched: tuple[str, ...], deleted: tuple[str, ...] = ()) -> Change:
+        topo = self.topo.model_copy(update=update)
+        problems = crosscheck(topo)
+        if problems:
+            path, message = problems[0]
+            raise ControlError(f"{verb} would make the lab invalid: {dotted(path)}: {message}")
+        return Change(topo, touched, deleted)
+
+
+def pin_macs(topo: Topology) -> Topology:
+    """`topo` with every user VM NIC's MAC written out, as the lab resolves it today: a NIC keeps its
+    MAC (and so its address binding and its guest's view) when the NICs around it change."""
+    if all(nic.mac for vm in topo.vms for nic in vm.nics):
+        return topo
+    lab = model.resolve(topo)
+    domains = {d.hostname: d for d in lab.domains if d.role == "uvm"}
+    vms = [vm.model_copy(update={"nics": [nic.model_copy(update={"mac": dnic.mac})
+                                          for nic, dnic in zip(vm.nics, domains[vm.name].nics)]})
+           for vm in topo.vms]
+    return topo.model_copy(update={"vms": vms})
+
+
+def _build(cls, **fields):
+    """A topology object from acli's values; pydantic's complaint, if any, as one sentence."""
+    from pydantic import ValidationError
+
+    try:
+        return cls(**fields)
+    except ValidationError as exc:
+        error = exc.errors()[0]
+        key = ".".join(str(p) for p in error["loc"])
+        raise ControlError(f"{key}={error.get('input')!r} is not accepted: {error['msg']}") from None
+
+
+def _address(text: str, key: str) -> ipaddress.IPv4Address:
+    try:
+        return ipaddress.IPv4Address(text)
+    except ValueError:
+        raise ControlError(f"{key}={text} is not an IPv4 address; write it like 10.50.0.100") from None
+
+
+def _interface(text: str, key: str) -> ipaddress.IPv4Interface:
+    try:
+        iface = ipaddress.IPv4Interface(text)
+    except ValueError:
+        iface = None
+    if iface is None or "/" not in text or iface.ip in (iface.network.network_address, iface.network.broadcast_address):
+        raise ControlError(f"{key}={text} is not a gateway with a prefix; write it like 10.50.0.1/24")
+    return iface
+
+
+def _mac(text: str) -> str:
+    mac = text.lower().replace("-", ":")
+    if len(mac.split(":")) != 6 or not all(len(p) == 2 and all(c in "0123456789abcdef" for c in p) for p in mac.split(":")):
+        raise ControlError(f"mac={text} is not a MAC address; write it like 50:6b:8d:00:00:01")
+    return mac

@@ -1,0 +1,162 @@
+"""acli on a real lab, as a trainee uses it: a managed network with a pool, a VM and its NIC made
+in the shell, powered on; the guest takes its pool address by DHCP; ovs-vsctl and virsh show the
+same objects; lab.export brings up the same lab. Tests run in file order against one lab."""
+
+from __future__ import annotations
+
+import json
+import os
+import pty
+import re
+import select
+import sys
+import time
+
+import pytest
+
+from ..conftest import REPO
+from .conftest import invoke, labkit_leftovers, sh
+
+LAB = "training"
+TOPOLOGY = str(REPO / "tests/topologies/training.yaml")
+
+
+@pytest.fixture(scope="module")
+def lab():
+    invoke("lab.down", "--lab", LAB)  # what an earlier, killed run left
+    invoke("lab.up", "--topology", TOPOLOGY)
+    yield
+    invoke("lab.down", "--lab", LAB)
+    assert labkit_leftovers(LAB) == []
+
+
+def acli(line: str, expect: int = 0) -> str:
+    return invoke("acli", "--lab", LAB, "-c", line, expect=expect).stdout
+
+
+def acli_json(line: str, expect: int = 0) -> dict:
+    return json.loads(invoke("acli", "--lab", LAB, "-o", "json", "-c", line, expect=expect).stdout)
+
+
+def port_of(mac: str) -> dict:
+    """The OVS port of the VM NIC with this MAC: name, tag, trunks, vlan_mode."""
+    rows = json.loads(sh("ovs-vsctl --format=json --columns=name,mac_in_use,external_ids list Interface"))["data"]
+    iface = next(name for name, _, ext in rows if ["attached-mac", mac] in ext[1])
+    port = json.loads(sh(f"ovs-vsctl --format=json --columns=tag,trunks,vlan_mode list Port {iface}"))
+    tag, trunks, mode = port["data"][0]
+    plain = lambda v: v if not isinstance(v, list) else (v[1] if v[0] == "set" else v)  # noqa: E731
+    return {"name": iface, "tag": plain(tag), "trunks": plain(trunks), "vlan_mode": plain(mode)}
+
+
+def test_a_managed_network_and_a_vm_made_in_the_shell(lab):
+    for line in ("net.create web vlan=50 ip_config=10.50.0.1/24",
+                 "net.add_dhcp_pool web start=10.50.0.100 end=10.50.0.120",
+                 "net.update_dhcp_dns web servers=10.50.0.53 domains=lab.local",
+                 "vm.create web1 memory=128M num_vcpus=1",
+                 "vm.nic_create web1 network=web",
+                 "vm.on web*"):
+        out = acli(line)
+        assert out.splitlines()[-1].endswith(": complete"), (line, out)
+    assert "10.50.0.100" in acli("net.list_vms web")
+    assert re.search(r"^  state: \"kOn\"$", acli("vm.get web1"), re.M)
+
+
+def test_the_guest_takes_its_pool_address_by_dhcp(lab):
+    verify = invoke("lab.verify", "--lab", LAB, "--json").stdout
+    dhcp = json.loads(verify)["dhcp"]
+    assert {"from": "web1", "check": "lease", "ok": True} in [{k: d[k] for k in ("from", "check", "ok")} for d in dhcp], dhcp
+    lease = invoke("lab.console", "web1", "--lab", LAB, "--cmd", "cat /run/dhcp.eth0").stdout
+    assert "ip=10.50.0.100/24" in lease and "server=10.50.0.254" in lease and "search=lab.local" in lease, lease
+    assert "inet 10.50.0.100/24" in invoke("lab.console", "web1", "--lab", LAB, "--cmd", "ip -4 addr show eth0").stdout
+
+
+def test_ovs_and_virsh_show_what_the_shell_made(lab):
+    mac = re.search(r'mac_addr: "([0-9a-f:]+)"', acli("vm.nic_get web1")).group(1)
+    assert mac.startswith("50:6b:8d:")
+    assert port_of(mac)["tag"] == 50
+    assert re.search(r"<portgroup name='web'>\s*<vlan>\s*<tag id='50'/>", sh("virsh -c qemu:///system net-dumpxml VM-Network"))
+    assert "web1" in sh("virsh -c qemu:///system list --name")
+
+
+def test_a_trunked_nic_shows_its_vlans_on_the_port(lab):
+    acli("vm.nic_create web1 network=web vlan_mode=kTrunked trunked_networks=60,70")
+    nics = acli_json("vm.nic_get web1")["data"]
+    trunk = next(n for n in nics if n["vlan_mode"] == "kTrunked")
+    assert trunk["trunked_networks"] == [60, 70]
+    port = port_of(trunk["mac_address"])
+    assert (port["tag"], port["trunks"], port["vlan_mode"]) == (50, [50, 60, 70], "native-untagged"), port
+    acli(f"vm.nic_update web1 {trunk['mac_address']} vlan_mode=kAccess update_vlan_trunk_info=true")
+    port = port_of(trunk["mac_address"])
+    assert (port["tag"], port["trunks"], port["vlan_mode"]) == (50, [], []), port
+    acli(f"vm.nic_delete web1 {trunk['mac_address']}")
+
+
+def test_mistakes_are_one_line_exit_1_and_change_nothing(lab):
+    before = sh("ovs-vsctl show") + acli("vm.get web1")
+    assert acli("vm.nic_create web1 network=vlan0 ip=10.59.30.5", expect=1) == \
+        "Cannot assign IP address on an unmanaged network\n"
+    assert acli("vm.create web2 colour=blue", expect=1) == "Unknown keyword argument: colour\n"
+    out = acli("net.delete web", expect=1)
+    assert out.startswith("network web is in use by the NICs of web1 (50:6b:8d:") and out.count("\n") == 1
+    assert acli_json("net.get nothing", expect=1) == {"data": None, "status": 1,
+                                                     "error": "network 'nothing' does not exist; networks: vlan0, web"}
+    assert sh("ovs-vsctl show") + acli("vm.get web1") == before
+
+
+def test_status_sees_the_changes_and_export_brings_up_the_same_lab(lab, tmp_path):
+    def status() -> str:
+        out = invoke("lab.status", "--lab", LAB, "--json").stdout
+        return re.sub(r"vnet\d+", "vnetN", out)  # libvirt numbers the CVM's taps anew at each start
+
+    before = status()
+    assert json.loads(before)["healthy"] and '"web1"' in before
+    exported = tmp_path / "training-export.yaml"
+    invoke("lab.export", "--lab", LAB, "--out", str(exported))
+    assert "web1" in exported.read_text() and "50:6b:8d:" in exported.read_text()
+    invoke("lab.down", "--lab", LAB)
+    invoke("lab.up", "--topology", str(exported))
+    assert status() == before
+    assert "ip=10.50.0.100/24" in invoke("lab.console", "web1", "--lab", LAB, "--cmd", "cat /run/dhcp.eth0").stdout
+
+
+def test_vm_off_and_delete_return_the_address_and_the_network_goes(lab):
+    acli("vm.off web1")
+    assert "web1" not in sh("virsh -c qemu:///system list --name")
+    assert "powered off" in invoke("lab.status", "--lab", LAB).stdout
+    acli("vm.delete web1", expect=0)  # no terminal: nothing to confirm (acli -y)
+    assert "web1" not in sh("virsh -c qemu:///system list --all --name")
+    assert acli_json("net.get web")["data"]["ip_config"]["pool"][0]["num_free_ips"] == 21
+    acli("net.delete web")
+    assert "'web'" not in sh("virsh -c qemu:///system net-dumpxml VM-Network")
+    assert "web" not in acli("net.list")
+
+
+def test_the_interactive_shell_prompts_completes_and_keeps_history(lab, tmp_path):
+    pid, fd = pty.fork()
+    if pid == 0:  # the child: the shell on a terminal, as a trainee runs it
+        os.chdir(REPO)
+        os.environ["HOME"] = str(tmp_path)
+        os.execv(sys.executable, [sys.executable, "-m", "invoke", "acli", "--lab", LAB])
+    seen = b""
+
+    def read_until(marker: bytes, timeout: float = 30) -> None:
+        nonlocal seen
+        deadline = time.monotonic() + timeout
+        while marker not in seen:
+            assert time.monotonic() < deadline, f"no {marker!r} from the shell; got {seen[-500:]!r}"
+            if select.select([fd], [], [], 0.5)[0]:
+                seen += os.read(fd, 4096)
+
+    read_until(b"<acropolis> ")
+    os.write(fd, b"host.li\t")  # Tab completes the command
+    read_until(b"host.list ")
+    os.write(fd, b"\r")
+    read_until(b"AcropolisNormal")
+    read_until(b"<acropolis> ")
+    os.write(fd, b"vm.list nope=1\r")
+    read_until(b"Unknown keyword argument: nope")
+    os.write(fd, b"exit\r")
+    _, status = os.waitpid(pid, 0)
+    os.close(fd)
+    assert os.waitstatus_to_exitcode(status) == 0
+    assert "host.list" in (tmp_path / ".labkit_acli_history").read_text()

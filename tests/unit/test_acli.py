@@ -1,0 +1,214 @@
+"""acli on the control plane, in memory: every command's output (golden), its errors, completion.
+
+The in-memory session applies a change by keeping its topology: these tests check what acli
+decides and prints; tests/integration/test_acli.py runs the same commands on a real lab.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+
+import pytest
+
+from labkit import acli, control, model, state, topology
+from labkit.control import Control
+
+from ..conftest import REPO
+
+GOLDEN = REPO / "tests" / "golden" / "acli"
+TRAINING = REPO / "tests" / "topologies" / "training.yaml"
+
+
+class MemorySession:
+    lab = "training"
+
+    def __init__(self, topo):
+        self.topo, self.stamps = topo, {}
+
+    @contextlib.contextmanager
+    def controlled(self):
+        yield Control(self.topo, self.stamps)
+
+    def apply(self, change):
+        self.topo = change.topo
+        for key in change.touched:
+            self.stamps[key] = self.stamps.get(key, 0) + 1
+
+
+SESSION = [
+    "net.list",
+    "net.create web vlan=50 ip_config=10.50.0.1/24",
+    "net.add_dhcp_pool web start=10.50.0.100 end=10.50.0.102",
+    "net.update_dhcp_dns web servers=10.50.0.53,10.50.0.54 domains=lab.local,corp.local",
+    "net.create app vlan=60 vswitch_name=br0",
+    "net.list",
+    "net.get web",
+    "net.get app",
+    "vm.create web1 memory=256M num_vcpus=2",
+    "vm.create web2",
+    "vm.nic_create web1 network=web",
+    "vm.nic_create web2 network=web ip=10.50.0.20",
+    "vm.nic_create web2 network=app vlan_mode=kTrunked trunked_networks=70,80",
+    "vm.on web*",
+    "vm.list",
+    "vm.get web1",
+    "vm.nic_get web2",
+    "net.list_vms web",
+    "net.list_vms app",
+    "host.list",
+    "vm.off web2",
+    "vm.get web2",
+]
+
+
+def run(session, line):
+    lines = []
+    try:
+        out = acli.execute(session, line, say=lines.append)
+        lines += out.text
+    except acli.LabkitError as exc:
+        lines.append(f"ERROR: {exc}")
+    return lines
+
+
+def test_a_training_session_prints_as_ahv_does(golden):
+    session = MemorySession(topology.load(str(TRAINING)))
+    transcript = []
+    for line in SESSION:
+        transcript += [f"<acropolis> {line}", *run(session, line)]
+    golden(GOLDEN / "session.txt", "\n".join(transcript) + "\n")
+    # the lab resolves: every NIC its MAC and address, the new VLANs on the switch, the domains as asked
+    lab = model.resolve(session.topo)
+    web1 = next(d for d in lab.domains if d.hostname == "web1")
+    assert web1.nics[0].addresses == ("10.50.0.100/24",) and web1.nics[0].dhcp and web1.nics[0].vlan == (50,)
+    web2 = next(d for d in lab.domains if d.hostname == "web2")
+    assert not web2.power_on and web2.nics[1].native == 60 and web2.nics[1].vlan == (60, 70, 80)
+    assert {0, 50, 60, 70, 80} <= set(session.topo.switch.vlans)
+
+
+ERRORS = [
+    ("net.create web vlan=50 dhcp_address=10.50.0.9", "Unknown keyword argument: dhcp_address"),
+    ("vm.create web9 foo=1", "Unknown keyword argument: foo"),
+    ("vm.nic_create web1 network=vlan0 ip=10.59.30.9", "Cannot assign IP address on an unmanaged network"),
+    ("vm.nic_create web1 network=vlan0 request_ip=true", "Cannot assign IP address on an unmanaged network"),
+    ("vm.nic_create web1 network=web ip=10.50.0.100", "10.50.0.100 is already assigned in network web; request another or leave ip= out"),
+    ("vm.nic_create web1 network=web ip=10.60.0.5", "10.60.0.5 is not in network web (10.50.0.0/24); request an address inside it"),
+    ("vm.nic_create web1 network=web ip=10.50.0.254", "10.50.0.254 is the gateway, the DHCP server or not a host address of web; request another"),
+    ("vm.nic_create web1 network=nope", "network 'nope' does not exist; networks: vlan0, web"),
+    ("net.delete web", "network web is in use by the NICs of web1 (50:6b:8d:b1:bc:6e); delete them (vm.nic_delete VM MAC) first"),
+    ("net.create web vlan=51", "network web already exists; choose another name or net.delete it first"),
+    ("net.create other vlan=50", "network web already carries VLAN 50 on br0; use it or another VLAN"),
+    ("net.create other vlan=51 ip_config=10.51.0.0/24", "ip_config=10.51.0.0/24 is not a gateway with a prefix; write it like 10.50.0.1/24"),
+    ("net.create other vlan=5000", "vlan=5000 is not a number from 0 to 4094"),
+    ("net.create other vlan=51 vswitch_name=br7", "net.create would make the lab invalid: networks[2].bridge: bridge 'br7' does not exist on node node1; did you mean 'br0'? defined: br0"),
+    ("net.add_dhcp_pool vlan0 start=10.59.30.100 end=10.59.30.110", "network vlan0 is not managed (no ip_config); a DHCP pool needs a managed network"),
+    ("net.add_dhcp_pool web start=10.50.0.1 end=10.50.0.9", "net.add_dhcp_pool would make the lab invalid: networks[1].ip_config.pool[1]: range '10.50.0.1 10.50.0.9' contains the gateway 10.50.0.1; leave the gateway out of the pool"),
+    ("vm.on nothing*", "no VM matches 'nothing*'; VMs: web1"),
+    ("vm.create web1", "VM web1 already exists; choose another name or vm.delete it first"),
+    ("vm.create web9 memory=lots", "memory=lots is not a size; write it like 128M or 2G"),
+    ("vm.nic_delete web1 50:6b:8d:00:00:01", "VM web1 has no NIC with MAC 50:6b:8d:00:00:01; its NICs: 50:6b:8d:b1:bc:6e"),
+    ("vm.nic_update web1 50:6b:8d:b1:bc:6e vlan_mode=kTrunked trunked_networks=70",
+     "changing vlan_mode or trunked_networks needs update_vlan_trunk_info=true"),
+    ("vm.nic_create web1 network=web trunked_networks=70", "trunked_networks= needs vlan_mode=kTrunked"),
+    ("vm.nic_create web1 network=web model=e1000", "lab NICs are virtio and connected; leave model= and connected= out"),
+    ("vm.delete", "usage: vm.delete VM"),
+    ("vm.list extra", "usage: vm.list"),
+    ("vm.start web1", "Unknown command: vm.start; commands: vm.create, vm.nic_create, vm.nic_get, vm.nic_update, "
+                      "vm.nic_delete, vm.on, vm.off, vm.list, vm.get, vm.delete"),
+    ("net.create 'web", "cannot read the command line (No closing quotation); check the quotes"),
+]
+
+
+@pytest.fixture
+def web_lab():
+    session = MemorySession(topology.load(str(TRAINING)))
+    for line in ("net.create web vlan=50 ip_config=10.50.0.1/24", "net.add_dhcp_pool web start=10.50.0.100 end=10.50.0.101",
+                 "vm.create web1", "vm.nic_create web1 network=web"):
+        acli.execute(session, line, say=lambda _m: None)
+    return session
+
+
+@pytest.mark.parametrize("line, message", ERRORS, ids=[e[0] for e in ERRORS])
+def test_mistakes_are_one_line_and_change_nothing(web_lab, line, message):
+    before = web_lab.topo
+    with pytest.raises(acli.LabkitError) as err:
+        acli.execute(web_lab, line, say=lambda _m: pytest.fail("a refused command announced a task"))
+    assert str(err.value) == message
+    assert web_lab.topo == before
+
+
+def test_an_exhausted_pool_is_a_clear_error_and_a_deleted_nic_returns_its_address(web_lab):
+    acli.execute(web_lab, "vm.create web2", say=lambda _m: None)
+    acli.execute(web_lab, "vm.nic_create web2 network=web", say=lambda _m: None)  # the pool's last address
+    with pytest.raises(acli.LabkitError, match=r"^the DHCP pool of network web is exhausted \(2 addresses, all assigned\)"):
+        acli.execute(web_lab, "vm.nic_create web2 network=web", say=lambda _m: None)
+    mac = Control(web_lab.topo).vm("web1").nics[0].mac
+    acli.execute(web_lab, f"vm.nic_delete web1 {mac}", say=lambda _m: None)
+    acli.execute(web_lab, "vm.nic_create web2 network=web", say=lambda _m: None)
+    assert [n.ip for n in Control(web_lab.topo).vm("web2").nics] == ["10.50.0.101", "10.50.0.100"]
+    # a requested address outside the pool (inside the subnet) does not use the pool
+    acli.execute(web_lab, "vm.nic_create web1 network=web ip=10.50.0.7", say=lambda _m: None)
+    assert Control(web_lab.topo).network("web").v2()["ip_config"]["pool"][0]["num_free_ips"] == 0
+
+
+def test_a_nic_keeps_its_mac_and_address_when_the_nics_before_it_go(web_lab):
+    acli.execute(web_lab, "net.add_dhcp_pool web start=10.50.0.110 end=10.50.0.119", say=lambda _m: None)
+    acli.execute(web_lab, "vm.nic_create web1 network=web", say=lambda _m: None)
+    first, second = Control(web_lab.topo).vm("web1").nics
+    acli.execute(web_lab, f"vm.nic_delete web1 {first.mac}", say=lambda _m: None)
+    (left,) = Control(web_lab.topo).vm("web1").nics
+    assert (left.mac, left.ip) == (second.mac, second.ip)
+
+
+def test_nic_update_moves_trunks_and_back(web_lab):
+    mac = Control(web_lab.topo).vm("web1").nics[0].mac
+    acli.execute(web_lab, f"vm.nic_update web1 {mac} vlan_mode=kTrunked trunked_networks=70,71 update_vlan_trunk_info=true",
+                 say=lambda _m: None)
+    nic = Control(web_lab.topo).nic("web1", mac)
+    assert (nic.vlan_mode, nic.trunked_networks, nic.ip) == ("kTrunked", (70, 71), "10.50.0.100")
+    acli.execute(web_lab, f"vm.nic_update web1 {mac} vlan_mode=kAccess update_vlan_trunk_info=true", say=lambda _m: None)
+    acli.execute(web_lab, f"vm.nic_update web1 {mac} network=vlan0", say=lambda _m: None)
+    nic = Control(web_lab.topo).nic("web1", mac)
+    assert (nic.vlan_mode, nic.network, nic.ip) == ("kAccess", "vlan0", None)
+    assert Control(web_lab.topo).network("web").v2()["ip_config"]["pool"][0]["num_free_ips"] == 2  # returned
+
+
+def test_deletes_ask_first_unless_told_yes(web_lab):
+    asked = []
+    out = acli.execute(web_lab, "vm.delete web*", confirm=lambda q: asked.append(q) or False, say=lambda _m: None)
+    assert asked == ["Delete 1 VMs? (yes/no) "] and out.text == ["vm.delete: not confirmed, nothing deleted"]
+    assert Control(web_lab.topo).vms() != []
+    out = acli.execute(web_lab, "vm.delete web*", confirm=lambda q: True, say=lambda _m: None)
+    assert out.text == ["web1: complete"] and Control(web_lab.topo).vms() == []
+    assert Control(web_lab.topo).network("web").v2()["ip_config"]["pool"][0]["num_free_ips"] == 2
+
+
+def test_json_output_has_data_error_and_status(web_lab):
+    out = json.loads(acli.as_json(acli.execute(web_lab, "net.list"), None))
+    assert out["status"] == 0 and out["error"] is None
+    web = next(n for n in out["data"] if n["name"] == "web")
+    assert web["vlan_id"] == 50 and web["ip_config"]["dhcp_server_address"] == "10.50.0.254"
+    assert web["ip_config"]["pool"] == [{"range": "10.50.0.100 10.50.0.101", "num_free_ips": 1, "num_total_ips": 2}]
+    assert json.loads(acli.as_json(None, "boom")) == {"data": None, "error": "boom", "status": 1}
+
+
+def test_tab_completes_commands_keywords_and_names(web_lab):
+    ctl = Control(web_lab.topo)
+    assert acli.complete("", "net.l", ctl) == ["net.list ", "net.list_vms "]
+    assert acli.complete("vm.on ", "w", ctl) == ["web1 "]
+    assert acli.complete("vm.nic_create web1 ", "", ctl)[:3] == ["network=", "ip=", "request_ip="]
+    assert acli.complete("vm.nic_create web1 network=", "w", ctl) == ["web"]
+    assert acli.complete("vm.nic_create web1 network=web ", "vlan", ctl) == ["vlan_mode="]
+    assert acli.complete("vm.nic_delete web1 ", "50", ctl) == [ctl.vm("web1").nics[0].mac + " "]
+    assert acli.complete("net.get ", "", ctl) == ["vlan0 ", "web "]
+
+
+def test_the_saved_topology_brings_up_the_same_lab(web_lab, tmp_path, monkeypatch):
+    """What lab.export writes (the effective topology) parses and resolves to the same lab."""
+    monkeypatch.setattr(state, "RUN_DIR", tmp_path)
+    monkeypatch.setattr(state, "lab_dir", lambda lab: tmp_path / lab)
+    state.save_topology("training", web_lab.topo)
+    again = topology.load(str(tmp_path / "training" / "topology.yaml"))
+    assert model.resolve(again) == model.resolve(web_lab.topo)
+    assert control.Control(again).vm("web1") == control.Control(web_lab.topo).vm("web1")

@@ -444,7 +444,8 @@ def preflight(c, topology=None, strict=False):
     facts = hoststate.HostState()
     if checks.check_services().status == checks.PASS:
         facts = observe(topo.name)
-    report = checks.run(model.resolve(topo, facts.facts_for(topo.name)), libvirt_cache=True)
+    report = checks.run(model.resolve(topo, facts.facts_for(topo.name)), libvirt_cache=True,
+                        running=facts.running(topo.name))
     print(report.table())
     checks.enforce(report, strict)
 

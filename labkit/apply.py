@@ -97,9 +97,10 @@ class Applier:
             self.netlink.create_netns(a.name)
 
     def _create_veth(self, actions: list[Action]) -> None:
+        earlier = frozenset(n for peer, name, _ in state.intents(self.lab_name) for n in (peer, name))
         state.record_intent(self.lab_name, [(v.peer, v.name, v.netns) for v in map(self._veth, actions)])
         for a in actions:
-            self.netlink.create_veth(self._veth(a))
+            self.netlink.create_veth(self._veth(a), earlier)
 
     def _update_veth(self, actions: list[Action]) -> None:
         for a in actions:

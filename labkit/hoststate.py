@@ -91,6 +91,10 @@ class HostState:
         return frozenset(name for b in self.bridges if b.lab != lab
                          for name in [p.name for p in b.ports] + list(b.other_ports))
 
+    def running(self, lab: str) -> frozenset[str]:
+        """The lab's domains that are running now."""
+        return frozenset(d.name for d in self.domains if d.lab == lab and d.active)
+
     def facts_for(self, lab: str) -> HostFacts:
         """Names this lab must not take: everything on the host except what the lab owns already."""
         ours_links = {link.name for link in self.links if link.netns is None and link.lab == lab}
@@ -107,6 +111,10 @@ class HostState:
             taken_networks=frozenset(n.name for n in self.networks if n.lab != lab),
             taken_domains=frozenset(d.name for d in self.domains if d.lab != lab),
             datapath_type=self.datapath_type,  # type: ignore[arg-type]
+            own_names=frozenset(ours_links | {link.name for link in self.links if link.lab == lab}
+                                | {p.name for b in self.bridges if b.lab == lab for p in b.ports}
+                                | {n.name for n in self.networks if n.lab == lab}
+                                | {d.name for d in self.domains if d.lab == lab}),
         )
 
     def adopt(self, lab: str, pairs: list[tuple[str, str, str | None]]) -> "HostState":

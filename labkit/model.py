@@ -39,6 +39,7 @@ class HostFacts:
     taken_networks: frozenset[str] = frozenset()  # libvirt network names
     taken_domains: frozenset[str] = frozenset()  # libvirt domain names
     datapath_type: Literal["system", "netdev"] = "system"
+    own_names: frozenset[str] = frozenset()  # names of the lab's objects on the host now: a fallback it holds, it keeps
 
     def taken_ifnames(self) -> frozenset[str]:
         return self.taken_links | self.taken_bridges
@@ -280,7 +281,14 @@ class _Builder:
         return name
 
     def ahv_ifname(self, ahv: str, node: str, taken: frozenset[str], what: str) -> str:
-        """The AHV name when no foreign object and no other node of this lab holds it."""
+        """The AHV name when no foreign object and no other node of this lab holds it, and the lab
+        does not run under a fallback name already (names never flip under a running lab)."""
+        kept = next((name for salt in range(4) if (name := names.fallback(ahv, self.lab_name, node, salt=salt))
+                     in self.facts.own_names and name not in taken | self.used_ifnames), None)
+        if kept and ahv not in self.used_ifnames:
+            self.deviations.append(Deviation(f"{what} {ahv}", f"named {kept}: the lab got this name while {ahv} "
+                                                              f"was held, and keeps it until lab.down"))
+            return self._claim(kept)
         if ahv in taken or ahv in self.used_ifnames:
             salt = 0  # 4 hex digits can collide: the next salt gives another name
             while (name := names.fallback(ahv, self.lab_name, node, salt=salt)) in taken | self.used_ifnames:
@@ -297,8 +305,13 @@ class _Builder:
         return self._claim(name)
 
     def global_name(self, ahv: str, node: str, taken: frozenset[str], used: set[str], what: str) -> str:
-        if ahv in taken or ahv in used:
-            name = f"{ahv}-{self.lab_name}-{node}"
+        fallback = f"{ahv}-{self.lab_name}-{node}"
+        if ahv not in used and fallback in self.facts.own_names and fallback not in taken:
+            name = fallback  # the lab runs under it: it keeps it until lab.down, whoever frees the AHV name
+            self.deviations.append(Deviation(f"{what} {ahv}", f"named {name}: the lab got this name while {ahv} "
+                                                              f"was used, and keeps it until lab.down"))
+        elif ahv in taken or ahv in used:
+            name = fallback
             self.deviations.append(Deviation(f"{what} {ahv}", f"named {name}: {ahv} is already used on this host"))
         else:
             name = ahv

@@ -141,7 +141,7 @@ def up_topology(topo: topology.Topology, source: str | None, *, strict: bool = F
             observed = observe(topo.name, reading)                        # observe
         with phase("resolve, render, plan"):
             lab = model.resolve(topo, observed.facts_for(topo.name))      # resolve
-            checks = preflight.run(lab)                                   # what this host can do
+            checks = preflight.run(lab, running=observed.running(topo.name))  # what this host can do
             preflight.enforce(checks, strict)
             desired = Desired(lab, checks.adaptation(), render.render_all(lab, checks.adaptation()))  # render
             todo = plan.plan(desired.lab, observed, desired.docs, dhcp_digests(lab))  # plan

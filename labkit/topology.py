@@ -313,6 +313,8 @@ def _check_pools(bad, topo: Topology) -> None:
 
 def _check_node(bad, path: tuple, node: Node, topo: Topology, addresses: list) -> None:
     _hostname(bad, path + ("name",), node.name, "node")
+    if re.fullmatch(r"gw\d+|tor", node.name):  # labkit.<lab>.gw<N> is VLAN N's gateway namespace
+        bad(path + ("name",), f"{node.name!r} is reserved for the lab's switch and gateways; name the node otherwise")
     if len(f"NTNX-{node.name}-CVM") > 64:
         bad(path + ("name",), "is too long for a CVM name; use at most 54 characters")
     for uplink in node.uplinks:

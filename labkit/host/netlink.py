@@ -126,10 +126,25 @@ class Netlink(Connection):
 
     # veths --------------------------------------------------------------------
 
-    def create_veth(self, veth: Veth) -> None:
-        """(Re)create a pair: stale ends of an earlier try are removed first, so this converges."""
-        self.delete_link(veth.peer, None)
-        self.delete_link(veth.name, veth.netns)
+    def create_veth(self, veth: Veth, earlier_tries: frozenset[str] = frozenset()) -> None:
+        """(Re)create a pair: stale ends of an earlier try are removed first, so this converges.
+        A stale end is removed only if it is the lab's: marked as its, or unmarked and named in
+        `earlier_tries` (the lab's intents before this one). Anything else took the name after the
+        plan looked (another lab's lab.up, a user): it is left alone and the lab.up stops."""
+        lab = names.link_lab(veth.alias)
+        for name, namespace in ((veth.peer, None), (veth.name, veth.netns)):
+            if namespace and namespace not in netns.listnetns():
+                continue
+            ipr = self._ipr(namespace)
+            index = _index(ipr, name)
+            if index is None:
+                continue
+            owner = names.link_lab(ipr.get_links(index)[0].get("ifalias"))
+            if owner != lab and not (owner is None and name in earlier_tries):
+                held_by = f"lab {owner}" if owner else "something that is not labkit's"
+                raise HostError(f"interface {name} was taken by {held_by} after this lab.up looked; "
+                                f"run lab.up again to choose another name")
+            self._delete_indexes(ipr, [index])
         ipr = self._ipr(None)
         peer = {"ifname": veth.name}
         if veth.netns:

@@ -69,7 +69,9 @@ class Report:
         return "\n".join(lines)
 
 
-def run(lab: Lab | None = None, *, probe_kvm: bool = True, libvirt_cache: bool = False) -> Report:
+def run(lab: Lab | None = None, *, probe_kvm: bool = True, libvirt_cache: bool = False,
+        running: frozenset[str] = frozenset()) -> Report:
+    """The checks; `running`: the lab's domains already running (their memory is already in use)."""
     checks = [
         check_services(),
         *([check_libvirt_cache(), check_reaping()] if libvirt_cache else []),
@@ -79,7 +81,7 @@ def run(lab: Lab | None = None, *, probe_kvm: bool = True, libvirt_cache: bool =
         check_datapath(),
     ]
     if lab is not None:
-        checks += [check_names(lab), check_memory(lab), check_cpus(lab)]
+        checks += [check_names(lab), check_memory(lab, running), check_cpus(lab)]
     return Report(tuple(checks))
 
 
@@ -265,8 +267,9 @@ def check_names(lab: Lab) -> Check:
                  "fallback names are used; free the AHV names to get them (never taken from their owners)")
 
 
-def check_memory(lab: Lab) -> Check:
-    need = sum(d.memory_mib + QEMU_OVERHEAD_MIB for d in lab.domains)
+def check_memory(lab: Lab, running: frozenset[str] = frozenset()) -> Check:
+    """Memory for the guests lab.up will start: MemAvailable already counts the running ones out."""
+    need = sum(d.memory_mib + QEMU_OVERHEAD_MIB for d in lab.domains if d.power_on and d.name not in running)
     available = _meminfo_mib("MemAvailable")
     if need > available:
         return Check("memory", FAIL, f"lab needs {need} MiB, {available} MiB available",

@@ -7,6 +7,8 @@ changed.
 
 from __future__ import annotations
 
+import contextlib
+
 import threading
 from concurrent.futures import ThreadPoolExecutor
 
@@ -42,17 +44,19 @@ class Virt(Connection):
     def observe(self) -> tuple[tuple[SeenNetwork, ...], tuple[SeenDomain, ...]]:
         networks = []
         for net in self.conn.listAllNetworks():
-            xml = net.XMLDesc(libvirt.VIR_NETWORK_XML_INACTIVE)
-            meta = metadata_of(xml)
-            bridge = etree.fromstring(xml.encode()).find("bridge")
-            networks.append(SeenNetwork(net.name(), meta.get("name"), bridge.get("name", "") if bridge is not None else "",
-                                        meta.get("digest", ""), bool(net.isActive())))
+            with _unless_gone(libvirt.VIR_ERR_NO_NETWORK):  # undefined since the listing: not there
+                xml = net.XMLDesc(libvirt.VIR_NETWORK_XML_INACTIVE)
+                meta = metadata_of(xml)
+                bridge = etree.fromstring(xml.encode()).find("bridge")
+                networks.append(SeenNetwork(net.name(), meta.get("name"), bridge.get("name", "") if bridge is not None else "",
+                                            meta.get("digest", ""), bool(net.isActive())))
         domains = []
         for dom in self.conn.listAllDomains():
-            meta = metadata_of(dom.XMLDesc(libvirt.VIR_DOMAIN_XML_INACTIVE))
-            live = etree.fromstring(dom.XMLDesc(0).encode())
-            ifnames = tuple(t.get("dev") for t in live.findall("devices/interface/target") if t.get("dev"))
-            domains.append(SeenDomain(dom.name(), meta.get("name"), meta.get("digest", ""), bool(dom.isActive()), ifnames))
+            with _unless_gone(libvirt.VIR_ERR_NO_DOMAIN):
+                meta = metadata_of(dom.XMLDesc(libvirt.VIR_DOMAIN_XML_INACTIVE))
+                live = etree.fromstring(dom.XMLDesc(0).encode())
+                ifnames = tuple(t.get("dev") for t in live.findall("devices/interface/target") if t.get("dev"))
+                domains.append(SeenDomain(dom.name(), meta.get("name"), meta.get("digest", ""), bool(dom.isActive()), ifnames))
         return tuple(sorted(networks, key=lambda n: n.name)), tuple(sorted(domains, key=lambda d: d.name))
 
     def domain(self, name: str):
@@ -162,3 +166,13 @@ class Virt(Connection):
     def _check_owner(name: str, xml: str, lab: str) -> None:
         if metadata_of(xml).get("name") != lab:
             raise HostError(f"{name} is not lab {lab}'s (no labkit mark for it); labkit leaves it alone")
+
+
+@contextlib.contextmanager
+def _unless_gone(code: int):
+    """Skip an object another process removed between libvirt's listing and our reading of it."""
+    try:
+        yield
+    except libvirt.libvirtError as exc:
+        if exc.get_error_code() != code:
+            raise

@@ -73,3 +73,36 @@ def labkit_leftovers(lab: str) -> list[str]:
         if os.path.exists(path):
             left.append(f"file {path}")
     return left
+
+
+class Terminal:
+    """A labkit task on a pseudo-terminal, as a user at a keyboard runs it."""
+
+    def __init__(self, *args: str, home: str | None = None):
+        import pty
+
+        self.pid, self.fd = pty.fork()
+        if self.pid == 0:  # the child: the task
+            os.chdir(REPO)
+            if home:
+                os.environ["HOME"] = home
+            os.execv(sys.executable, [sys.executable, "-m", "invoke", *args])
+        self.seen = b""
+
+    def read_until(self, marker: bytes, timeout: float = 30) -> None:
+        import select
+        import time
+
+        deadline = time.monotonic() + timeout
+        while marker not in self.seen:
+            assert time.monotonic() < deadline, f"no {marker!r} on the terminal; got {self.seen[-500:]!r}"
+            if select.select([self.fd], [], [], 0.5)[0]:
+                self.seen += os.read(self.fd, 4096)
+
+    def write(self, data: bytes) -> None:
+        os.write(self.fd, data)
+
+    def exit_status(self) -> int:
+        _, status = os.waitpid(self.pid, 0)
+        os.close(self.fd)
+        return os.waitstatus_to_exitcode(status)

@@ -5,17 +5,12 @@ same objects; lab.export brings up the same lab. Tests run in file order against
 from __future__ import annotations
 
 import json
-import os
-import pty
 import re
-import select
-import sys
-import time
 
 import pytest
 
 from ..conftest import REPO
-from .conftest import invoke, labkit_leftovers, sh
+from .conftest import Terminal, invoke, labkit_leftovers, sh
 
 LAB = "training"
 TOPOLOGY = str(REPO / "tests/topologies/training.yaml")
@@ -132,31 +127,15 @@ def test_vm_off_and_delete_return_the_address_and_the_network_goes(lab):
 
 
 def test_the_interactive_shell_prompts_completes_and_keeps_history(lab, tmp_path):
-    pid, fd = pty.fork()
-    if pid == 0:  # the child: the shell on a terminal, as a trainee runs it
-        os.chdir(REPO)
-        os.environ["HOME"] = str(tmp_path)
-        os.execv(sys.executable, [sys.executable, "-m", "invoke", "acli", "--lab", LAB])
-    seen = b""
-
-    def read_until(marker: bytes, timeout: float = 30) -> None:
-        nonlocal seen
-        deadline = time.monotonic() + timeout
-        while marker not in seen:
-            assert time.monotonic() < deadline, f"no {marker!r} from the shell; got {seen[-500:]!r}"
-            if select.select([fd], [], [], 0.5)[0]:
-                seen += os.read(fd, 4096)
-
-    read_until(b"<acropolis> ")
-    os.write(fd, b"host.li\t")  # Tab completes the command
-    read_until(b"host.list ")
-    os.write(fd, b"\r")
-    read_until(b"AcropolisNormal")
-    read_until(b"<acropolis> ")
-    os.write(fd, b"vm.list nope=1\r")
-    read_until(b"Unknown keyword argument: nope")
-    os.write(fd, b"exit\r")
-    _, status = os.waitpid(pid, 0)
-    os.close(fd)
-    assert os.waitstatus_to_exitcode(status) == 0
+    term = Terminal("acli", "--lab", LAB, home=str(tmp_path))
+    term.read_until(b"<acropolis> ")
+    term.write(b"host.li\t")  # Tab completes the command
+    term.read_until(b"host.list ")
+    term.write(b"\r")
+    term.read_until(b"AcropolisNormal")
+    term.read_until(b"<acropolis> ")
+    term.write(b"vm.list nope=1\r")
+    term.read_until(b"Unknown keyword argument: nope")
+    term.write(b"exit\r")
+    assert term.exit_status() == 0
     assert "host.list" in (tmp_path / ".labkit_acli_history").read_text()

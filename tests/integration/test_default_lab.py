@@ -8,11 +8,9 @@ from __future__ import annotations
 
 import json
 import os
-import pty
 import re
 import select
 import shutil
-import sys
 import time
 
 import pytest
@@ -20,7 +18,7 @@ import pytest
 from labkit import model, pipeline
 
 from ..conftest import REPO
-from .conftest import invoke, labkit_leftovers, root_namespace, sh
+from .conftest import Terminal, invoke, labkit_leftovers, root_namespace, sh
 
 LAB = "seed"
 NODE_NS = "labkit.seed.DRM-3060-G4-1-1"
@@ -200,36 +198,21 @@ def test_console_cmd_shows_the_cvm_local_addresses(lab_up):
 
 
 def test_interactive_console_reaches_the_guest_shell_and_leaves_on_ctrl_bracket(lab_up):
-    pid, fd = pty.fork()
-    if pid == 0:  # the child: labkit's console on a terminal, as a user would run it
-        os.chdir(REPO)
-        os.execv(sys.executable, [sys.executable, "-m", "invoke", "lab.console", "uvm32"])
-    seen = b""
-
-    def read_until(marker: bytes, timeout: float = 30) -> None:
-        nonlocal seen
-        deadline = time.monotonic() + timeout
-        while marker not in seen:
-            assert time.monotonic() < deadline, f"no {marker!r} on the console; got {seen[-500:]!r}"
-            if select.select([fd], [], [], 0.5)[0]:
-                seen += os.read(fd, 4096)
-
-    read_until(b"Ctrl-] leaves")
-    read_until(b"/ # ")
+    term = Terminal("lab.console", "uvm32")
+    term.read_until(b"Ctrl-] leaves")
+    term.read_until(b"/ # ")
     answered = 0
-    while select.select([fd], [], [], 1.5)[0] or seen.count(b"\x1b[6n") > answered:
-        if seen.count(b"\x1b[6n") > answered:  # busybox asks where the cursor is: answer as a terminal does
-            os.write(fd, b"\x1b[1;5R")
+    while select.select([term.fd], [], [], 1.5)[0] or term.seen.count(b"\x1b[6n") > answered:
+        if term.seen.count(b"\x1b[6n") > answered:  # busybox asks where the cursor is: answer as a terminal does
+            term.write(b"\x1b[1;5R")
             answered += 1
         else:
-            seen += os.read(fd, 4096)
-    os.write(fd, b"echo lk-$((6*7)); hostname\r")
-    read_until(b"lk-42")
-    read_until(b"uvm32")
-    os.write(fd, b"\x1d")
-    _, status = os.waitpid(pid, 0)
-    os.close(fd)
-    assert os.waitstatus_to_exitcode(status) == 0
+            term.seen += os.read(term.fd, 4096)
+    term.write(b"echo lk-$((6*7)); hostname\r")
+    term.read_until(b"lk-42")
+    term.read_until(b"uvm32")
+    term.write(b"\x1d")
+    assert term.exit_status() == 0
 
 
 def test_manage_ovs_shows_and_changes_the_live_bond(lab_up):

@@ -70,3 +70,31 @@ def test_every_service_can_be_started_by_what_bootstrap_installed():
     needed = [p for s in services.SERVICES for p in services._programs(s.start)]
     assert "tini" in needed and "libvirtd" in needed
     assert [p for p in needed if not shutil.which(p)] == []
+
+
+def test_a_veth_name_another_lab_took_after_the_plan_is_left_alone():
+    """Issue 11, item 1: create_veth removed whatever held its names; now only the lab's own
+    stale ends (marked, or unmarked from its earlier try) go, and anything else stops lab.up."""
+    from labkit import names
+    from labkit.errors import HostError
+    from labkit.host.netlink import Netlink
+    from labkit.model import Veth
+
+    from .conftest import sh
+
+    sh("ip link del lkrace-a", check=False)
+    sh("ip link add lkrace-a type veth peer name lkrace-b")
+    sh(f"ip link set lkrace-a alias {names.link_alias('otherlab', 'n1', 'uplink')}")
+    mine = Veth("lkrace-b", "lkrace-a", None, "uplink", alias=names.link_alias("mylab", "n1", "uplink"))
+    try:
+        with Netlink() as netlink:
+            with pytest.raises(HostError, match=r"^interface lkrace-a was taken by lab otherlab after this lab.up looked"):
+                netlink.create_veth(mine)
+            assert "otherlab" in sh("ip -d link show lkrace-a")
+            sh("ip link set lkrace-a alias ''")  # unmarked: another program's, unless this lab tried before
+            with pytest.raises(HostError, match="something that is not labkit's"):
+                netlink.create_veth(mine)
+            netlink.create_veth(mine, earlier_tries=frozenset({"lkrace-a", "lkrace-b"}))  # its own earlier try
+            assert "mylab" in sh("ip -d link show lkrace-a")
+    finally:
+        sh("ip link del lkrace-a", check=False)

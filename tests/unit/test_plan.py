@@ -132,3 +132,23 @@ def test_links_a_killed_up_left_unmarked_are_adopted_through_its_intents():
     assert ("update", "veth", veth.name) in {(a.verb, a.kind, a.name) for a in again.actions}
     down = plan.plan_down("seed", adopted)
     assert len([a for a in down.actions if a.kind == "veth"]) == 1  # one delete for the pair
+
+
+def test_a_lab_keeps_its_fallback_names_when_the_neighbour_that_forced_them_goes():
+    """Issue 11, item 2: lab B fell back because lab A held the AHV names; once A is down, B's
+    names stay and its plan is empty (they used to flip back, and every domain was recreated)."""
+    host = recorded("debian-fresh")
+    topo_a = pipeline.load(str(REPO / "examples/lacp.yaml"))
+    topo_b = topo_a.model_copy(update={"name": "lacp-b"})
+    a = pipeline.desire(topo_a, host, HOST_ADAPT)
+    with_a = state_after(a.lab, a.docs, host)
+    b = pipeline.desire(topo_b, with_a, HOST_ADAPT)
+    assert {d.name for d in b.lab.domains}.isdisjoint(d.name for d in a.lab.domains)
+    with_both = state_after(b.lab, b.docs, with_a)
+    b_alone = replace(with_both, **{field: tuple(o for o in getattr(with_both, field) if o.lab != a.lab.name)
+                                    for field in ("bridges", "links", "namespaces", "networks", "domains")})
+    again = pipeline.desire(topo_b, b_alone, HOST_ADAPT)
+    assert [d.name for d in again.lab.domains] == [d.name for d in b.lab.domains]
+    assert [br.name for br in again.lab.bridges] == [br.name for br in b.lab.bridges]
+    assert pipeline.plan_up(again, b_alone).empty
+    assert any("keeps it until lab.down" in str(d) for d in again.lab.deviations)

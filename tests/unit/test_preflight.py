@@ -36,3 +36,21 @@ def test_degraded_passes_unless_strict_and_failed_always_stops():
 def test_table_gives_advice_only_where_it_is_needed():
     table = report(memlock=DEGRADED).table()
     assert "-> memlock advice" in table and "-> kvm advice" not in table
+
+
+def test_memory_counts_only_the_guests_lab_up_will_start(monkeypatch):
+    """A lab's own running guests are already out of MemAvailable: a second lab.up of a big lab
+    must not be refused for them (issue 11, item 6); VMs powered off need nothing."""
+    from dataclasses import replace
+
+    from labkit import model, pipeline
+    from labkit.host import preflight
+
+    lab = model.resolve(pipeline.load(None))
+    monkeypatch.setattr(preflight, "_meminfo_mib", lambda _key: 200)
+    assert preflight.check_memory(lab).status == FAIL  # the CVM and uvm32, not running: 2 x 256 MiB + overhead
+    running = frozenset(d.name for d in lab.domains)
+    assert preflight.check_memory(lab, running).status == PASS
+    assert preflight.check_memory(lab, running).detail == "lab needs 0 MiB of 200 MiB available"
+    off = replace(lab, domains=tuple(replace(d, power_on=False) for d in lab.domains))
+    assert preflight.check_memory(off).status == PASS

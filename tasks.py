@@ -51,6 +51,9 @@ def user_errors(fn):
             raise Exit(f"labkit: {exc}", code=exc.exit_code) from None
         except Exit:  # a task's own exit status (lab.status unhealthy, console --cmd's status)
             raise
+        except BrokenPipeError:  # the reader went away (| head): not an error of ours
+            os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+            raise Exit(code=141) from None
         except KeyboardInterrupt:
             raise Exit("labkit: interrupted; run the same command again to converge", code=130) from None
         except Exception as exc:  # a bug, not a user mistake: one line, the traceback on request
@@ -85,10 +88,12 @@ def read_host():
             "no_verify": "check nothing from inside the guests (not even that they booted)",
             "timeout": "seconds to wait for the guests to boot before verifying (default 180)",
             "timings": "print how long each phase took (stderr)",
-            "json": "print the result as JSON on stdout: changes, phases and their seconds, verification"})
+            "json": "print the result as JSON on stdout: changes, phases and their seconds, verification",
+            "max_oversubscription": "refuse the lab above this many vCPUs per core, every running guest counted "
+                                    "(default 24: idle built-in guests take under 1 % of a core)"})
 @user_errors
 def up(c, topology=None, profile=None, strict=False, verify=False, no_verify=False, timeout=180, timings=False,
-       json=False):
+       json=False, max_oversubscription=None):
     """Build the lab (observe -> plan -> apply), then verify it from inside the guests."""
     need_root()
     reading = read_host()
@@ -96,7 +101,8 @@ def up(c, topology=None, profile=None, strict=False, verify=False, no_verify=Fal
 
     phases = Phases()
     topology, _ = pipeline.target(topology, None)  # a bare lab.up keeps what manage-ovs changed
-    result = pipeline.up(topology, profile, strict=strict, say=say, phases=phases, reading=reading)
+    result = pipeline.up(topology, profile, strict=strict, say=say, phases=phases, reading=reading,
+                         max_oversubscription=_ratio(max_oversubscription))
     lab = result.desired.lab
     if not result.plan.empty:
         say(f"lab {lab.name} is up: {len(lab.bridges)} OVS bridges, {len(lab.networks)} libvirt networks, "
@@ -129,6 +135,18 @@ def up(c, topology=None, profile=None, strict=False, verify=False, no_verify=Fal
                               "verify": _verify_json(verification) if verification else None}, indent=1))
     if verification is not None:
         _report(verification, as_json=json, timeout=float(timeout))
+
+
+def _ratio(text: str | None) -> float | None:
+    if text is None:
+        return None
+    try:
+        value = float(text)
+    except ValueError:
+        value = 0.0
+    if not value > 0:
+        raise LabkitError(f"--max-oversubscription {text} is not a positive number of vCPUs per core, e.g. 8")
+    return value
 
 
 def _verify_json(v) -> dict:
@@ -236,6 +254,18 @@ def status(c, topology=None, lab=None, json=False):
     print(report.to_json() if json else report.table())
     if not report.healthy:
         raise Exit(code=1)
+
+
+@task(name="list", help={"json": "print {\"version\": 1, \"labs\": [...]} instead of the table"})
+@user_errors
+def list_(c, json=False):
+    """Every lab on this host: its state (up, partial, left over), nodes, VMs, and the names it uses."""
+    need_root()
+    reading = read_host()
+    from labkit import labs
+
+    found = pipeline.labs_on_host(reading)
+    print(labs.to_json(found) if json else labs.table(found))
 
 
 @task(help={"topology": "topology file (only its lab name is used)", "lab": LAB_HELP,
@@ -445,7 +475,7 @@ def preflight(c, topology=None, strict=False):
     if checks.check_services().status == checks.PASS:
         facts = observe(topo.name)
     report = checks.run(model.resolve(topo, facts.facts_for(topo.name)), libvirt_cache=True,
-                        running=facts.running(topo.name))
+                        running=facts.running(topo.name), other_vcpus=facts.other_vcpus(topo.name))
     print(report.table())
     checks.enforce(report, strict)
 
@@ -477,7 +507,7 @@ def test(c, pytest_args=""):
 
 lab = Collection("lab")
 for t, name in ((up, "up"), (down, "down"), (status, "status"), (verify, "verify"), (console, "console"),
-                (render_, "render"), (plan_, "plan"), (link_down, "link-down"), (link_up, "link-up"), (export, "export")):
+                (render_, "render"), (plan_, "plan"), (link_down, "link-down"), (link_up, "link-up"), (export, "export"), (list_, "list")):
     lab.add_task(t, name)
 host = Collection("host")
 host.add_task(bootstrap, "bootstrap")

@@ -64,6 +64,7 @@ class SeenDomain:
     digest: str = ""
     active: bool = False
     ifnames: tuple[str, ...] = ()  # target devices of its NICs (taps, vnetN)
+    vcpus: int = 0
 
 
 @dataclass(frozen=True)
@@ -90,6 +91,10 @@ class HostState:
         """OVS port names on bridges that are not `lab`'s (port names are global to ovs-vswitchd)."""
         return frozenset(name for b in self.bridges if b.lab != lab
                          for name in [p.name for p in b.ports] + list(b.other_ports))
+
+    def other_vcpus(self, lab: str) -> int:
+        """vCPUs of the running guests that are not `lab`'s (other labs', anyone's)."""
+        return sum(d.vcpus for d in self.domains if d.active and d.lab != lab)
 
     def running(self, lab: str) -> frozenset[str]:
         """The lab's domains that are running now."""

@@ -118,12 +118,13 @@ class UpResult:
 
 
 def up(path: str | None, profile: str | None = None, *, strict: bool = False, say=print, phases=None,
-       reading=None) -> UpResult:
-    return up_topology(load(path, profile), path, strict=strict, say=say, phases=phases, reading=reading)  # parse + validate
+       reading=None, max_oversubscription: float | None = None) -> UpResult:
+    return up_topology(load(path, profile), path, strict=strict, say=say, phases=phases, reading=reading,  # parse + validate
+                       max_oversubscription=max_oversubscription)
 
 
 def up_topology(topo: topology.Topology, source: str | None, *, strict: bool = False, say=print,
-                phases=None, reading=None) -> UpResult:
+                phases=None, reading=None, max_oversubscription: float | None = None) -> UpResult:
     """Bring the host to `topo` (read from `source`, None for the default lab). `reading`: the host
     being read since the command started (host/observe.py), used if still fresh."""
     from . import render
@@ -132,27 +133,31 @@ def up_topology(topo: topology.Topology, source: str | None, *, strict: bool = F
     from .timings import Phases
 
     phase = (phases or Phases()).phase
+    max_oversubscription = max_oversubscription or preflight.MAX_OVERSUBSCRIPTION
     if images.needs_build():
         with phase("guest image"):
             images.build(say)                                             # the guest every domain boots
     with state.LabLock(topo.name, say):
         topo = with_addresses(topo)                                       # IPAM, against the lab's bindings
-        with phase("observe"):
-            observed = observe(topo.name, reading)                        # observe
-        with phase("resolve, render, plan"):
-            lab = model.resolve(topo, observed.facts_for(topo.name))      # resolve
-            checks = preflight.run(lab, running=observed.running(topo.name))  # what this host can do
-            preflight.enforce(checks, strict)
-            desired = Desired(lab, checks.adaptation(), render.render_all(lab, checks.adaptation()))  # render
-            todo = plan.plan(desired.lab, observed, desired.docs, dhcp_digests(lab))  # plan
-        if todo.empty:
-            say(str(todo))
-        else:
-            say(f"lab {topo.name}: applying {len(todo.actions)} change(s)")
-            from .apply import Applier
+        with state.names_lock(say):
+            with phase("observe"):
+                observed = observe(topo.name, reading)                    # observe
+            with phase("resolve, render, plan"):
+                lab = model.resolve(topo, observed.facts_for(topo.name))  # resolve
+                checks = preflight.run(lab, running=observed.running(topo.name),  # what this host can do
+                                       other_vcpus=observed.other_vcpus(topo.name), max_oversubscription=max_oversubscription)
+                preflight.enforce(checks, strict)
+                desired = Desired(lab, checks.adaptation(), render.render_all(lab, checks.adaptation()))  # render
+                todo = plan.plan(desired.lab, observed, desired.docs, dhcp_digests(lab))  # plan
+            if todo.empty:
+                say(str(todo))
+            else:
+                say("capacity: " + "; ".join(c.detail for c in checks.checks if c.name in ("memory", "cpus")))
+                say(f"lab {topo.name}: applying {len(todo.actions)} change(s)")
+                from .apply import Applier
 
-            with host_session(phase) as host:
-                Applier(host.ovs, host.netlink, host.virt, say, phase).apply(todo, desired.lab, desired.docs)  # apply
+                with host_session(phase) as host:
+                    Applier(host.ovs, host.netlink, host.virt, say, phase).apply(todo, desired.lab, desired.docs)  # apply
         state.save(topo.name, {"lab": topo.name, "source": source, "profile": topo.profile,
                                "deviations": [str(d) for d in desired.deviations]})
         state.save_topology(topo.name, topo)  # what status, verify, manage-ovs and a bare lab.up mean from now on
@@ -210,6 +215,19 @@ def _resolved(path: str | None, reading=None) -> model.Lab:
 
     topo = with_addresses(load(path))                                     # parse + validate, IPAM
     return model.resolve(topo, observe(topo.name, reading).facts_for(topo.name))  # observe, resolve
+
+
+def labs_on_host(reading=None) -> list:
+    """lab.list: every lab with marks on this host or a saved topology, resolved against one reading."""
+    from . import labs, topology
+    from .host.observe import observe
+
+    host = observe(None, reading)
+    resolved = {}
+    for effective in sorted(paths.RUN_DIR.glob("*/topology.yaml")):
+        topo = with_addresses(topology.load(str(effective)))
+        resolved[topo.name] = model.resolve(topo, host.facts_for(topo.name))
+    return labs.summarize(host, resolved)
 
 
 def status_plan(path: str | None, profile: str | None = None, reading=None) -> plan.Plan:

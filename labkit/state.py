@@ -66,6 +66,24 @@ class LabLock:
         os.close(self.fd)
 
 
+@contextlib.contextmanager
+def names_lock(say=print):
+    """Host-wide: one lab.up at a time goes from observing the host to creating its objects. Names
+    are chosen from what the host holds when observed; two labs doing that at once could both choose
+    br0. Held for the apply only, not while the guests boot."""
+    RUN_DIR.mkdir(parents=True, exist_ok=True)
+    fd = os.open(RUN_DIR / "names.lock", os.O_CREAT | os.O_RDWR, 0o600)
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            say("waiting for another lab's lab.up to create its objects (names are chosen one lab at a time)")
+            fcntl.flock(fd, fcntl.LOCK_EX)
+        yield
+    finally:
+        os.close(fd)
+
+
 GENERATION = RUN_DIR / "generation"
 
 

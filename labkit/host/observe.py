@@ -77,17 +77,18 @@ def start() -> Reading:
     return Reading()
 
 
-def observe(lab: str, reading: Reading | None = None, host=None):
+def observe(lab: str | None, reading: Reading | None = None, host=None):
     """The host as `lab` sees it (links a killed command of its left unmarked are adopted), from
     `reading` when it is still fresh, else through `host`'s open connections (a command that
-    changes the host has them anyway), else by new readers. Call with the lab's lock held."""
+    changes the host has them anyway), else by new readers. Call with the lab's lock held.
+    `lab` None: every lab's objects as marked (lab.list), nothing adopted."""
     if reading is not None and reading.fresh():
         seen = reading.result()
     elif host is not None:
         seen = read_with(host.netlink, host.ovs, host.virt)
     else:
         seen = Reading().result()
-    return seen.adopt(lab, state.intents(lab))
+    return seen if lab is None else seen.adopt(lab, state.intents(lab))
 
 
 def read_with(netlink, ovs, virt):

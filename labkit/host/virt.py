@@ -56,7 +56,8 @@ class Virt(Connection):
                 meta = metadata_of(dom.XMLDesc(libvirt.VIR_DOMAIN_XML_INACTIVE))
                 live = etree.fromstring(dom.XMLDesc(0).encode())
                 ifnames = tuple(t.get("dev") for t in live.findall("devices/interface/target") if t.get("dev"))
-                domains.append(SeenDomain(dom.name(), meta.get("name"), meta.get("digest", ""), bool(dom.isActive()), ifnames))
+                domains.append(SeenDomain(dom.name(), meta.get("name"), meta.get("digest", ""), bool(dom.isActive()), ifnames,
+                                          int(live.findtext("vcpu") or 0)))
         return tuple(sorted(networks, key=lambda n: n.name)), tuple(sorted(domains, key=lambda d: d.name))
 
     def domain(self, name: str):

@@ -54,3 +54,18 @@ def test_memory_counts_only_the_guests_lab_up_will_start(monkeypatch):
     assert preflight.check_memory(lab, running).detail == "lab needs 0 MiB of 200 MiB available"
     off = replace(lab, domains=tuple(replace(d, power_on=False) for d in lab.domains))
     assert preflight.check_memory(off).status == PASS
+
+
+def test_vcpu_oversubscription_counts_every_running_guest_and_stops_above_the_limit(monkeypatch):
+    from labkit import model, pipeline
+    from labkit.host import preflight
+
+    lab = model.resolve(pipeline.load(None))  # 2 vCPUs (lab profile)
+    monkeypatch.setattr(preflight.os, "cpu_count", lambda: 2)
+    check = preflight.check_cpus(lab, other_vcpus=30, limit=24)
+    assert check.status == PASS and check.detail == \
+        "2 vCPUs of this lab + 30 of other running guests on 2 cores: 16.0 per core (limit 24)"
+    check = preflight.check_cpus(lab, other_vcpus=30, limit=8)
+    assert check.status == FAIL and "lab.up --max-oversubscription" in check.advice
+    with pytest.raises(HostError, match=r"^preflight stops the lab: cpus: 2 vCPUs of this lab \+ 30"):
+        enforce(Report((check,)), strict=False)

@@ -256,6 +256,33 @@ def status(c, topology=None, lab=None, json=False):
         raise Exit(code=1)
 
 
+@task(help={"topology": TOPOLOGY_HELP, "lab": LAB_HELP, "format": "svg (default), png or dot (graphviz source)",
+            "out": "write here (default: <lab>.<format> in this directory)"})
+@user_errors
+def diagram(c, topology=None, lab=None, format="svg", out=None):
+    """Draw the lab: nodes, bridges, bonds, uplinks, switches, VLANs, VMs, with the names used on
+    the host and the links that are down now (red, dashed)."""
+    need_root()
+    reading = read_host()
+    if format not in ("svg", "png", "dot"):
+        raise LabkitError(f"--format {format} is not one of svg, png, dot")
+    path, name = pipeline.target(topology, lab)
+    source = pipeline.diagram(path, reading)
+    target = Path(out or f"{name}.{format}")
+    if format == "dot":
+        target.write_text(source)
+    else:
+        import shutil
+        import subprocess
+
+        if shutil.which("dot") is None:
+            raise LabkitError("graphviz's dot is not installed; run invoke host.bootstrap (or use --format dot)")
+        run = subprocess.run(["dot", f"-T{format}", "-o", str(target)], input=source, text=True, capture_output=True)
+        if run.returncode:
+            raise LabkitError(f"dot failed ({run.stderr.strip()[:200]}); try --format dot and report it")
+    say(f"lab {name} drawn in {target}")
+
+
 @task(name="list", help={"json": "print {\"version\": 1, \"labs\": [...]} instead of the table"})
 @user_errors
 def list_(c, json=False):
@@ -333,7 +360,8 @@ def plan_(c, topology=None, profile=None, offline=False):
 
 
 LINK_HELP = {"node": "node name as in the topology, or `tor` for any top-of-rack port by its name",
-             "iface": "the node's uplink (eth2), or a top-of-rack port name with node `tor`",
+             "iface": "the node's uplink (eth2); with node `tor` (or `tor-b`, a pair's second switch) a switch "
+                      "port name, or `all`: the whole switch fails",
              "side": "node (default): the node's NIC goes down; tor: the switch port facing it",
              "topology": TOPOLOGY_HELP, "lab": LAB_HELP}
 
@@ -507,7 +535,7 @@ def test(c, pytest_args=""):
 
 lab = Collection("lab")
 for t, name in ((up, "up"), (down, "down"), (status, "status"), (verify, "verify"), (console, "console"),
-                (render_, "render"), (plan_, "plan"), (link_down, "link-down"), (link_up, "link-up"), (export, "export"), (list_, "list")):
+                (render_, "render"), (plan_, "plan"), (link_down, "link-down"), (link_up, "link-up"), (export, "export"), (list_, "list"), (diagram, "diagram")):
     lab.add_task(t, name)
 host = Collection("host")
 host.add_task(bootstrap, "bootstrap")

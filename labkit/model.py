@@ -270,7 +270,7 @@ class _Builder:
         self.domains: list[Domain] = []
         self.deviations: list[Deviation] = []
         self.node_bridges: dict[tuple[str, str], OvsBridge] = {}
-        self.tor_ports: list[OvsPort] = []
+        self.tor_ports: dict[str, list[OvsPort]] = {"a": [], "b": []}  # by top-of-rack switch
         self.used_ifnames: set[str] = set()
         self.used_macs: set[str] = set()
 
@@ -285,7 +285,7 @@ class _Builder:
         does not run under a fallback name already (names never flip under a running lab)."""
         kept = next((name for salt in range(4) if (name := names.fallback(ahv, self.lab_name, node, salt=salt))
                      in self.facts.own_names and name not in taken | self.used_ifnames), None)
-        if kept and ahv not in self.used_ifnames:
+        if kept and ahv not in taken and ahv not in self.used_ifnames:
             self.deviations.append(Deviation(f"{what} {ahv}", f"named {kept}: the lab got this name while {ahv} "
                                                               f"was held, and keeps it until lab.down"))
             return self._claim(kept)
@@ -306,7 +306,7 @@ class _Builder:
 
     def global_name(self, ahv: str, node: str, taken: frozenset[str], used: set[str], what: str) -> str:
         fallback = f"{ahv}-{self.lab_name}-{node}"
-        if ahv not in used and fallback in self.facts.own_names and fallback not in taken:
+        if ahv not in used and ahv not in taken and fallback in self.facts.own_names and fallback not in taken:
             name = fallback  # the lab runs under it: it keeps it until lab.down, whoever frees the AHV name
             self.deviations.append(Deviation(f"{what} {ahv}", f"named {name}: the lab got this name while {ahv} "
                                                               f"was used, and keeps it until lab.down"))
@@ -342,7 +342,10 @@ class _Builder:
             tor_ends[uplink] = tor_end = self.lab_ifname(n, uplink)
             self.veths.append(Veth(tor_end, name, None, "uplink", mtu=self._uplink_mtu(node, uplink),
                                    alias=names.link_alias(lab, node.name, "uplink", uplink), node=node.name, uplink=uplink))
-        self.tor_ports.extend(self._tor_ports(n, node, tor_ends))
+        switch_of = self._switch_of(node)
+        for port in self._tor_ports(n, node, tor_ends):
+            uplink = next((u for u, end in tor_ends.items() if end == port.name), None)
+            self.tor_ports[switch_of.get(uplink, "a")].append(port)
 
         for bname, bridge in node.bridges.items():
             real = self.ahv_ifname(bname, node.name, facts.taken_ifnames(), "OVS bridge")
@@ -392,13 +395,26 @@ class _Builder:
                 return bridge.mtu
         return 1500
 
-    def _tor_ports(self, n: str, node: Node, tor_ends: dict[str, str]) -> list[OvsPort]:
-        """The ToR ports facing a node: trunks of the switch's VLANs (native VLAN untagged); the
-        members of a node's LACP bond form one LACP bond on the ToR too, as a real switch would."""
+    def _switch_of(self, node: Node) -> dict[str, str]:
+        """Which switch each uplink plugs into: all into a, or with `switch.pair` each bond's members
+        alternately into a and b (unbonded uplinks into a)."""
+        if not self.topo.switch.pair:
+            return {}
+        return {member: "ab"[i % 2] for bridge in node.bridges.values() if bridge.bond
+                for i, member in enumerate(bridge.bond.interfaces)}
+
+    def _trunk(self) -> dict:
+        """A switch-to-switch or switch-to-node port: the switch's VLANs tagged, its native VLAN untagged."""
         switch = self.topo.switch
         vlan = dict(trunks=tuple(sorted(set(switch.vlans))))
         if switch.native_vlan != 0:
             vlan.update(tag=switch.native_vlan, vlan_mode="native-untagged")
+        return vlan
+
+    def _tor_ports(self, n: str, node: Node, tor_ends: dict[str, str]) -> list[OvsPort]:
+        """The ToR ports facing a node: trunks of the switch's VLANs (native VLAN untagged); the
+        members of a node's LACP bond form one LACP bond on the ToR too, as a real switch would."""
+        vlan = self._trunk()
         ports, bonded = [], set()
         for bridge in node.bridges.values():
             bond = bridge.bond
@@ -441,17 +457,27 @@ class _Builder:
     # switch --------------------------------------------------------------
 
     def switch(self) -> None:
+        """The top-of-rack switch (`<lab>-tor`) with the VLANs' gateways; with `switch.pair` a second
+        one (`<lab>-tor-b`, "tor-b") joined to it by an inter-switch link trunking every VLAN."""
         lab = self.lab_name
-        ports = list(self.tor_ports)
+        ports = list(self.tor_ports["a"])
         for vlan, gw in sorted(self.topo.switch.gateways.items()):
             netns = names.netns(lab, f"gw{vlan}")
             outer = self.lab_ifname(f"gw{vlan}")
             self.namespaces.append(Netns(netns, "gateway", None))
             self.veths.append(Veth("eth0", outer, netns, "gateway", addresses=(str(gw),), alias=names.link_alias(lab, f"gw{vlan}")))
             ports.append(OvsPort(outer, (OvsInterface(outer),), tag=vlan))
-        tor = self.lab_ifname("tor")
         mtu = max((b.mtu for b in self.bridges), default=1500)
-        self.bridges.append(OvsBridge(tor, "tor", None, self.facts.datapath_type, mtu, tuple(ports), "tor"))
+        second = list(self.tor_ports["b"])
+        if self.topo.switch.pair:
+            isl_a, isl_b = self.lab_ifname("isl", "a"), self.lab_ifname("isl", "b")
+            self.veths.append(Veth(isl_b, isl_a, None, "isl", mtu=mtu, alias=names.link_alias(lab, "isl")))
+            ports.append(OvsPort(isl_a, (OvsInterface(isl_a, mtu_request=mtu),), **self._trunk()))
+            second.append(OvsPort(isl_b, (OvsInterface(isl_b, mtu_request=mtu),), **self._trunk()))
+        self.bridges.append(OvsBridge(self.lab_ifname("tor"), "tor", None, self.facts.datapath_type, mtu, tuple(ports), "tor"))
+        if self.topo.switch.pair:
+            self.bridges.append(OvsBridge(self.lab_ifname("tor", "b"), "tor", None, self.facts.datapath_type, mtu,
+                                          tuple(second), "tor-b"))
 
     # user VMs ------------------------------------------------------------
 

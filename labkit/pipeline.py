@@ -217,6 +217,18 @@ def _resolved(path: str | None, reading=None) -> model.Lab:
     return model.resolve(topo, observe(topo.name, reading).facts_for(topo.name))  # observe, resolve
 
 
+def diagram(path: str | None, reading=None) -> str:
+    """lab.diagram: the lab's graph (DOT), with the names used on the host and its down links."""
+    from . import diagram as diagram_mod, topology
+    from .host.observe import observe
+
+    topo = with_addresses(load(path))
+    host = observe(topo.name, reading)
+    lab = model.resolve(topo, host.facts_for(topo.name))
+    down = frozenset(link.name for link in host.links if link.netns is None and link.lab == lab.name and not link.up)
+    return diagram_mod.dot(lab, down)
+
+
 def labs_on_host(reading=None) -> list:
     """lab.list: every lab with marks on this host or a saved topology, resolved against one reading."""
     from . import labs, topology
@@ -341,30 +353,38 @@ def manage_ovs_show(path: str | None, node: str | None, action: str) -> str:
 
 def set_link(path: str | None, node: str, iface: str, up: bool, side: str = "node") -> str:
     """Take a lab link down or up: a node's uplink (its NIC end, or with side=tor the top-of-rack
-    port facing it), or with node=tor any top-of-rack port by name. Returns the interface changed."""
+    port facing it); with node=tor (or tor-b, the second switch of a pair) a switch port by name, or
+    `all` of them: the whole switch fails. Returns what was changed."""
     from .host.netlink import Netlink
 
-    link = _link_target(_resolved(path), node, iface, side)
+    links = _link_targets(_resolved(path), node, iface, side)
     with Netlink() as netlink:
-        netlink.set_link_state(link, up)
+        for link in links:
+            netlink.set_link_state(link, up)
     state.bump_generation()
-    return link
+    return ", ".join(links)
 
 
-def _link_target(lab: model.Lab, node: str, iface: str, side: str) -> str:
-    """The root-namespace interface that carries a node's uplink (either end) or a ToR port."""
-    if node == "tor":
-        tor_ports = [i.name for b in lab.bridges if b.role == "tor" for p in b.ports for i in p.interfaces]
-        if iface not in tor_ports:
-            raise LabkitError(f"the top-of-rack switch of lab {lab.name} has no port {iface!r}; its ports: {', '.join(tor_ports)}")
-        return iface
+def _link_targets(lab: model.Lab, node: str, iface: str, side: str) -> list[str]:
+    """The root-namespace interfaces that carry a node's uplink (either end) or a switch's ports."""
+    switches = {b.ahv_name: b for b in lab.bridges if b.role == "tor"}
+    if node in switches:
+        ports = [i.name for p in switches[node].ports for i in p.interfaces]
+        if iface == "all":  # the switch fails: every port, its gateways' and the inter-switch link's included
+            return ports
+        if node == "tor":  # any switch's port by name (port names are unique)
+            ports = [i.name for b in switches.values() for p in b.ports for i in p.interfaces]
+        if iface not in ports:
+            raise LabkitError(f"switch {node} of lab {lab.name} has no port {iface!r}; its ports: {', '.join(ports)} (or all)")
+        return [iface]
     uplinks = lab.uplinks(node)
     if not uplinks:
-        raise LabkitError(f"lab {lab.name} has no node {node!r}; its nodes: {', '.join(lab.node_names)} (or tor)")
+        raise LabkitError(f"lab {lab.name} has no node {node!r}; its nodes: {', '.join(lab.node_names)} "
+                          f"(or the switches {', '.join(switches)})")
     veth = uplinks.get(iface)
     if veth is None:
         raise LabkitError(f"node {node} has no uplink {iface!r}; its uplinks: {', '.join(uplinks)}")
-    return veth.peer if side == "node" else veth.name
+    return [veth.peer if side == "node" else veth.name]
 
 
 def find_domain(path: str | None, vm: str, reading=None) -> model.Domain:

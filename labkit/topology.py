@@ -97,6 +97,9 @@ class Switch(Spec):
     vlans: list[Vlan] = [0]
     native_vlan: Vlan = 0
     gateways: dict[Vlan, ipaddress.IPv4Interface] = {}
+    # Two top-of-rack switches joined by an inter-switch link: each bond's members alternate between
+    # them (the first on switch a, the second on b), so every dual-homed node survives a switch.
+    pair: Annotated[bool, Strict()] = False
 
 
 class IpConfig(Spec):
@@ -268,6 +271,11 @@ def crosscheck(topo: Topology) -> list[tuple[tuple, str]]:
     addresses: list[tuple[tuple, ipaddress.IPv4Address]] = []
     for i, node in enumerate(topo.nodes):
         _check_node(bad, ("nodes", i), node, topo, addresses)
+        for bname, bridge in node.bridges.items():
+            bond = bridge.bond
+            if topo.switch.pair and bond is not None and bond.lacp != "off" and bond.switch_lacp:
+                bad(("nodes", i, "bridges", bname, "bond", "lacp"), "an LACP bond across two switches needs MLAG, which "
+                    "the lab does not simulate; use active-backup or balance-slb, or switch_lacp: false")
 
     networks = {n.name: n for n in topo.networks}
     for i, net in enumerate(topo.networks):

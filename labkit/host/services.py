@@ -28,6 +28,7 @@ APT_PACKAGES = (
     # building the guest: its kernel from Debian's linux-source (labkit/kernel.py), its agent with musl
     "make", "gcc", "flex", "bison", "bc", "libelf-dev", "libssl-dev", "patch", "xz-utils", "musl-tools",
     "tini",  # runs libvirtd as a subreaper (see SERVICES)
+    "graphviz",  # lab.diagram's layout (dot)
 )
 OVS_CTL = "/usr/share/openvswitch/scripts/ovs-ctl"
 OVSDB_SOCK = "/var/run/openvswitch/db.sock"

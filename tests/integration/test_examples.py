@@ -165,3 +165,39 @@ nodes:
         assert port("native-n1-eth2", "vlan_mode") == "native-untagged" and port("native-n1-eth2", "tag") == "10"
     finally:
         down("native")
+
+
+def test_three_nodes_verify_across_nodes_and_draw(tmp_path):
+    name = up("three-nodes")
+    try:
+        out = invoke("lab.verify", "--lab", name, "--json").stdout
+        checks = {(c["from"], c["to"]): c for c in json.loads(out)["checks"]}
+        assert checks[("web1", "web3 eth0")]["ok"] and checks[("web3", "web2 eth0")]["ok"]  # VLAN 32 across nodes
+        assert checks[("NTNX-node1-CVM", "NTNX-node3-CVM eth0")]["ok"]  # the cluster network
+        assert checks[("web1", "gw40")]["expect"] == "blocked" and checks[("web1", "gw40")]["ok"]
+        for node in ("node1", "node2", "node3"):  # each node its own local network, same addresses
+            assert "inet 192.168.5.1/24" in sh(f"ip netns exec labkit.{name}.{node} ip -4 addr")
+        svg = tmp_path / "trio.svg"
+        invoke("lab.diagram", "--lab", name, "--out", str(svg))
+        assert svg.read_text().count('<g id="clust') == 3 and "labkit.trio.node3" in svg.read_text()
+    finally:
+        down(name)
+
+
+def test_dual_homed_cluster_survives_a_whole_switch():
+    name = up("four-nodes-dual-tor")
+    try:
+        invoke("lab.link-down", "tor-b", "all", "--lab", name)
+        deadline = time.monotonic() + 30
+        while "may_enable: false" not in bond_of("br0-up") or "active-backup" not in bond_of("br0-up"):
+            assert time.monotonic() < deadline, bond_of("br0-up")
+            time.sleep(1)
+        assert re.search(r"member eth3: disabled", bond_of("br0-up")), bond_of("br0-up")
+        invoke("lab.verify", "--lab", name)  # every path over switch a alone
+        assert "link down" in invoke("lab.status", "--lab", name, expect=1).stdout
+        dot = invoke("lab.diagram", "--lab", name, "--format", "dot", "--out", "/dev/stdout").stdout
+        assert "quad-isl-b DOWN" in dot
+        invoke("lab.link-up", "tor-b", "all", "--lab", name)
+        invoke("lab.verify", "--lab", name)
+    finally:
+        down(name)

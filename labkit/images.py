@@ -97,7 +97,11 @@ def _build_into(kernel_dir: Path, target: Path, inputs: dict) -> None:
         (staging / "initrd.img").write_bytes(newc_archive(files, dirs=ROOT_DIRS, links=links))
         (staging / "inputs.json").write_text(json.dumps(inputs, indent=1, sort_keys=True) + "\n")
         shutil.rmtree(target, ignore_errors=True)
-        staging.rename(target)
+        try:
+            staging.rename(target)
+        except OSError:  # another build of the same inputs got there between: the same files
+            if not all((target / name).exists() for name in ("vmlinux", "vmlinuz", "initrd.img", "inputs.json")):
+                raise
 
 
 def _compile(source: Path, workdir: Path) -> bytes:

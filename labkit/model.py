@@ -299,8 +299,16 @@ class _Builder:
         return self._claim(ahv)
 
     def lab_ifname(self, *parts: str) -> str:
-        full, salt = "-".join((self.lab_name,) + parts), 0
-        while (name := names.fit(full, salt)) in self.used_ifnames:  # cut names can collide: salt them
+        """A lab-private name, `<lab>-<parts>`. Plain joins can meet another lab's (lab a's uplink
+        `tor` on node 1, lab a-n1's switch) and cut names can collide: such names are salted, and a
+        salted name the lab already runs under is kept."""
+        full, taken = "-".join((self.lab_name,) + parts), self.facts.taken_ifnames()
+        kept = next((name for salt in range(1, 4) if (name := names.fit(full, salt)) in self.facts.own_names
+                     and name not in self.used_ifnames | taken), None)
+        if kept:
+            return self._claim(kept)
+        salt = 0
+        while (name := names.fit(full, salt)) in self.used_ifnames or name in taken:
             salt += 1
         return self._claim(name)
 

@@ -98,3 +98,36 @@ def test_a_veth_name_another_lab_took_after_the_plan_is_left_alone():
             assert "mylab" in sh("ip -d link show lkrace-a")
     finally:
         sh("ip link del lkrace-a", check=False)
+
+
+def test_observing_never_creates_a_namespace(monkeypatch):
+    """Issue 11, item 3: a lab namespace deleted between listing and entering is simply not there
+    (pyroute2's own helpers would create it again, even from lab.status)."""
+    import os
+
+    from labkit.host import netlink as netlink_mod
+
+    gone = "labkit.lkgone.node1"
+    real = netlink_mod.netns.listnetns
+    monkeypatch.setattr(netlink_mod.netns, "listnetns", lambda *a: [*real(*a), gone])
+    with netlink_mod.Netlink() as netlink:
+        links, namespaces = netlink.observe()
+    assert gone not in {ns.name for ns in namespaces}
+    assert not os.path.exists(f"/run/netns/{gone}")
+
+
+def test_two_image_builds_at_once_both_succeed():
+    """Issue 11, item 4: two labs building the guest image at once shared staging names and deleted
+    each other's directory; each build now stages privately and the later one yields to the earlier."""
+    import subprocess
+    import sys
+
+    procs = [subprocess.Popen([sys.executable, "-m", "invoke", "images.build", "--force"], cwd=REPO,
+                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) for _ in range(3)]
+    for proc in procs:
+        _, err = proc.communicate(timeout=300)
+        assert proc.returncode == 0, err
+    from labkit import images
+
+    assert not images.needs_build()
+    assert not [p for p in images.IMAGES.iterdir() if p.name.startswith(".")]  # no staging left behind

@@ -8,7 +8,6 @@ from pathlib import Path
 import pytest
 
 from labkit import pipeline, plan, render
-from labkit.errors import PlanError
 from labkit.hoststate import HostState, SeenBridge, SeenLink
 
 from ..conftest import REPO
@@ -94,12 +93,16 @@ def test_down_deletes_only_the_labs_objects(golden):
     assert "default" not in {a.name for a in down.actions}
 
 
-def test_foreign_names_are_plan_errors_before_anything_runs(golden):
+def test_foreign_objects_holding_private_names_are_left_alone():
+    """Something not the lab's holds names the lab would give its own objects: the lab's are salted
+    around them, and the plan never touches them."""
     host = replace(recorded("debian-fresh"),
                    bridges=(SeenBridge("seed-tor", None, "netdev"), SeenBridge("brx", None, "netdev", (), ("seed-n1-host",))))
-    with pytest.raises(PlanError) as info:
-        up_plan(host)
-    golden(GOLDEN / "conflict-foreign-bridge.txt", str(info.value) + "\n")
+    desired, todo = up_plan(host)
+    names = {b.name for b in desired.lab.bridges} | {p.name for b in desired.lab.bridges for p in b.ports}
+    assert not names & {"seed-tor", "seed-n1-host", "brx"}
+    assert any(b.role == "tor" and b.name.startswith("seed-tor") for b in desired.lab.bridges)
+    assert not [a for a in todo.actions if {a.name, a.where} & {"seed-tor", "seed-n1-host", "brx"}]
 
 
 def test_another_labs_br0_makes_this_lab_fall_back():
@@ -125,8 +128,8 @@ def test_links_a_killed_up_left_unmarked_are_adopted_through_its_intents():
     desired, _ = up_plan(host)
     veth = next(v for v in desired.lab.veths if v.purpose == "uplink")
     bare = replace(host, links=host.links + (SeenLink(veth.peer, None, None, "veth", up=False), SeenLink(veth.name, None, None, "veth")))
-    with pytest.raises(PlanError, match="is not lab seed's"):
-        up_plan(bare)
+    unknown, todo = up_plan(bare)  # without the lab's intents they are someone else's: left alone
+    assert veth.name not in {v.name for v in unknown.lab.veths} and veth.name not in {a.name for a in todo.actions}
     adopted = bare.adopt("seed", [(veth.peer, veth.name, veth.netns)])
     _, again = up_plan(adopted)
     assert ("update", "veth", veth.name) in {(a.verb, a.kind, a.name) for a in again.actions}
@@ -152,3 +155,24 @@ def test_a_lab_keeps_its_fallback_names_when_the_neighbour_that_forced_them_goes
     assert [br.name for br in again.lab.bridges] == [br.name for br in b.lab.bridges]
     assert pipeline.plan_up(again, b_alone).empty
     assert any("keeps it until lab.down" in str(d) for d in again.lab.deviations)
+
+
+def test_private_names_of_two_labs_never_meet():
+    """Issue 11, item 5: lab `a`'s uplink `tor` on node 1 and lab `a-n1`'s switch were both `a-n1-tor`."""
+    host = recorded("debian-fresh")
+    seed = pipeline.load(None)
+    other = pipeline.desire(seed.model_copy(update={"name": "a-n1"}), host, HOST_ADAPT)
+    host = state_after(other.lab, other.docs, host)
+    node = seed.nodes[0]
+    uplinks = {("tor" if name == "eth0" else name): speed for name, speed in node.uplinks.items()}
+    mine = seed.model_copy(update={"name": "a", "nodes": [node.model_copy(update={"uplinks": uplinks})]})
+    desired, todo = up_plan_of(mine, host)
+    ours = {v.name for v in desired.lab.veths} | {v.peer for v in desired.lab.veths} | {b.name for b in desired.lab.bridges}
+    theirs = {v.name for v in other.lab.veths} | {v.peer for v in other.lab.veths} | {b.name for b in other.lab.bridges}
+    assert "a-n1-tor" in theirs and not (ours & theirs) - {"br0", "virbr0", "eth0"}
+    assert not any(a.verb == "delete" for a in todo.actions)
+
+
+def up_plan_of(topo, host):
+    desired = pipeline.desire(topo, host, HOST_ADAPT)
+    return desired, pipeline.plan_up(desired, host)

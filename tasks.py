@@ -353,7 +353,9 @@ def plan_(c, topology=None, profile=None, offline=False):
     need_root()
     reading = read_host()
     topology, _ = pipeline.target(topology, None)
-    print(pipeline.status_plan(topology, profile, reading))
+    pending, capacity = pipeline.status_plan(topology, profile, reading)
+    print(pending)
+    print(capacity)
 
 
 # --------------------------------------------------------------------------- faults and manage_ovs

@@ -242,8 +242,15 @@ def labs_on_host(reading=None) -> list:
     return labs.summarize(host, resolved)
 
 
-def status_plan(path: str | None, profile: str | None = None, reading=None) -> plan.Plan:
-    return _look(path, profile, reading)[2]
+def status_plan(path: str | None, profile: str | None = None, reading=None) -> tuple[plan.Plan, str]:
+    """lab.plan: the changes lab.up would make, and the capacity it would check them against."""
+    from .host import preflight
+
+    desired, observed, pending = _look(path, profile, reading)
+    checks = [preflight.check_memory(desired.lab, observed.running(desired.lab.name)),
+              preflight.check_cpus(desired.lab, observed.other_vcpus(desired.lab.name))]
+    return pending, "capacity: " + "; ".join(f"{c.detail}" + (f" ({c.status})" if c.status != "pass" else "")
+                                            for c in checks)
 
 
 def status(path: str | None, profile: str | None = None, reading=None):

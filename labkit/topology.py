@@ -18,19 +18,21 @@ from importlib import resources
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, Strict, ValidationError
+from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, Field, Strict, ValidationError
 
 from . import ipam, yamlpos
 from .errors import Problem, TopologyError
 
 DEFAULT_TOPOLOGY = "default.yaml"
 
-IFNAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
+# Every name pattern is used with fullmatch: `$` would also match before a trailing newline.
+IFNAME_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]*")
 IFNAME_MAX = 15  # IFNAMSIZ - 1, in bytes
-LAB_NAME_RE = re.compile(r"^[a-z][a-z0-9-]{0,11}$")
-HOST_NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9-]{0,31}$")
-PCI_RE = re.compile(r"^[0-9a-fA-F]{4}:[0-9a-fA-F]{2}:[0-9a-fA-F]{2}\.[0-7]$")
-SIZE_RE = re.compile(r"^(\d+)\s*(MiB|GiB|M|G)$")
+LAB_NAME_RE = re.compile(r"[a-z][a-z0-9-]{0,11}")
+HOST_NAME_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9-]{0,31}")
+PCI_RE = re.compile(r"[0-9a-fA-F]{4}:[0-9a-fA-F]{2}:[0-9a-fA-F]{2}\.[0-7]")
+MAC_RE = re.compile(r"[0-9a-f]{2}(:[0-9a-f]{2}){5}")
+SIZE_RE = re.compile(r"(\d+)\s*(MiB|GiB|M|G)")
 
 Vlan = Annotated[int, Strict(), Field(ge=0, le=4094)]
 Count = Annotated[int, Strict(), Field(ge=1, le=256)]
@@ -39,11 +41,17 @@ Count = Annotated[int, Strict(), Field(ge=1, le=256)]
 def _mebibytes(value: Any) -> Any:
     """'24GiB' / '256MiB' / 256 (MiB) -> MiB; anything else is left for pydantic to reject."""
     if isinstance(value, str):
-        match = SIZE_RE.match(value.strip())
+        match = SIZE_RE.fullmatch(value.strip())
         if not match:
             raise ValueError(f"{value!r} is not a size; write it like 256MiB or 24GiB")
         number, unit = int(match.group(1)), match.group(2)
         return number * 1024 if unit.startswith("G") else number
+    return value
+
+
+def _mac(value: str) -> str:
+    if not MAC_RE.fullmatch(value):
+        raise ValueError(f"{value!r} is not a MAC address as labkit writes them; use lowercase hex, like 50:6b:8d:00:00:01")
     return value
 
 
@@ -132,7 +140,7 @@ class Nic(Spec):
     bridge: str | None = None
     ip: ipaddress.IPv4Interface | None = None  # on `network` (managed networks: the IPAM address)
     ips: dict[Vlan, ipaddress.IPv4Interface] = {}  # trunk NICs: an address per VLAN sub-interface (eth0.32)
-    mac: Annotated[str, Field(pattern=r"^[0-9a-f]{2}(:[0-9a-f]{2}){5}$")] | None = None  # default: derived from the VM's name
+    mac: Annotated[str, AfterValidator(_mac)] | None = None  # default: derived from the VM's name
 
 
 class Vm(Spec):
@@ -164,9 +172,12 @@ def load(path: str | Path | None) -> Topology:
         name = f"<default topology {DEFAULT_TOPOLOGY}>"
     else:
         try:
-            text = Path(path).read_text()
+            text = Path(path).read_text(encoding="utf-8")
         except OSError as exc:
             raise TopologyError([Problem(str(path), 0, "", f"cannot be read ({exc.strerror}); give an existing topology file")]) from None
+        except UnicodeDecodeError as exc:
+            line = Path(path).read_bytes()[: exc.start].count(b"\n") + 1
+            raise TopologyError([Problem(str(path), line, "", "is not UTF-8 text; a topology file is a YAML text file")]) from None
         name = str(path)
     topo = parse(text, name)
     if path is None:
@@ -252,7 +263,7 @@ def crosscheck(topo: Topology) -> list[tuple[tuple, str]]:
     def bad(path: tuple, message: str) -> None:
         out.append((path, message))
 
-    if not LAB_NAME_RE.match(topo.name):
+    if not LAB_NAME_RE.fullmatch(topo.name):
         bad(("name",), f"{topo.name!r} is not a valid lab name; use 1-12 of a-z, 0-9 and '-', starting with a letter")
     _unique(bad, [(("nodes", i, "name"), n.name) for i, n in enumerate(topo.nodes)], "node")
     _unique(bad, [(("vms", i, "name"), v.name) for i, v in enumerate(topo.vms)], "VM")
@@ -290,7 +301,7 @@ def crosscheck(topo: Topology) -> list[tuple[tuple, str]]:
             bad(path + ("node",), f"node {vm.node!r} does not exist; {_choices(vm.node, nodes)}")
         for j, nic in enumerate(vm.nics):
             _check_nic(bad, path + ("nics", j), nic, node, networks, vlans, addresses)
-        if vm.image is not None and not re.search(r"\.(qcow2|img|raw)$", vm.image):
+        if vm.image is not None and not re.search(r"\.(qcow2|img|raw)\Z", vm.image):
             bad(path + ("image",), f"{vm.image!r} is not a disk image; give a .qcow2, .img or .raw file")
 
     _unique(bad, [(p, str(a)) for p, a in addresses], "IP address")
@@ -384,12 +395,12 @@ def _check_node(bad, path: tuple, node: Node, topo: Topology, addresses: list) -
     if cvm.bridge not in node.bridges:
         bad(cpath + ("bridge",), f"bridge {cvm.bridge!r} is not a bridge of node {node.name}; {_choices(cvm.bridge, node.bridges)}")
     for k, address in enumerate(cvm.passthrough):
-        if not PCI_RE.match(address):
+        if not PCI_RE.fullmatch(address):
             bad(cpath + ("passthrough", k), f"{address!r} is not a PCI address; write it like 0000:01:00.0")
 
 
 def _check_network(bad, path: tuple, net: Network, topo: Topology) -> None:
-    if not re.match(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$", net.name):
+    if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,63}", net.name):
         bad(path + ("name",), f"{net.name!r} is not a valid network name; use letters, digits, '_', '.' and '-'")
     if net.vlan not in topo.switch.vlans:
         bad(path + ("vlan",), f"VLAN {net.vlan} is not carried by the switch; add it to switch.vlans {sorted(topo.switch.vlans)}")
@@ -461,12 +472,12 @@ def _check_nic(bad, path: tuple, nic: Nic, node: Node | None, networks: dict, vl
 
 
 def _ifname(bad, path: tuple, name: str) -> None:
-    if len(name.encode()) > IFNAME_MAX or not IFNAME_RE.match(name):
+    if len(name.encode()) > IFNAME_MAX or not IFNAME_RE.fullmatch(name):
         bad(path, f"{name!r} is not a valid interface name; use at most 15 of A-Z, a-z, 0-9, '_', '.', '-'")
 
 
 def _hostname(bad, path: tuple, name: str, what: str) -> None:
-    if not HOST_NAME_RE.match(name):
+    if not HOST_NAME_RE.fullmatch(name):
         bad(path, f"{name!r} is not a valid {what} name; use 1-32 of letters, digits and '-', not starting with '-'")
 
 

@@ -57,7 +57,7 @@ def test_resolve_is_deterministic(topo, taken_names):
 def test_names_fit_linux_and_never_take_a_held_name(topo, taken_names):
     lab = model.resolve(topo, model.HostFacts(taken_links=taken_names))
     for name in all_ifnames(lab):
-        assert len(name.encode()) <= 15 and IFNAME_RE.match(name), name
+        assert len(name.encode()) <= 15 and IFNAME_RE.fullmatch(name), name
     root_names = [b.name for b in lab.bridges] + [v.peer for v in lab.veths if v.netns is None] + \
         [v.name for v in lab.veths if v.netns is None] + [nic.target for d in lab.domains for nic in d.nics if nic.target]
     assert not set(root_names) & taken_names

@@ -100,7 +100,9 @@ class Applier:
         earlier = frozenset(n for peer, name, _ in state.intents(self.lab_name) for n in (peer, name))
         state.record_intent(self.lab_name, [(v.peer, v.name, v.netns) for v in map(self._veth, actions)])
         for a in actions:
-            self.netlink.create_veth(self._veth(a), earlier)
+            veth = self._veth(a)
+            self.netlink.create_veth(veth, earlier)  # made and marked
+            state.prune_intents(self.lab_name, [(veth.peer, veth.name, veth.netns)])
 
     def _update_veth(self, actions: list[Action]) -> None:
         for a in actions:

@@ -35,6 +35,8 @@ class SeenLink:
     mtu: int = 1500
     master: str | None = None
     addresses: tuple[str, ...] = ()
+    index: int = 0  # ifindex, in its namespace
+    peer_index: int = 0  # a veth's IFLA_LINK: its peer's ifindex (in the peer's namespace)
 
     @property
     def lab(self) -> str | None:
@@ -124,13 +126,20 @@ class HostState:
 
     def adopt(self, lab: str, pairs: list[tuple[str, str, str | None]]) -> "HostState":
         """Links that `lab` was creating when it was killed (see state.record_intent) are its own,
-        though they never got their mark; both ends of a pair get the same one."""
+        though they never got their mark: only a veth pair with exactly the intended names, whose
+        ends are each other's peers (IFLA_LINK), unmarked. A link that merely has an intended name
+        (someone else's, made later) stays foreign. Both ends get the same mark."""
+        by_place = {(link.netns, link.name): link for link in self.links}
         ends = {}
         for peer, name, netns in pairs:
-            alias = names.link_alias(lab, "intended", peer)
-            ends[(None, peer)] = ends[(netns, name)] = alias
-        links = tuple(replace(link, alias=ends[(link.netns, link.name)])
-                      if link.alias is None and (link.netns, link.name) in ends else link for link in self.links)
+            a, b = by_place.get((None, peer)), by_place.get((netns, name))
+            if a is None or b is None or a.alias is not None or b.alias is not None or "veth" not in (a.kind, b.kind):
+                continue
+            if a.peer_index != b.index or b.peer_index != a.index:
+                continue
+            ends[(None, peer)] = ends[(netns, name)] = names.link_alias(lab, "intended", peer)
+        links = tuple(replace(link, alias=ends[(link.netns, link.name)]) if (link.netns, link.name) in ends else link
+                      for link in self.links)
         return replace(self, links=links)
 
     def to_json(self) -> str:

@@ -153,6 +153,19 @@ def record_intent(lab: str, pairs: list[tuple[str, str, str | None]]) -> None:
         os.fsync(out.fileno())
 
 
+def prune_intents(lab: str, pairs: list[tuple[str, str, str | None]]) -> None:
+    """Forget intents whose links now carry the lab's mark: an intent only stands for a creation
+    that may have been interrupted (a pair half-made, unmarked), never for a name for good."""
+    done = {(peer, name, netns) for peer, name, netns in pairs}
+    left = [pair for pair in intents(lab) if pair not in done]
+    path = lab_dir(lab) / "intents"
+    if not path.exists():
+        return
+    tmp = path.with_suffix(".tmp")
+    tmp.write_text("".join(f"{peer} {name} {netns or '-'}\n" for peer, name, netns in left))
+    os.replace(tmp, path)
+
+
 def intents(lab: str) -> list[tuple[str, str, str | None]]:
     try:
         lines = (lab_dir(lab) / "intents").read_text().splitlines()

@@ -45,6 +45,7 @@ def _read_links(ipr, namespace: str | None) -> list[SeenLink]:
             name, namespace, link.get("ifalias"), link.get(("linkinfo", "kind")) or "",
             up=bool(link["flags"] & 1), mtu=link.get("mtu") or 0,
             master=by_index.get(link.get("master")), addresses=tuple(sorted(addresses.get(link["index"], []))),
+            index=link["index"], peer_index=link.get("link") or 0,
         ))
     return out
 

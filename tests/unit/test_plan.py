@@ -127,7 +127,8 @@ def test_links_a_killed_up_left_unmarked_are_adopted_through_its_intents():
     host = recorded("debian-fresh")
     desired, _ = up_plan(host)
     veth = next(v for v in desired.lab.veths if v.purpose == "uplink")
-    bare = replace(host, links=host.links + (SeenLink(veth.peer, None, None, "veth", up=False), SeenLink(veth.name, None, None, "veth")))
+    bare = replace(host, links=host.links + (SeenLink(veth.peer, None, None, "veth", up=False, index=71, peer_index=72),
+                                             SeenLink(veth.name, None, None, "veth", index=72, peer_index=71)))
     unknown, todo = up_plan(bare)  # without the lab's intents they are someone else's: left alone
     assert veth.name not in {v.name for v in unknown.lab.veths} and veth.name not in {a.name for a in todo.actions}
     adopted = bare.adopt("seed", [(veth.peer, veth.name, veth.netns)])
@@ -135,6 +136,22 @@ def test_links_a_killed_up_left_unmarked_are_adopted_through_its_intents():
     assert ("update", "veth", veth.name) in {(a.verb, a.kind, a.name) for a in again.actions}
     down = plan.plan_down("seed", adopted)
     assert len([a for a in down.actions if a.kind == "veth"]) == 1  # one delete for the pair
+
+
+def test_an_intent_adopts_only_the_pair_it_stood_for():
+    """Issue 12, item 3: an intended name held by another link (not the two ends of one veth pair,
+    each the other's peer) stays foreign: lab.down never deletes it, lab.up never takes it."""
+    host = recorded("debian-fresh")
+    desired, _ = up_plan(host)
+    veth = next(v for v in desired.lab.veths if v.purpose == "uplink")
+    intent = [(veth.peer, veth.name, veth.netns)]
+    strangers = (SeenLink(veth.peer, None, None, "veth", index=80, peer_index=81),  # its peer is another link
+                 SeenLink(veth.name, None, None, "veth", index=82, peer_index=83))
+    lone = (SeenLink(veth.peer, None, None, "dummy", index=90),)  # the name alone
+    for links in (strangers, lone):
+        seen = replace(host, links=host.links + links).adopt("seed", intent)
+        assert all(link.lab is None for link in seen.links if link.name in (veth.peer, veth.name))
+        assert not plan.plan_down("seed", seen).actions
 
 
 def test_a_lab_keeps_its_fallback_names_when_the_neighbour_that_forced_them_goes():

@@ -80,3 +80,9 @@ def test_the_lock_is_reentrant_in_one_thread_only(run_dir):
         assert not acquired.is_set()  # the inner exit did not release the outer hold
     waiter.join(5)
     assert acquired.is_set()
+
+
+def test_intents_are_pruned_once_their_links_are_marked(run_dir):
+    state.record_intent("seed", [("p1", "n1", None), ("p2", "n2", "labkit.seed.x")])
+    state.prune_intents("seed", [("p1", "n1", None)])
+    assert state.intents("seed") == [("p2", "n2", "labkit.seed.x")]

@@ -31,11 +31,15 @@ class Adaptation:
     # which otherwise calibrates against the emulated PIT, fails when the host is busy, falls back
     # to jiffies and then ticks 1000 times a second even when idle.
     tsc_khz: int | None = None
+    # AHV restarts a crashed CVM. libvirt would make its taps anew, in the workstation's namespace,
+    # where the kernel gives each an IPv6 address before labkit can take it off: the lab destroys a
+    # crashed CVM instead, and the next lab.up starts it (no address on the workstation, ever).
+    restart_on_crash: bool = False
 
     @classmethod
     def ahv(cls) -> "Adaptation":
         """AHV-faithful: everything the seed's node has (lab.render shows this)."""
-        return cls(local_bridge_by_libvirt=True, serial_file=True, lean=False)
+        return cls(local_bridge_by_libvirt=True, serial_file=True, lean=False, restart_on_crash=True)
 
     def deviations(self, lab: Lab) -> list[Deviation]:
         out = []
@@ -50,6 +54,9 @@ class Adaptation:
         if self.lean:
             out.append(Deviation("guest devices", "no NIC boot ROMs; free guest memory is returned to the host "
                                                   "(balloon free page reporting)"))
+        if not self.restart_on_crash and any(d.role == "cvm" for d in lab.domains):
+            out.append(Deviation("CVM on_crash", "destroy, not restart: a restarted CVM's new taps would get IPv6 "
+                                                 "addresses in the workstation's namespace; lab.up starts it again"))
         if self.tb_cache_mib:
             out.append(Deviation("TCG", f"a {self.tb_cache_mib} MiB translation cache per guest"))
         if not self.local_bridge_by_libvirt and any(n.ip for n in lab.networks):

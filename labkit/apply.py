@@ -159,9 +159,11 @@ class Applier:
 
     def _create_domain(self, actions: list[Action]) -> None:
         self._prepare(actions)
-        self.virt.create_domains([self.docs[a.name] for a in actions], say=self.say,
-                                 start={a.name for a in actions if self.lab.domain(a.name).power_on})
-        self._no_ipv6_on_taps([a for a in actions if self.lab.domain(a.name).power_on])
+        try:
+            self.virt.create_domains([self.docs[a.name] for a in actions], say=self.say,
+                                     start={a.name for a in actions if self.lab.domain(a.name).power_on})
+        finally:  # the siblings of a domain that failed to start run too: their taps as well
+            self._no_ipv6_on_taps([a for a in actions if self.lab.domain(a.name).power_on])
 
     def _stop_domain(self, actions: list[Action]) -> None:
         self.virt.stop_domains([a.name for a in actions])
@@ -172,8 +174,10 @@ class Applier:
 
     def _start_domain(self, actions: list[Action]) -> None:
         self._prepare(actions)
-        self.virt.start_domains([a.name for a in actions], say=self.say)
-        self._no_ipv6_on_taps(actions)
+        try:
+            self.virt.start_domains([a.name for a in actions], say=self.say)
+        finally:
+            self._no_ipv6_on_taps(actions)
 
     # helpers -------------------------------------------------------------
 
@@ -190,7 +194,8 @@ class Applier:
                 disks.prepare(dom)
 
     def _no_ipv6_on_taps(self, actions: list[Action]) -> None:
-        """libvirt brings the taps up in the workstation's namespace; take IPv6 (link-local) off them."""
+        """libvirt brings the taps up in the workstation's namespace; take IPv6 (link-local) off them
+        (domains that did not start have none)."""
         for a in actions:
             for ifname in self.virt.ifnames(a.name):
                 self.netlink.disable_ipv6(ifname)

@@ -91,8 +91,11 @@ class Virt(Connection):
     # domains ----------------------------------------------------------------
 
     def ifnames(self, name: str) -> list[str]:
-        """The host-side devices (taps, vnetN) of a running domain's NICs."""
-        live = etree.fromstring(self.conn.lookupByName(name).XMLDesc(0).encode())
+        """The host-side devices (taps, vnetN) of a running domain's NICs (none if it is not running)."""
+        dom = self.domain(name)
+        if dom is None or not dom.isActive():
+            return []
+        live = etree.fromstring(dom.XMLDesc(0).encode())
         return [t.get("dev") for t in live.findall("devices/interface/target") if t.get("dev")]
 
     def create_domains(self, docs: list[str], say=print, start: set[str] | None = None) -> None:

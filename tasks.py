@@ -65,6 +65,13 @@ def user_errors(fn):
     return wrapper
 
 
+def printable(text: str) -> str:
+    """A guest's output made safe for the operator's terminal: control characters (escape sequences
+    that would move the cursor, retitle the window or worse) are shown as ^X, lines and tabs kept."""
+    return "".join(ch if ch in "\n\t" or ch.isprintable() else f"^{chr((ord(ch) + 64) % 128)}" if ord(ch) < 128
+                   else f"\\x{ord(ch):02x}" if ord(ch) < 160 else ch for ch in text)
+
+
 def need_root() -> None:
     if os.geteuid() != 0:
         raise LabkitError("this task changes the host (OVS, libvirt, namespaces) and must run as root")
@@ -222,7 +229,8 @@ def console(c, vm, topology=None, lab=None, cmd=None):
             result = agent.run(cmd, timeout=60)
         except AgentError as exc:
             raise LabkitError(f"{exc}; is the VM booted? (lab.verify waits for it)") from None
-    sys.stdout.write(result.output if result.output.endswith("\n") or not result.output else result.output + "\n")
+    output = printable(result.output)
+    sys.stdout.write(output if output.endswith("\n") or not output else output + "\n")
     if result.status:
         raise Exit(code=result.status)
 
@@ -375,8 +383,6 @@ def link_down(c, node, iface, side="node", topology=None, lab=None, flap=0, inte
     """Take a lab link down (a bond member fails over), or flap it with --flap N."""
     need_root()
     path, _ = pipeline.target(topology, lab)
-    if side not in ("node", "tor"):
-        raise LabkitError(f"--side {side} is not valid; use node or tor")
     flap = int(flap)
     for round_ in range(flap or 1):
         name = pipeline.set_link(path, node, iface, False, side)

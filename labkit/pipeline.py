@@ -38,6 +38,8 @@ def load(path: str | None, profile: str | None = None) -> topology.Topology:
     from . import topology
 
     topo = topology.load(path)  # parse + validate (raises TopologyError with every problem)
+    if profile is not None and profile not in ("lab", "fidelity"):  # model_copy would not validate it
+        raise LabkitError(f"--profile {profile} is not a profile; use lab or fidelity")
     return topo.model_copy(update={"profile": profile}) if profile else topo
 
 
@@ -374,6 +376,8 @@ def set_link(path: str | None, node: str, iface: str, up: bool, side: str = "nod
 
 def _link_targets(lab: model.Lab, node: str, iface: str, side: str) -> list[str]:
     """The root-namespace interfaces that carry a node's uplink (either end) or a switch's ports."""
+    if side not in ("node", "tor"):
+        raise LabkitError(f"--side {side} is not valid; use node (the node's NIC) or tor (the switch port facing it)")
     switches = {b.ahv_name: b for b in lab.bridges if b.role == "tor"}
     if node in switches:
         ports = [i.name for p in switches[node].ports for i in p.interfaces]

@@ -139,7 +139,7 @@ class Ovs(Connection):
             with transaction.Transaction(self.api, self._conn, self._conn.timeout, check_error=True) as txn:
                 for name in names:
                     txn.add(self.api.del_br(name, if_exists=True))
-        except RuntimeError as exc:
+        except Exception as exc:  # ovsdbapp raises its own types too (timeouts, lost connections)
             raise HostError(f"OVSDB did not delete bridge(s) {', '.join(names)} ({exc}); check `ovs-vsctl show`") from None
 
 

@@ -5,9 +5,17 @@ from __future__ import annotations
 import hashlib
 from pathlib import Path
 
-REPO = Path(__file__).resolve().parent.parent
-REPO_IMAGES = REPO / "images"  # the guest's sources: init scripts, agent, kernel config
-TEMPLATE_DIR = REPO / "xml_templates"
+PACKAGE = Path(__file__).resolve().parent
+REPO = PACKAGE.parent
+
+
+def _data(name: str) -> Path:
+    """A data directory: inside the package when installed from a wheel, else the checkout's."""
+    return PACKAGE / name if (PACKAGE / name).is_dir() else REPO / name
+
+
+REPO_IMAGES = _data("images")  # the guest's sources: init scripts, agent, kernel config
+TEMPLATE_DIR = _data("xml_templates")
 
 RUN_DIR = Path("/run/labkit")  # per lab: lock, state, effective topology, intents, journal, agent sockets
 IMAGES = Path("/var/lib/labkit/images")  # built guest images by digest; `guest` is the current one

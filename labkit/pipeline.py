@@ -421,7 +421,7 @@ def default_lab_name() -> str:
     """The embedded default's name, read without validating the whole file (it is labkit's own)."""
     import yaml
 
-    return yaml.load((paths.REPO / "labkit" / "default.yaml").read_text(), Loader=yaml.CSafeLoader)["name"]
+    return yaml.load((paths.PACKAGE / "default.yaml").read_text(), Loader=yaml.CSafeLoader)["name"]
 
 
 def target(path: str | None, lab: str | None) -> tuple[str | None, str]:

@@ -172,6 +172,12 @@ class Applier:
         self.virt.delete_domains([a.name for a in actions], self.lab_name)
         self._create_domain(actions)
 
+    def _update_vm_port(self, actions: list[Action]) -> None:
+        from .plan import wanted_vlans
+
+        nics = {nic.interfaceid: nic for dom in self.lab.domains for nic in dom.nics}
+        self.ovs.set_vm_ports([(a.name, *wanted_vlans(nics[a.key])) for a in actions])
+
     def _start_domain(self, actions: list[Action]) -> None:
         self._prepare(actions)
         try:

@@ -10,8 +10,19 @@ from __future__ import annotations
 import json
 from dataclasses import asdict, dataclass, replace
 
-from . import names
+from . import names, readback
 from .model import HostFacts, OvsInterface, OvsPort
+
+
+@dataclass(frozen=True)
+class SeenVmPort:
+    """A port libvirt made for a domain's NIC (its Interface's iface-id is the NIC's interfaceid)."""
+
+    name: str
+    iface_id: str
+    tag: int | None = None
+    trunks: tuple[int, ...] = ()
+    vlan_mode: str | None = None
 
 
 @dataclass(frozen=True)
@@ -23,6 +34,7 @@ class SeenBridge:
     other_ports: tuple[str, ...] = ()  # ports not marked as labkit's: vnetN, taps, the local port
     flows_digest: str = ""  # of the OpenFlow rules labkit last set (external_ids labkit-flows)
     flow_count: int = 0  # rules with the lab's cookie in ovs-vswitchd now (0 after it restarted)
+    vm_ports: tuple[SeenVmPort, ...] = ()  # ports of domain NICs, as OVS has them now
 
 
 @dataclass(frozen=True)
@@ -57,6 +69,7 @@ class SeenNetwork:
     bridge: str = ""
     digest: str = ""
     active: bool = False
+    facts: readback.NetworkFacts | None = None  # its definition, read back
 
 
 @dataclass(frozen=True)
@@ -67,6 +80,7 @@ class SeenDomain:
     active: bool = False
     ifnames: tuple[str, ...] = ()  # target devices of its NICs (taps, vnetN)
     vcpus: int = 0
+    facts: readback.DomainFacts | None = None  # its (inactive) definition, read back
 
 
 @dataclass(frozen=True)
@@ -156,12 +170,14 @@ class HostState:
 
         return cls(
             bridges=tuple(SeenBridge(b["name"], b["lab"], b["datapath_type"], tuple(port(p) for p in b["ports"]),
-                                     tuple(b["other_ports"]), b.get("flows_digest", ""), b.get("flow_count", 0))
+                                     tuple(b["other_ports"]), b.get("flows_digest", ""), b.get("flow_count", 0),
+                                     tuple(SeenVmPort(**{**v, "trunks": tuple(v["trunks"])}) for v in b.get("vm_ports", ())))
                           for b in raw["bridges"]),
             links=tuple(SeenLink(**{**link, "addresses": tuple(link["addresses"])}) for link in raw["links"]),
             namespaces=tuple(SeenNetns(n["name"], n["lab"], tuple(tuple(r) for r in n["routes"])) for n in raw["namespaces"]),
-            networks=tuple(SeenNetwork(**n) for n in raw["networks"]),
-            domains=tuple(SeenDomain(**{**d, "ifnames": tuple(d["ifnames"])}) for d in raw["domains"]),
+            networks=tuple(SeenNetwork(**{**n, "facts": readback.network_from_dict(n.get("facts"))}) for n in raw["networks"]),
+            domains=tuple(SeenDomain(**{**d, "ifnames": tuple(d["ifnames"]), "facts": readback.domain_from_dict(d.get("facts"))})
+                          for d in raw["domains"]),
             datapath_type=raw["datapath_type"],
             dhcp=tuple(SeenDhcp(**d) for d in raw.get("dhcp", ())),
         )

@@ -155,6 +155,9 @@ def up_topology(topo: topology.Topology, source: str | None, *, strict: bool = F
                 say(str(todo))
             else:
                 say("capacity: " + "; ".join(c.detail for c in checks.checks if c.name in ("memory", "cpus")))
+                for a in todo.actions:
+                    if a.detail.startswith("changed on the host"):
+                        say(f"repairing {a.kind} {a.name}: {a.detail.removeprefix('changed on the host: ')}")
                 say(f"lab {topo.name}: applying {len(todo.actions)} change(s)")
                 from .apply import Applier
 

@@ -4,20 +4,22 @@
 state and returns ordered, printable `Action`s: deletes of the lab's objects
 that are no longer wanted (domains before networks before ports before
 links), then creates and updates in dependency order.  An empty plan means
-the host already matches.  A name held by a foreign object is a `PlanError`
-raised before anything is touched.
+the host already matches.  Drift that labkit's marks do not show (a port's
+VLANs changed in OVS, a definition edited with its metadata kept) is compared
+field by field (readback.py) and planned as an update.  A name the lab wants
+that a foreign object holds (resolve avoids them; the host may change between)
+is a `PlanError` raised before anything is touched.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 
-from . import names
+from . import names, readback
 from .errors import PlanError
 from .hoststate import HostState, SeenLink
 from .model import DhcpServer, Lab, LinuxBridge, OvsBridge, Veth
-from .names import flows_digest
-from .names import metadata_of
+from .names import flows_digest, metadata_of
 
 # Execution order. Deletes run first, leaves before what they hang on.
 ORDER = [
@@ -31,6 +33,7 @@ ORDER = [
     ("create", "network"), ("update", "network"), ("start", "network"),
     ("attach", "veth"),
     ("create", "domain"), ("update", "domain"), ("start", "domain"),
+    ("update", "vm-port"),
 ]
 SYMBOL = {"create": "+", "update": "~", "delete": "-", "start": ">", "stop": "x", "attach": "="}
 
@@ -42,6 +45,7 @@ class Action:
     name: str
     where: str = ""  # the bridge of a port, the namespace of a link or route
     detail: str = ""
+    key: str = ""  # what the object is known by besides its name (a VM port: its NIC's interface id)
 
     @property
     def rank(self) -> int:
@@ -80,7 +84,15 @@ def plan(lab: Lab, host: HostState, docs: dict[str, str], dhcp_configs: dict[str
     planner.libvirt("network", {n.name: docs[n.name] for n in lab.networks}, host.networks)
     planner.libvirt("domain", {d.name: docs[d.name] for d in lab.domains}, host.domains,
                     running={d.name for d in lab.domains if d.power_on})
+    planner.vm_ports(lab)
     return planner.finish()
+
+
+def wanted_vlans(nic) -> tuple[int | None, tuple[int, ...], str | None]:
+    """The (tag, trunks, vlan_mode) libvirt gives the OVS port of a domain NIC."""
+    if not nic.trunk:
+        return (nic.vlan[0] if nic.vlan else None), (), None
+    return nic.native, tuple(sorted(nic.vlan)), ("native-untagged" if nic.native is not None else None)
 
 
 def plan_down(lab_name: str, host: HostState) -> Plan:
@@ -265,10 +277,39 @@ class _Planner:
                 self.add("create", kind, name)
             elif have.digest != metadata_of(xml)["digest"]:
                 self.add("update", kind, name, detail="definition changed")
+            elif have.facts is not None and (drift := readback.differences(
+                    have.facts, readback.domain(xml) if kind == "domain" else readback.network(xml))):
+                self.add("update", kind, name, detail="changed on the host: " + "; ".join(drift))
             elif not have.active and (running is None or name in running):
                 self.add("start", kind, name)
             elif have.active and running is not None and name not in running:
                 self.add("stop", kind, name)
+
+
+    def vm_ports(self, lab: Lab) -> None:
+        """Ports of running domains whose VLANs someone changed in OVS (libvirt set them at start):
+        put back, without restarting the guest. Domains being created, updated or started get them anew."""
+        touched = {a.name for a in self.actions if a.kind == "domain"}
+        seen = {v.iface_id: (b.name, v) for b in self.host.bridges for v in b.vm_ports}
+        for dom in lab.domains:
+            if not dom.power_on or dom.name in touched:
+                continue
+            for nic in dom.nics:
+                if nic.kind != "ovs" or nic.interfaceid not in seen:
+                    continue
+                bridge, port = seen[nic.interfaceid]
+                tag, trunks, mode = wanted_vlans(nic)
+                have = (port.tag, tuple(sorted(port.trunks)), port.vlan_mode if nic.trunk else None)
+                if have != (tag, trunks, mode):
+                    self.add("update", "vm-port", port.name, where=bridge, key=nic.interfaceid,
+                             detail=f"changed on the host: {_vlan_text(*have)}, want {_vlan_text(tag, trunks, mode)}")
+
+
+def _vlan_text(tag, trunks, mode) -> str:
+    parts = [f"tag {tag}" if tag is not None else "no tag"]
+    parts += [f"trunks {','.join(map(str, trunks))}"] if trunks else []
+    parts += [mode] if mode else []
+    return " ".join(parts)
 
 
 def _port_summary(port) -> str:

@@ -17,7 +17,7 @@ from ovsdbapp.schema.open_vswitch import impl_idl
 from ..errors import HostError
 from .. import names
 from . import Connection, stats
-from ..hoststate import SeenBridge
+from ..hoststate import SeenBridge, SeenVmPort
 from ..model import OvsBridge, OvsInterface, OvsPort
 from .services import OVSDB_SOCK
 
@@ -58,16 +58,21 @@ class Ovs(Connection):
         bridges = []
         for br in self.api.tables["Bridge"].rows.values():
             lab = br.external_ids.get(LAB_KEY)
-            ours, others = [], []
+            ours, others, vm_ports = [], [], []
             for port in br.ports:
                 if lab is not None and port.external_ids.get(LAB_KEY) == lab:
                     ours.append(_read_port(port))
                 else:
                     others.append(port.name)
+                    iface_id = next((i.external_ids.get("iface-id") for i in port.interfaces if i.external_ids.get("iface-id")), None)
+                    if iface_id:
+                        vm_ports.append(SeenVmPort(port.name, iface_id, _opt(port.tag), tuple(sorted(port.trunks)),
+                                                   _opt(port.vlan_mode)))
             digest = br.external_ids.get(FLOWS_KEY, "")
             bridges.append(SeenBridge(br.name, lab, br.datapath_type or "system",
                                       tuple(sorted(ours, key=lambda p: p.name)), tuple(sorted(others)),
-                                      digest, flow_count(br.name, lab) if digest and lab else 0))
+                                      digest, flow_count(br.name, lab) if digest and lab else 0,
+                                      tuple(sorted(vm_ports, key=lambda v: v.name))))
         return tuple(sorted(bridges, key=lambda b: b.name))
 
     def vm_ports(self) -> dict[str, tuple[str, int | None, str]]:
@@ -130,6 +135,21 @@ class Ovs(Connection):
         except RuntimeError as exc:  # raised by ConvergeBridge, or OVSDB refusing the transaction
             raise HostError(f"OVSDB did not take lab {lab}'s bridges ({exc}); nothing of that transaction was "
                             f"applied; check `ovs-vsctl show`, then run lab.up again") from None
+
+    def set_vm_ports(self, ports: list[tuple[str, int | None, tuple[int, ...], str | None]]) -> None:
+        """Put VLAN settings back on ports libvirt made for domain NICs (someone changed them by hand),
+        in one transaction: (port, tag, trunks, vlan_mode); None and () clear a column."""
+        stats.count("ovsdb transaction")
+        try:
+            with self.api.transaction(check_error=True) as txn:
+                for name, tag, trunks, vlan_mode in ports:
+                    txn.add(self.api.db_set("Port", name, ("trunks", list(trunks))))
+                    for column, value in (("tag", tag), ("vlan_mode", vlan_mode)):
+                        txn.add(self.api.db_set("Port", name, (column, value)) if value is not None
+                                else self.api.db_clear("Port", name, column))
+        except RuntimeError as exc:
+            raise HostError(f"OVSDB did not take the VLANs of port(s) {', '.join(p[0] for p in ports)} ({exc}); "
+                            f"check `ovs-vsctl show`, then run lab.up again") from None
 
     def delete_bridges(self, names: list[str]) -> None:
         """One transaction, without waiting for ovs-vswitchd to catch up: nothing waits on a bridge

@@ -15,6 +15,7 @@ from concurrent.futures import ThreadPoolExecutor
 import libvirt
 from lxml import etree
 
+from .. import readback
 from ..errors import HostError
 from . import Connection, stats
 from ..hoststate import SeenDomain, SeenNetwork
@@ -49,15 +50,18 @@ class Virt(Connection):
                 meta = metadata_of(xml)
                 bridge = etree.fromstring(xml.encode()).find("bridge")
                 networks.append(SeenNetwork(net.name(), meta.get("name"), bridge.get("name", "") if bridge is not None else "",
-                                            meta.get("digest", ""), bool(net.isActive())))
+                                            meta.get("digest", ""), bool(net.isActive()),
+                                            readback.network(xml) if meta.get("name") else None))
         domains = []
         for dom in self.conn.listAllDomains():
             with _unless_gone(libvirt.VIR_ERR_NO_DOMAIN):
-                meta = metadata_of(dom.XMLDesc(libvirt.VIR_DOMAIN_XML_INACTIVE))
+                inactive = dom.XMLDesc(libvirt.VIR_DOMAIN_XML_INACTIVE)
+                meta = metadata_of(inactive)
                 live = etree.fromstring(dom.XMLDesc(0).encode())
                 ifnames = tuple(t.get("dev") for t in live.findall("devices/interface/target") if t.get("dev"))
                 domains.append(SeenDomain(dom.name(), meta.get("name"), meta.get("digest", ""), bool(dom.isActive()), ifnames,
-                                          int(live.findtext("vcpu") or 0)))
+                                          int(live.findtext("vcpu") or 0),
+                                          readback.domain(inactive) if meta.get("name") else None))
         return tuple(sorted(networks, key=lambda n: n.name)), tuple(sorted(domains, key=lambda d: d.name))
 
     def domain(self, name: str):

@@ -127,6 +127,27 @@ def test_second_up_changes_nothing(lab_up):
     assert json.loads(sh("ovs-vsctl --format=json list Port")) == json.loads(ovs)
 
 
+def test_up_repairs_a_hand_changed_tag_and_a_virsh_edit(lab_up, tmp_path):
+    """Drift the metadata digest cannot show: status reports it, lab.up repairs it and says so."""
+    tap = sh("ovs-vsctl --bare --columns=name find Port tag=32").split()[0]
+    sh(f"ovs-vsctl set Port {tap} tag=0")
+    status = invoke("lab.status", expect=1).stdout
+    assert re.search(r"vm-port\s+uvm32/eth0 .* tag 0, want 32", status), status
+    ids = sh("virsh -c qemu:///system list")
+    run = invoke("lab.up", "--no-verify")
+    assert f"repairing vm-port {tap}: tag 0, want tag 32" in run.stderr
+    assert sh(f"ovs-vsctl get Port {tap} tag").strip() == "32"
+    assert sh("virsh -c qemu:///system list") == ids  # the guest was not restarted for it
+    edited = tmp_path / "uvm32.xml"  # virsh edit: the definition changes, labkit's metadata stays
+    edited.write_text(re.sub(r"<vcpu([^>]*)>1</vcpu>", r"<vcpu\1>2</vcpu>",
+                             sh("virsh -c qemu:///system dumpxml --inactive uvm32")))
+    sh(f"virsh -c qemu:///system define {edited}")
+    assert "changed on the host: 2 vCPUs, want 1" in invoke("lab.status", expect=1).stdout
+    assert "repairing domain uvm32: 2 vCPUs, want 1" in invoke("lab.up", "--no-verify").stderr
+    assert "<vcpu placement='static'>1</vcpu>" in sh("virsh -c qemu:///system dumpxml --inactive uvm32")
+    assert json.loads(invoke("lab.status", "--json").stdout)["healthy"]
+
+
 def test_changed_topology_applies_only_the_difference(lab_up, tmp_path):
     text = (REPO / "examples/seed.yaml").read_text()
     text += "  - {name: uvm32b, node: DRM-3060-G4-1-1, nics: [{network: vlan32, ip: 10.32.0.12/24}]}\n"
@@ -277,11 +298,15 @@ def test_foreign_objects_and_the_root_namespace_are_untouched(lab_up, foreign):
     assert root_namespace() == foreign
 
 
-def test_a_foreign_name_stops_up_before_anything_is_created(foreign):
+def test_a_foreign_object_holding_a_lab_name_is_left_alone(foreign):
+    """Something not the lab's holds a name the lab would give its own port: the lab takes another
+    (salted) name, and neither lab.up nor lab.down touches the foreign port."""
     sh("ovs-vsctl add-port lkfrgn-br seed-n1-host -- set Interface seed-n1-host type=internal")
     try:
-        run = invoke("lab.up", expect=3)
-        assert "OVS port seed-n1-host already exists on a bridge that is not lab seed's" in run.stderr
-        assert labkit_leftovers(LAB) == []
+        invoke("lab.up", "--no-verify")
+        assert "seed-n1-host" in sh("ovs-vsctl list-ports lkfrgn-br").split()
+        assert "seed-n1-host" not in sh("ovs-vsctl list-ports br0").split()
+        invoke("lab.down")
+        assert labkit_leftovers(LAB) == [] and "seed-n1-host" in sh("ovs-vsctl list-ports lkfrgn-br").split()
     finally:
         sh("ovs-vsctl --if-exists del-port lkfrgn-br seed-n1-host")

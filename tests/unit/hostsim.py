@@ -8,8 +8,9 @@ from __future__ import annotations
 
 from dataclasses import replace
 
+from labkit import readback
 from labkit.host import dhcp
-from labkit.hoststate import HostState, SeenBridge, SeenDhcp, SeenDomain, SeenLink, SeenNetns, SeenNetwork
+from labkit.hoststate import HostState, SeenBridge, SeenDhcp, SeenDomain, SeenLink, SeenNetns, SeenNetwork, SeenVmPort
 from labkit.model import Lab
 from labkit.names import flows_digest, metadata_of
 
@@ -23,14 +24,24 @@ def state_after(lab: Lab, docs: dict[str, str], base: HostState = HostState()) -
     return replace(
         base,
         bridges=base.bridges + tuple(SeenBridge(b.name, lab.name, b.datapath_type, b.ports, (),
-                                                flows_digest(b.flows) if b.flows else "", len(b.flows))
+                                                flows_digest(b.flows) if b.flows else "", len(b.flows), _vm_ports(lab, b.name))
                                      for b in lab.bridges),
         links=base.links + tuple(links),
         namespaces=base.namespaces + tuple(SeenNetns(ns.name, lab.name, ns.routes) for ns in lab.namespaces),
-        networks=base.networks + tuple(SeenNetwork(n.name, lab.name, n.bridge, metadata_of(docs[n.name])["digest"], True)
-                                       for n in lab.networks),
+        networks=base.networks + tuple(SeenNetwork(n.name, lab.name, n.bridge, metadata_of(docs[n.name])["digest"], True,
+                                                   readback.network(docs[n.name])) for n in lab.networks),
         domains=base.domains + tuple(SeenDomain(d.name, lab.name, metadata_of(docs[d.name])["digest"], d.power_on,
-                                                tuple(nic.target for nic in d.nics if nic.target)) for d in lab.domains),
+                                                tuple(nic.target for nic in d.nics if nic.target), d.vcpus,
+                                                readback.domain(docs[d.name])) for d in lab.domains),
         dhcp=base.dhcp + tuple(SeenDhcp(lab.name, s.node, True, dhcp.digest(dhcp.config(lab.name, s)))
                                for s in lab.dhcp_servers),
     )
+
+
+def _vm_ports(lab: Lab, bridge: str) -> tuple[SeenVmPort, ...]:
+    """The ports libvirt makes for running domains' NICs on `bridge`, with the VLANs it sets."""
+    from labkit.plan import wanted_vlans
+
+    return tuple(SeenVmPort(nic.target or f"vnet{i}", nic.interfaceid, *wanted_vlans(nic))
+                 for d in lab.domains if d.power_on for i, nic in enumerate(d.nics)
+                 if nic.kind == "ovs" and nic.source == bridge)

@@ -193,3 +193,27 @@ def test_private_names_of_two_labs_never_meet():
 def up_plan_of(topo, host):
     desired = pipeline.desire(topo, host, HOST_ADAPT)
     return desired, pipeline.plan_up(desired, host)
+
+
+def test_drift_the_digest_does_not_show_is_planned_and_named():
+    """Issue 12, item 8: a hand-changed port tag, and definitions edited with their metadata kept
+    (virsh edit), are read back and repaired; the plan says what changed on the host."""
+    host = recorded("debian-fresh")
+    desired, _ = up_plan(host)
+    after = state_after(desired.lab, desired.docs, host)
+    assert pipeline.plan_up(desired, after).empty
+    uvm = next(d for d in desired.lab.domains if d.role == "uvm")
+    bridges = tuple(replace(b, vm_ports=tuple(replace(v, tag=0) if v.iface_id == uvm.nics[0].interfaceid else v
+                                              for v in b.vm_ports)) for b in after.bridges)
+    domains = tuple(replace(d, facts=replace(d.facts, memory_kib=2 * d.facts.memory_kib)) if d.name == uvm.name else d
+                    for d in after.domains)
+    networks = tuple(replace(n, facts=replace(n.facts, portgroups=n.facts.portgroups[:1])) if n.name == "VM-Network" else n
+                     for n in after.networks)
+    drifted = replace(after, bridges=bridges, domains=domains, networks=networks)
+    assert [str(a) for a in pipeline.plan_up(desired, drifted).actions] == [
+        "~ update network      VM-Network  (changed on the host: portgroups VM-Network, want VM-Network, vlan32 (VLAN 32))",
+        f"~ update domain       {uvm.name}  (changed on the host: memory 256 MiB, want 128 MiB)",
+    ]
+    only_tag = replace(after, bridges=bridges)
+    assert [str(a) for a in pipeline.plan_up(desired, only_tag).actions] == [
+        f"~ update vm-port      br0/{uvm.nics[0].target}  (changed on the host: tag 0, want tag 32)"]

@@ -26,7 +26,8 @@ class _OnFirstUse:
         return getattr(importlib.import_module(self._name), attr)
 
 
-pipeline, render, schema, hoststate = (_OnFirstUse(f"labkit.{m}") for m in ("pipeline", "render", "schema", "hoststate"))
+pipeline, commands, render, schema, hoststate = (_OnFirstUse(f"labkit.{m}")
+                                               for m in ("pipeline", "commands", "render", "schema", "hoststate"))
 
 TOPOLOGY_HELP = "topology YAML file (default: the embedded seed node, labkit/default.yaml)"
 LAB_HELP = "lab name, for a lab whose file is not at hand (its last lab.up recorded it)"
@@ -107,7 +108,7 @@ def up(c, topology=None, profile=None, strict=False, verify=False, no_verify=Fal
     from labkit.timings import Phases
 
     phases = Phases()
-    topology, _ = pipeline.target(topology, None)  # a bare lab.up keeps what manage-ovs changed
+    topology, _ = commands.target(topology, None)  # a bare lab.up keeps what manage-ovs changed
     result = pipeline.up(topology, profile, strict=strict, say=say, phases=phases, reading=reading,
                          max_oversubscription=_ratio(max_oversubscription))
     lab = result.desired.lab
@@ -125,7 +126,7 @@ def up(c, topology=None, profile=None, strict=False, verify=False, no_verify=Fal
     if not no_verify:
         if result.plan.empty and not verify:
             with phases.phase("agents answer"):
-                late = pipeline.agents_answer(lab)
+                late = commands.agents_answer(lab)
             if late:
                 say(f"{', '.join(late)} did not answer; verifying the whole lab")
         if verify or not result.plan.empty or late:
@@ -199,8 +200,8 @@ def verify(c, topology=None, lab=None, json=False, timeout=180):
     reading = read_host()
     import json as json_mod
 
-    path, _ = pipeline.target(topology, lab)
-    verification = pipeline.verify(path, float(timeout), say=say, reading=reading)
+    path, _ = commands.target(topology, lab)
+    verification = commands.verify(path, float(timeout), say=say, reading=reading)
     if json:
         print(json_mod.dumps(_verify_json(verification), indent=1))
     _report(verification, as_json=json, timeout=float(timeout))
@@ -213,8 +214,8 @@ def console(c, vm, topology=None, lab=None, cmd=None):
     """An interactive serial console on a VM (Ctrl-] leaves), or --cmd to run one command in it."""
     need_root()
     reading = read_host()
-    path, _ = pipeline.target(topology, lab)
-    dom = pipeline.find_domain(path, vm, reading)
+    path, _ = commands.target(topology, lab)
+    dom = commands.find_domain(path, vm, reading)
     from labkit.host.agent import Agent, AgentError
 
     if cmd is None:
@@ -244,7 +245,7 @@ def down(c, topology=None, lab=None, timings=False):
     from labkit.timings import Phases
 
     phases = Phases()
-    name = pipeline.lab_name(topology, lab)
+    name = commands.lab_name(topology, lab)
     pipeline.down(name, say=say, phases=phases)
     say(f"lab {name} is down")
     if timings:
@@ -257,8 +258,8 @@ def status(c, topology=None, lab=None, json=False):
     """Per object of the lab: wanted, present, healthy; the deviations; the node namespaces."""
     need_root()
     reading = read_host()
-    path, _ = pipeline.target(topology, lab)
-    report = pipeline.status(path, reading=reading)
+    path, _ = commands.target(topology, lab)
+    report = commands.status(path, reading=reading)
     print(report.to_json() if json else report.table())
     if not report.healthy:
         raise Exit(code=1)
@@ -274,8 +275,8 @@ def diagram(c, topology=None, lab=None, format="svg", out=None):
     reading = read_host()
     if format not in ("svg", "png", "dot"):
         raise LabkitError(f"--format {format} is not one of svg, png, dot")
-    path, name = pipeline.target(topology, lab)
-    source = pipeline.diagram(path, reading)
+    path, name = commands.target(topology, lab)
+    source = commands.diagram(path, reading)
     target = Path(out or f"{name}.{format}")
     if format == "dot":
         target.write_text(source)
@@ -299,7 +300,7 @@ def list_(c, json=False):
     reading = read_host()
     from labkit import labs
 
-    found = pipeline.labs_on_host(reading)
+    found = commands.labs_on_host(reading)
     print(labs.to_json(found) if json else labs.table(found))
 
 
@@ -310,7 +311,7 @@ def export(c, topology=None, lab=None, out=None):
     """Write the running lab out as a topology file that lab.up --topology brings up again.
 
     What acli and manage-ovs changed is in it, with every NIC's MAC and IPAM address."""
-    name = pipeline.lab_name(topology, lab)
+    name = commands.lab_name(topology, lab)
     from labkit import state
 
     effective = state.topology_file(name)
@@ -360,8 +361,8 @@ def plan_(c, topology=None, profile=None, offline=False):
         return
     need_root()
     reading = read_host()
-    topology, _ = pipeline.target(topology, None)
-    pending, capacity = pipeline.status_plan(topology, profile, reading)
+    topology, _ = commands.target(topology, None)
+    pending, capacity = commands.status_plan(topology, profile, reading)
     print(pending)
     print(capacity)
 
@@ -382,14 +383,14 @@ LINK_HELP = {"node": "node name as in the topology, or `tor` for any top-of-rack
 def link_down(c, node, iface, side="node", topology=None, lab=None, flap=0, interval=2.0):
     """Take a lab link down (a bond member fails over), or flap it with --flap N."""
     need_root()
-    path, _ = pipeline.target(topology, lab)
+    path, _ = commands.target(topology, lab)
     flap = int(flap)
     for round_ in range(flap or 1):
-        name = pipeline.set_link(path, node, iface, False, side)
+        name = commands.set_link(path, node, iface, False, side)
         say(f"{name} is down" + (f" (flap {round_ + 1}/{flap})" if flap else ""))
         if flap:
             time.sleep(float(interval))
-            pipeline.set_link(path, node, iface, True, side)
+            commands.set_link(path, node, iface, True, side)
             say(f"{name} is up")
             time.sleep(float(interval))
 
@@ -399,8 +400,8 @@ def link_down(c, node, iface, side="node", topology=None, lab=None, flap=0, inte
 def link_up(c, node, iface, side="node", topology=None, lab=None):
     """Bring a lab link back up (lab.up does too)."""
     need_root()
-    path, _ = pipeline.target(topology, lab)
-    say(f"{pipeline.set_link(path, node, iface, True, side)} is up")
+    path, _ = commands.target(topology, lab)
+    say(f"{commands.set_link(path, node, iface, True, side)} is up")
 
 
 class AhvFlagsTask(Task):
@@ -435,15 +436,15 @@ def manage_ovs(c, action, node=None, lab=None, topology=None, bridge_name="br0",
     from labkit.manage_ovs import UplinkRequest
 
     need_root()
-    path, _ = pipeline.target(topology, lab)
+    path, _ = commands.target(topology, lab)
     if action in ("show_uplinks", "show_interfaces"):
-        print(pipeline.manage_ovs_show(path, node, action))
+        print(commands.manage_ovs_show(path, node, action))
         return
     if action != "update_uplinks":
         raise LabkitError(f"unknown action {action!r}; use show_uplinks, show_interfaces or update_uplinks")
     request = UplinkRequest(bridge_name, bond_name, interfaces or "", bond_mode, lacp_mode, lacp_fallback,
                             int(mtu) if mtu else None)
-    result = pipeline.manage_ovs_update(path, node, request, say=say)
+    result = commands.manage_ovs_update(path, node, request, say=say)
     say(f"update_uplinks done: {len(result.plan.actions)} change(s) on lab {result.desired.lab.name}")
 
 
@@ -464,7 +465,7 @@ def acli(c, lab=None, cmd=None, output=None, yes=False):
 
     if output not in (None, "json"):
         raise LabkitError(f"-o {output} is not an output format; use -o json or leave it out")
-    session = acli_shell.LiveSession(pipeline.lab_name(None, lab))
+    session = acli_shell.LiveSession(commands.lab_name(None, lab))
     if cmd is None:
         acli_shell.interactive(session, yes=yes)
         return

@@ -10,7 +10,7 @@ import contextlib
 import sys
 from pathlib import Path
 
-from . import acli, pipeline
+from . import acli, commands
 from .errors import LabkitError
 
 PROMPT = "<acropolis> "
@@ -19,16 +19,16 @@ HISTORY = Path.home() / ".labkit_acli_history"
 
 class LiveSession:
     """acli on a running lab: each command reads the lab's control plane under its lock, and a
-    change goes through resolve -> plan -> apply (pipeline.apply_change)."""
+    change goes through resolve -> plan -> apply (commands.apply_change)."""
 
     def __init__(self, lab: str, say=lambda _message: None):
         self.lab, self.say = lab, say
 
     def controlled(self):
-        return pipeline.controlled(self.lab)
+        return commands.controlled(self.lab)
 
     def apply(self, change) -> None:
-        pipeline.apply_change(change, say=self.say)
+        commands.apply_change(change, say=self.say)
 
 
 def run_one(session, line: str, as_json: bool, yes: bool, out=print) -> int:

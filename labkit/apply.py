@@ -44,7 +44,7 @@ class Applier:
                 started = time.monotonic()
                 self.say(f"{verb} {kind}: {', '.join(_target(a) for a in actions)}")
                 with self.phase(f"{verb} {kind}"):
-                    getattr(self, f"_{verb}_{kind.replace('-', '_')}")(actions)
+                    STEPS[(verb, kind)](self, actions)
                 with journal.open("a") as log:
                     log.writelines(f"{time.strftime('%FT%T')} done {a} ({time.monotonic() - started:.2f}s)\n" for a in actions)
         finally:
@@ -208,6 +208,42 @@ class Applier:
 
     def _veth(self, action: Action):
         return next(v for v in self.lab.veths if v.name == action.name and (v.netns or "") == action.where)
+
+
+# Every plan action, by (verb, kind), and the step that carries it out (plan.ORDER is their order).
+STEPS = {
+    ("stop", "domain"): Applier._stop_domain,
+    ("delete", "domain"): Applier._delete_domain,
+    ("delete", "dhcp"): Applier._delete_dhcp,
+    ("delete", "network"): Applier._delete_network,
+    ("delete", "ovs-port"): Applier._delete_ovs_port,
+    ("delete", "ovs-bridge"): Applier._delete_ovs_bridge,
+    ("delete", "veth"): Applier._delete_veth,
+    ("delete", "linux-bridge"): Applier._delete_linux_bridge,
+    ("delete", "netns"): Applier._delete_netns,
+    ("create", "netns"): Applier._create_netns,
+    ("create", "veth"): Applier._create_veth,
+    ("update", "veth"): Applier._update_veth,
+    ("create", "linux-bridge"): Applier._create_linux_bridge,
+    ("update", "linux-bridge"): Applier._update_linux_bridge,
+    ("create", "ovs-bridge"): Applier._create_ovs_bridge,
+    ("update", "ovs-bridge"): Applier._update_ovs_bridge,
+    ("create", "ovs-port"): Applier._create_ovs_port,
+    ("update", "ovs-port"): Applier._update_ovs_port,
+    ("update", "ovs-flows"): Applier._update_ovs_flows,
+    ("create", "route"): Applier._create_route,
+    ("update", "route"): Applier._update_route,
+    ("create", "dhcp"): Applier._create_dhcp,
+    ("update", "dhcp"): Applier._update_dhcp,
+    ("create", "network"): Applier._create_network,
+    ("update", "network"): Applier._update_network,
+    ("start", "network"): Applier._start_network,
+    ("attach", "veth"): Applier._attach_veth,
+    ("create", "domain"): Applier._create_domain,
+    ("update", "domain"): Applier._update_domain,
+    ("start", "domain"): Applier._start_domain,
+    ("update", "vm-port"): Applier._update_vm_port,
+}
 
 
 def _target(action: Action) -> str:

@@ -8,7 +8,7 @@ import sys
 
 import pytest
 
-from labkit import model, pipeline
+from labkit import commands, model, pipeline
 from labkit.errors import LabkitError
 
 from ..conftest import REPO
@@ -23,8 +23,8 @@ def test_an_unknown_profile_is_refused_not_saved():
 def test_link_side_must_be_node_or_tor():
     lab = model.resolve(pipeline.load(None))
     with pytest.raises(LabkitError, match=r"^--side sideways is not valid; use node"):
-        pipeline._link_targets(lab, lab.node_names[0], "eth2", "sideways")
-    assert pipeline._link_targets(lab, lab.node_names[0], "eth2", "tor") == ["seed-n1-eth2"]
+        commands._link_targets(lab, lab.node_names[0], "eth2", "sideways")
+    assert commands._link_targets(lab, lab.node_names[0], "eth2", "tor") == ["seed-n1-eth2"]
 
 
 def test_guest_output_reaches_the_terminal_as_text():

@@ -217,3 +217,9 @@ def test_drift_the_digest_does_not_show_is_planned_and_named():
     only_tag = replace(after, bridges=bridges)
     assert [str(a) for a in pipeline.plan_up(desired, only_tag).actions] == [
         f"~ update vm-port      br0/{uvm.nics[0].target}  (changed on the host: tag 0, want tag 32)"]
+
+
+def test_every_kind_of_action_has_its_step():
+    from labkit.apply import STEPS
+
+    assert set(STEPS) == set(plan.ORDER)

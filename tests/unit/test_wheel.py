@@ -11,13 +11,13 @@ from ..conftest import REPO
 CHECK = """
 import labkit, sys
 from pathlib import Path
-from labkit import images, model, paths, pipeline, render
+from labkit import commands, images, model, paths, pipeline, render
 site = Path(sys.argv[1]).resolve()
 assert Path(labkit.__file__).resolve().is_relative_to(site), labkit.__file__
 assert paths.TEMPLATE_DIR.is_relative_to(site) and paths.REPO_IMAGES.is_relative_to(site)
 assert (images.GUEST_SRC / "init").is_file() and (images.HOST_SRC / "labkit-tsc-khz.c").is_file()
 docs = render.render_all(model.resolve(pipeline.load(None)), render.Adaptation.ahv())
-assert "NTNX-DRM-3060-G4-1-1-CVM" in docs and pipeline.default_lab_name() == "seed"
+assert "NTNX-DRM-3060-G4-1-1-CVM" in docs and commands.default_lab_name() == "seed"
 print("ok")
 """
 

@@ -1,0 +1,208 @@
+"""What the tasks do besides the pipeline: look at a lab (status, plan, verify, diagram, lab.list),
+change one link or bond (lab.link-*, manage-ovs), drive its control plane (acli), and find which
+lab and file a command means. Each is a few lines over pipeline.py's stages and the adapters."""
+
+from __future__ import annotations
+
+import contextlib
+
+from . import model, names, paths, plan, state
+from .errors import HostError, LabkitError
+from .pipeline import UpResult, Verification, host_session, load, look, resolved, up_topology, verify_lab, with_addresses
+
+
+def agents_answer(lab: model.Lab, timeout: float = 5.0) -> list[str]:
+    """The lab's domains whose agent does not answer `hello` within `timeout` (none: all alive)."""
+    from .host import verifier
+
+    return verifier.wait_for_guests(lab.running(), timeout, say=lambda _message: None)
+
+
+def diagram(path: str | None, reading=None) -> str:
+    """lab.diagram: the lab's graph (DOT), with the names used on the host and its down links."""
+    from . import diagram as diagram_mod
+    from .host.observe import observe
+
+    topo = with_addresses(load(path))
+    host = observe(topo.name, reading)
+    lab = model.resolve(topo, host.facts_for(topo.name))
+    down = frozenset(link.name for link in host.links if link.netns is None and link.lab == lab.name and not link.up)
+    return diagram_mod.dot(lab, down)
+
+
+def labs_on_host(reading=None) -> list:
+    """lab.list: every lab with marks on this host or a saved topology, resolved against one reading."""
+    from . import labs, topology
+    from .host.observe import observe
+
+    host = observe(None, reading)
+    resolved = {}
+    for effective in sorted(paths.RUN_DIR.glob("*/topology.yaml")):
+        topo = with_addresses(topology.load(str(effective)))
+        resolved[topo.name] = model.resolve(topo, host.facts_for(topo.name))
+    return labs.summarize(host, resolved)
+
+
+def status_plan(path: str | None, profile: str | None = None, reading=None) -> tuple[plan.Plan, str]:
+    """lab.plan: the changes lab.up would make, and the capacity it would check them against."""
+    from .host import preflight
+
+    seen = look(path, profile, reading)
+    desired, observed, pending = seen.desired, seen.observed, seen.pending
+    checks = [preflight.check_memory(desired.lab, observed.running(desired.lab.name)),
+              preflight.check_cpus(desired.lab, observed.other_vcpus(desired.lab.name))]
+    return pending, "capacity: " + "; ".join(f"{c.detail}" + (f" ({c.status})" if c.status != "pass" else "")
+                                            for c in checks)
+
+
+def status(path: str | None, profile: str | None = None, reading=None):
+    from . import status as status_mod
+    from .host.ovs import Ovs
+
+    seen = look(path, profile, reading)
+    desired, pending = seen.desired, seen.pending
+    with Ovs() as ovs:
+        vm_ports, bonds = ovs.vm_ports(), ovs.bond_problems()
+    return status_mod.build(desired.lab, pending, vm_ports, [str(d) for d in desired.deviations], bonds)
+
+
+def verify(path: str | None, timeout: float, say=print, reading=None) -> Verification:
+    """Wait for every guest, then check the lab's network from inside the guests and namespaces."""
+    return verify_lab(resolved(path, reading), timeout, say)
+
+
+def manage_ovs_update(path: str | None, node: str | None, request, say=print) -> UpResult:
+    """manage_ovs update_uplinks: edit the effective topology, check it, converge the lab to it."""
+    from . import manage_ovs, topology
+    from .yamlpos import dotted
+
+    topo = load(path)
+    node = node or topo.nodes[0].name
+    changed = manage_ovs.update_uplinks(topo, node, request)
+    problems = topology.crosscheck(changed)
+    if problems:
+        raise LabkitError("update_uplinks would make the lab invalid: "
+                          + "; ".join(f"{dotted(p)}: {m}" for p, m in problems))
+    return up_topology(changed, path, say=say)
+
+
+@contextlib.contextmanager
+def controlled(lab_name: str):
+    """The lab's control plane (control.Control) for one acli command, under the lab's lock: the
+    command reads, changes and applies without another command in between."""
+    from . import control, topology
+
+    with state.LabLock(lab_name, lambda _message: None):
+        effective = state.topology_file(lab_name)
+        if not effective.exists():
+            raise HostError(f"lab {lab_name} is not up; bring it up first (invoke lab.up)")
+        yield control.Control(topology.load(str(effective)), state.load(lab_name, "control.json"))
+
+
+def apply_change(change, say=print) -> UpResult:
+    """Apply a control-plane change (inside `controlled`) the way lab.up applies a topology, and count
+    it in the objects' logical timestamps."""
+    lab_name = change.topo.name
+    result = up_topology(change.topo, state.load(lab_name).get("source"), say=say)
+    stamps = state.load(lab_name, "control.json")
+    for key in change.touched:
+        stamps[key] = stamps.get(key, 0) + 1
+    for key in change.deleted:
+        stamps.pop(key, None)
+    state.save(lab_name, stamps, "control.json")
+    return result
+
+
+def manage_ovs_show(path: str | None, node: str | None, action: str) -> str:
+    from . import manage_ovs
+
+    topo = load(path)
+    node = node or topo.nodes[0].name
+    if node not in {n.name for n in topo.nodes}:
+        raise LabkitError(f"lab {topo.name} has no node {node!r}; its nodes: {', '.join(n.name for n in topo.nodes)}")
+    lab = resolved(path)
+    with host_session() as host:
+        if action == "show_uplinks":
+            return manage_ovs.format_uplinks(host.ovs.bonds(lab.name, node))
+        speeds = next(n for n in topo.nodes if n.name == node).uplinks
+        uplinks = lab.uplinks(node)
+        return manage_ovs.format_interfaces([(name, speed, host.netlink.carrier(uplinks[name].peer))
+                                             for name, speed in speeds.items()])
+
+
+def set_link(path: str | None, node: str, iface: str, up: bool, side: str = "node") -> str:
+    """Take a lab link down or up: a node's uplink (its NIC end, or with side=tor the top-of-rack
+    port facing it); with node=tor (or tor-b, the second switch of a pair) a switch port by name, or
+    `all` of them: the whole switch fails. Returns what was changed."""
+    from .host.netlink import Netlink
+
+    links = _link_targets(resolved(path), node, iface, side)
+    with Netlink() as netlink:
+        for link in links:
+            netlink.set_link_state(link, up)
+    state.bump_generation()
+    return ", ".join(links)
+
+
+def _link_targets(lab: model.Lab, node: str, iface: str, side: str) -> list[str]:
+    """The root-namespace interfaces that carry a node's uplink (either end) or a switch's ports."""
+    if side not in ("node", "tor"):
+        raise LabkitError(f"--side {side} is not valid; use node (the node's NIC) or tor (the switch port facing it)")
+    switches = {b.ahv_name: b for b in lab.bridges if b.role == "tor"}
+    if node in switches:
+        ports = [i.name for p in switches[node].ports for i in p.interfaces]
+        if iface == "all":  # the switch fails: every port, its gateways' and the inter-switch link's included
+            return ports
+        if node == "tor":  # any switch's port by name (port names are unique)
+            ports = [i.name for b in switches.values() for p in b.ports for i in p.interfaces]
+        if iface not in ports:
+            raise LabkitError(f"switch {node} of lab {lab.name} has no port {iface!r}; its ports: {', '.join(ports)} (or all)")
+        return [iface]
+    uplinks = lab.uplinks(node)
+    if not uplinks:
+        raise LabkitError(f"lab {lab.name} has no node {node!r}; its nodes: {', '.join(lab.node_names)} "
+                          f"(or the switches {', '.join(switches)})")
+    veth = uplinks.get(iface)
+    if veth is None:
+        raise LabkitError(f"node {node} has no uplink {iface!r}; its uplinks: {', '.join(uplinks)}")
+    return [veth.peer if side == "node" else veth.name]
+
+
+def find_domain(path: str | None, vm: str, reading=None) -> model.Domain:
+    """A domain of the lab by its domain name, its topology VM name, or `cvm` (the first node's CVM)."""
+    lab = resolved(path, reading)
+    for dom in lab.domains:
+        if vm in (dom.name, dom.hostname) or (vm == "cvm" and dom.role == "cvm"):
+            return dom
+    raise LabkitError(f"lab {lab.name} has no VM {vm!r}; its VMs: {', '.join(d.name for d in lab.domains)} (or cvm)")
+
+
+def lab_name(path: str | None, lab: str | None) -> str:
+    """The lab a command means: --lab, else the topology file's, else the embedded default's."""
+    if path:
+        return load(path).name
+    name = lab or default_lab_name()
+    if not names.is_lab_name(name):
+        raise LabkitError(f"{name!r} is not a lab name; lab names are 1-12 of a-z, 0-9 and '-'")
+    return name
+
+
+def default_lab_name() -> str:
+    """The embedded default's name, read without validating the whole file (it is labkit's own)."""
+    import yaml
+
+    return yaml.load((paths.PACKAGE / "default.yaml").read_text(), Loader=yaml.CSafeLoader)["name"]
+
+
+def target(path: str | None, lab: str | None) -> tuple[str | None, str]:
+    """(topology file, lab name) a command means: --topology; else the lab's effective topology
+    (what its last lab.up or manage-ovs built, kept under /run/labkit/<lab>/); else the default lab."""
+    name = lab_name(path, lab)
+    if path:
+        return path, name
+    effective = state.topology_file(name)
+    if effective.exists():
+        return str(effective), name
+    if lab and lab != default_lab_name():
+        raise HostError(f"lab {lab} has no state under {state.lab_dir(lab)}; give --topology FILE")
+    return None, name

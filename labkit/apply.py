@@ -33,8 +33,8 @@ class Applier:
         self.ovs, self.netlink, self.virt, self.say = ovs, netlink, virt, say
         self.phase = phase or (lambda _name: contextlib.nullcontext())
 
-    def apply(self, plan: Plan, lab: Lab | None, docs: dict[str, str]) -> None:
-        self.lab_name, self.lab, self.docs = plan.lab, lab, docs
+    def apply(self, plan: Plan, lab: Lab | None) -> None:
+        self.lab_name, self.lab = plan.lab, lab
         self._converged: set[str] = set()
         journal = lab_dir(plan.lab) / "journal"
         journal.parent.mkdir(parents=True, exist_ok=True)
@@ -75,13 +75,13 @@ class Applier:
 
     def _create_dhcp(self, actions: list[Action]) -> None:
         for a in actions:
-            dhcp.start(self.lab_name, next(s for s in self.lab.dhcp_servers if s.node == a.name))
+            dhcp.start(self.lab_name, a.obj)
 
     _update_dhcp = _create_dhcp
 
     def _update_ovs_flows(self, actions: list[Action]) -> None:
         for a in actions:
-            set_flows(a.name, self.lab_name, next(b.flows for b in self.lab.bridges if b.name == a.name) if self.lab else ())
+            set_flows(a.name, self.lab_name, a.obj.flows)
 
     def _delete_linux_bridge(self, actions: list[Action]) -> None:
         self.netlink.delete_links([a.name for a in actions], None)
@@ -98,35 +98,31 @@ class Applier:
 
     def _create_veth(self, actions: list[Action]) -> None:
         earlier = frozenset(n for peer, name, _ in state.intents(self.lab_name) for n in (peer, name))
-        state.record_intent(self.lab_name, [(v.peer, v.name, v.netns) for v in map(self._veth, actions)])
+        state.record_intent(self.lab_name, [(a.obj.peer, a.obj.name, a.obj.netns) for a in actions])
         for a in actions:
-            veth = self._veth(a)
+            veth = a.obj
             self.netlink.create_veth(veth, earlier)  # made and marked
             state.prune_intents(self.lab_name, [(veth.peer, veth.name, veth.netns)])
 
     def _update_veth(self, actions: list[Action]) -> None:
         for a in actions:
-            self.netlink.update_veth(self._veth(a))
+            self.netlink.update_veth(a.obj)
 
     def _create_linux_bridge(self, actions: list[Action]) -> None:
         for a in actions:
-            self.netlink.create_bridge(next(b for b in self.lab.linux_bridges if b.name == a.name))
+            self.netlink.create_bridge(a.obj)
 
     _update_linux_bridge = _create_linux_bridge
 
     def _create_ovs_bridge(self, actions: list[Action]) -> None:
-        self._converge_bridges({a.name for a in actions})
+        """A bridge or a port: the action carries its bridge, converged as a whole."""
+        self._converge_bridges({a.obj.name: a.obj for a in actions})
 
-    _update_ovs_bridge = _create_ovs_bridge
+    _update_ovs_bridge = _create_ovs_port = _update_ovs_port = _create_ovs_bridge
 
-    def _create_ovs_port(self, actions: list[Action]) -> None:
-        self._converge_bridges({a.where for a in actions})
-
-    _update_ovs_port = _create_ovs_port
-
-    def _converge_bridges(self, names: set[str]) -> None:
+    def _converge_bridges(self, wanted: dict) -> None:
         """One OVSDB transaction per node (the ToR counts as one), never one per port."""
-        bridges = [b for b in self.lab.bridges if b.name in names and b.name not in self._converged]
+        bridges = [b for name, b in wanted.items() if name not in self._converged]
         for _node, group in itertools.groupby(sorted(bridges, key=lambda b: b.node or ""), key=lambda b: b.node):
             group = list(group)
             self.ovs.converge(group, self.lab_name)
@@ -134,33 +130,31 @@ class Applier:
 
     def _create_route(self, actions: list[Action]) -> None:
         for a in actions:
-            gateway = dict(next(ns for ns in self.lab.namespaces if ns.name == a.where).routes)[a.name]
-            self.netlink.set_route(a.where, a.name, gateway)
+            self.netlink.set_route(a.where, a.name, a.obj)
 
     _update_route = _create_route
 
     def _create_network(self, actions: list[Action]) -> None:
         for a in actions:
-            self.virt.create_network(self.docs[a.name])
+            self.virt.create_network(a.obj)
 
     def _update_network(self, actions: list[Action]) -> None:
         for a in actions:
             self.virt.delete_network(a.name, self.lab_name)
-            self.virt.create_network(self.docs[a.name])
+            self.virt.create_network(a.obj)
 
     def _start_network(self, actions: list[Action]) -> None:
         for a in actions:
             self.virt.start_network(a.name)
 
     def _attach_veth(self, actions: list[Action]) -> None:
-        masters = {v.peer: v.peer_master for v in self.lab.veths if v.peer_master}
         for a in actions:
-            self.netlink.attach(a.name, masters[a.name])
+            self.netlink.attach(a.name, a.obj)
 
     def _create_domain(self, actions: list[Action]) -> None:
         self._prepare(actions)
         try:
-            self.virt.create_domains([self.docs[a.name] for a in actions], say=self.say,
+            self.virt.create_domains([a.obj for a in actions], say=self.say,
                                      start={a.name for a in actions if self.lab.domain(a.name).power_on})
         finally:  # the siblings of a domain that failed to start run too: their taps as well
             self._no_ipv6_on_taps([a for a in actions if self.lab.domain(a.name).power_on])
@@ -175,8 +169,7 @@ class Applier:
     def _update_vm_port(self, actions: list[Action]) -> None:
         from .plan import wanted_vlans
 
-        nics = {nic.interfaceid: nic for dom in self.lab.domains for nic in dom.nics}
-        self.ovs.set_vm_ports([(a.name, *wanted_vlans(nics[a.key])) for a in actions])
+        self.ovs.set_vm_ports([(a.name, *wanted_vlans(a.obj)) for a in actions])
 
     def _start_domain(self, actions: list[Action]) -> None:
         self._prepare(actions)
@@ -206,8 +199,6 @@ class Applier:
             for ifname in self.virt.ifnames(a.name):
                 self.netlink.disable_ipv6(ifname)
 
-    def _veth(self, action: Action):
-        return next(v for v in self.lab.veths if v.name == action.name and (v.netns or "") == action.where)
 
 
 # Every plan action, by (verb, kind), and the step that carries it out (plan.ORDER is their order).

@@ -167,7 +167,7 @@ def up_topology(topo: topology.Topology, source: str | None, *, strict: bool = F
                 from .apply import Applier
 
                 with host_session(phase) as host:
-                    Applier(host.ovs, host.netlink, host.virt, say, phase).apply(todo, desired.lab, desired.docs)  # apply
+                    Applier(host.ovs, host.netlink, host.virt, say, phase).apply(todo, desired.lab)  # apply
         state.save(topo.name, {"lab": topo.name, "source": source, "profile": topo.profile,
                                "deviations": [str(d) for d in desired.deviations]})
         state.save_topology(topo.name, topo)  # what status, verify, manage-ovs and a bare lab.up mean from now on
@@ -190,7 +190,7 @@ def down(lab_name: str, say=print, phases=None) -> plan.Plan:
             say(f"lab {lab_name}: nothing of it is on this host")
         else:
             say(f"lab {lab_name}: removing {len(todo.actions)} object(s)")
-            Applier(host.ovs, host.netlink, host.virt, say, phase).apply(todo, None, {})  # apply
+            Applier(host.ovs, host.netlink, host.virt, say, phase).apply(todo, None)  # apply
         with phase("forget"):
             state.forget(lab_name)
     return todo

@@ -13,7 +13,7 @@ is a `PlanError` raised before anything is touched.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from . import names, readback
 from .errors import PlanError
@@ -45,7 +45,9 @@ class Action:
     name: str
     where: str = ""  # the bridge of a port, the namespace of a link or route
     detail: str = ""
-    key: str = ""  # what the object is known by besides its name (a VM port: its NIC's interface id)
+    # The object the action carries out (a Veth, an OvsBridge for a bridge or one of its ports, a
+    # rendered document, a DHCP server, a route's gateway, a VM's NIC): apply never looks it up again.
+    obj: object = field(default=None, compare=False, repr=False)
 
     @property
     def rank(self) -> int:
@@ -133,9 +135,9 @@ class _Planner:
                 self.add("create", "netns", name, detail=ns.role)
             for dest, gateway in ns.routes:
                 if name not in seen:
-                    self.add("create", "route", dest, where=name, detail=f"via {gateway}")
+                    self.add("create", "route", dest, where=name, detail=f"via {gateway}", obj=gateway)
                 elif (dest, gateway) not in seen[name].routes:
-                    self.add("update", "route", dest, where=name, detail=f"via {gateway}")
+                    self.add("update", "route", dest, where=name, detail=f"via {gateway}", obj=gateway)
 
     # veth pairs -----------------------------------------------------------
 
@@ -167,9 +169,9 @@ class _Planner:
                 return
         where = veth.netns or ""
         if end is None or peer is None:
-            self.add("create", "veth", veth.name, where=where, detail=f"peer {veth.peer}, {veth.purpose}")
+            self.add("create", "veth", veth.name, where=where, detail=f"peer {veth.peer}, {veth.purpose}", obj=veth)
             if veth.peer_master:
-                self.add("attach", "veth", veth.peer, detail=f"to bridge {veth.peer_master}")
+                self.add("attach", "veth", veth.peer, detail=f"to bridge {veth.peer_master}", obj=veth.peer_master)
             return
         diffs = []
         if set(end.addresses) != set(veth.addresses):
@@ -179,9 +181,9 @@ class _Planner:
         if not (end.up and peer.up):
             diffs.append("up")
         if diffs:
-            self.add("update", "veth", veth.name, where=where, detail=", ".join(diffs))
+            self.add("update", "veth", veth.name, where=where, detail=", ".join(diffs), obj=veth)
         if veth.peer_master and peer.master != veth.peer_master:
-            self.add("attach", "veth", veth.peer, detail=f"to bridge {veth.peer_master}")
+            self.add("attach", "veth", veth.peer, detail=f"to bridge {veth.peer_master}", obj=veth.peer_master)
 
     # Linux bridges ----------------------------------------------------------
 
@@ -197,9 +199,9 @@ class _Planner:
                 self.conflicts.append(f"interface {bridge.name} already exists and is not lab {self.lab}'s bridge; "
                                       f"delete or rename it, or rename the lab")
             elif have is None:
-                self.add("create", "linux-bridge", bridge.name, detail=f"local network of node {bridge.node}")
+                self.add("create", "linux-bridge", bridge.name, detail=f"local network of node {bridge.node}", obj=bridge)
             elif not have.up:
-                self.add("update", "linux-bridge", bridge.name, detail="up")
+                self.add("update", "linux-bridge", bridge.name, detail="up", obj=bridge)
 
     # OVS ------------------------------------------------------------------
 
@@ -221,20 +223,20 @@ class _Planner:
                     self.conflicts.append(f"OVS port {port.name} already exists on a bridge that is not lab {self.lab}'s; "
                                           f"remove it (ovs-vsctl del-port {port.name})")
             if have is None:
-                self.add("create", "ovs-bridge", bridge.name, detail=f"{bridge.datapath_type}, {len(bridge.ports)} ports")
+                self.add("create", "ovs-bridge", bridge.name, detail=f"{bridge.datapath_type}, {len(bridge.ports)} ports", obj=bridge)
                 for port in bridge.ports:
-                    self.add("create", "ovs-port", port.name, where=bridge.name, detail=_port_summary(port))
+                    self.add("create", "ovs-port", port.name, where=bridge.name, detail=_port_summary(port), obj=bridge)
                 self._flows(bridge, None)
                 continue
             if have.datapath_type != bridge.datapath_type:
-                self.add("update", "ovs-bridge", bridge.name, detail=f"datapath {bridge.datapath_type}")
+                self.add("update", "ovs-bridge", bridge.name, detail=f"datapath {bridge.datapath_type}", obj=bridge)
             self._flows(bridge, have)
             have_ports = {p.name: p for p in have.ports}
             for port in bridge.ports:
                 if port.name not in have_ports:
-                    self.add("create", "ovs-port", port.name, where=bridge.name, detail=_port_summary(port))
+                    self.add("create", "ovs-port", port.name, where=bridge.name, detail=_port_summary(port), obj=bridge)
                 elif have_ports[port.name] != port:
-                    self.add("update", "ovs-port", port.name, where=bridge.name, detail=_port_summary(port))
+                    self.add("update", "ovs-port", port.name, where=bridge.name, detail=_port_summary(port), obj=bridge)
             for name in sorted(set(have_ports) - {p.name for p in bridge.ports}):
                 self.add("delete", "ovs-port", name, where=bridge.name)
 
@@ -244,7 +246,7 @@ class _Planner:
         wanted = flows_digest(bridge.flows) if bridge.flows else ""
         seen_digest, seen_count = (have.flows_digest, have.flow_count) if have else ("", 0)
         if (wanted, len(bridge.flows)) != (seen_digest, seen_count) and (bridge.flows or seen_digest):
-            self.add("update", "ovs-flows", bridge.name, detail=f"{len(bridge.flows)} rules")
+            self.add("update", "ovs-flows", bridge.name, detail=f"{len(bridge.flows)} rules", obj=bridge)
 
     # DHCP -----------------------------------------------------------------
 
@@ -256,9 +258,9 @@ class _Planner:
             have = seen.get(server.node)
             detail = f"{len(server.hosts)} binding{'' if len(server.hosts) == 1 else 's'}"
             if have is None or not have.running:
-                self.add("create", "dhcp", server.node, detail=detail)
+                self.add("create", "dhcp", server.node, detail=detail, obj=server)
             elif have.digest != digests.get(server.node):
-                self.add("update", "dhcp", server.node, detail=detail)
+                self.add("update", "dhcp", server.node, detail=detail, obj=server)
 
     # libvirt --------------------------------------------------------------
 
@@ -274,12 +276,12 @@ class _Planner:
                 self.conflicts.append(f"libvirt {kind} {name} already exists and is not lab {self.lab}'s; "
                                       f"remove it (virsh {'net-' if kind == 'network' else ''}undefine {name}) or rename the lab")
             elif have is None:
-                self.add("create", kind, name)
+                self.add("create", kind, name, obj=xml)
             elif have.digest != metadata_of(xml)["digest"]:
-                self.add("update", kind, name, detail="definition changed")
+                self.add("update", kind, name, detail="definition changed", obj=xml)
             elif have.facts is not None and (drift := readback.differences(
                     have.facts, readback.domain(xml) if kind == "domain" else readback.network(xml))):
-                self.add("update", kind, name, detail="changed on the host: " + "; ".join(drift))
+                self.add("update", kind, name, detail="changed on the host: " + "; ".join(drift), obj=xml)
             elif not have.active and (running is None or name in running):
                 self.add("start", kind, name)
             elif have.active and running is not None and name not in running:
@@ -301,7 +303,7 @@ class _Planner:
                 tag, trunks, mode = wanted_vlans(nic)
                 have = (port.tag, tuple(sorted(port.trunks)), port.vlan_mode if nic.trunk else None)
                 if have != (tag, trunks, mode):
-                    self.add("update", "vm-port", port.name, where=bridge, key=nic.interfaceid,
+                    self.add("update", "vm-port", port.name, where=bridge, obj=nic,
                              detail=f"changed on the host: {_vlan_text(*have)}, want {_vlan_text(tag, trunks, mode)}")
 
 

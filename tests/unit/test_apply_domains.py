@@ -44,7 +44,7 @@ def test_siblings_of_a_domain_that_failed_lose_ipv6_on_their_taps(tmp_path):
     virt, netlink = BatchWithOneFailure(broken=cvm), Netlink()
     docs = render.render_all(lab, render.Adaptation())
     applier = Applier(None, netlink, virt, say=lambda _m: None)
-    applier.lab_name, applier.lab, applier.docs = lab.name, lab, docs
+    applier.lab_name, applier.lab = lab.name, lab
     with pytest.raises(HostError, match=f"cannot start domain {cvm}"):
-        applier._create_domain([Action("create", "domain", cvm), Action("create", "domain", uvm)])
+        applier._create_domain([Action("create", "domain", cvm, obj=docs[cvm]), Action("create", "domain", uvm, obj=docs[uvm])])
     assert netlink.no_ipv6 == [f"tap-{uvm}"]

@@ -60,6 +60,9 @@ def user_errors(fn):
         except Exception as exc:  # a bug, not a user mistake: one line, the traceback on request
             if os.environ.get("LABKIT_DEBUG"):
                 raise
+            if type(exc).__name__ == "libvirtError":  # a libvirt call labkit did not wrap: still one sentence
+                raise Exit(f"labkit: libvirt refused ({exc.get_error_message()}); the host may have changed "
+                           f"under the command: run it again, or look with virsh", code=4) from None
             raise Exit(f"labkit: internal error ({type(exc).__name__}: {exc}); this is a labkit bug: "
                        f"run again with LABKIT_DEBUG=1 for the traceback and report it", code=1) from None
 

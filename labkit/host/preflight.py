@@ -15,13 +15,14 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from ..model import Lab
 from ..adaptation import Adaptation
+from ..model import Lab
+from ..paths import RUN_DIR
 from . import services
 
 PASS, DEGRADED, FAIL = "pass", "degraded", "fail"
-PROBE_CACHE = Path("/run/labkit/kvm-probe")
-TSC_CACHE = Path("/run/labkit/tsc-khz")
+PROBE_CACHE = RUN_DIR / "kvm-probe"  # the KVM probe's verdict, once per boot
+TSC_CACHE = RUN_DIR / "tsc-khz"  # the host's measured TSC frequency, once per boot
 CAP_SYS_RESOURCE = 24
 QEMU_OVERHEAD_MIB = 96  # per guest: QEMU itself, TCG translation cache, page tables
 TB_CACHE_MIB = 16  # TCG's translation cache per guest (MiB): boots as fast as with 32 and QEMU's 1 GiB default; 8 is slower

@@ -78,7 +78,7 @@ class Virt(Connection):
             self._call(f"start network {net.name()}", net.create)
 
     def start_network(self, name: str) -> None:
-        net = self.conn.networkLookupByName(name)
+        net = self._call(f"find network {name}", self.conn.networkLookupByName, name)
         if not net.isActive():
             self._call(f"start network {name}", net.create)
 
@@ -119,7 +119,7 @@ class Virt(Connection):
     def stop_domains(self, names: list[str]) -> None:
         """Power domains off (AHV's vm.off: not a guest shutdown), in parallel."""
         def one(name: str) -> None:
-            dom = self.conn.lookupByName(name)
+            dom = self._call(f"find domain {name}", self.conn.lookupByName, name)
             if dom.isActive():
                 self._call(f"stop domain {name}", dom.destroy)
 
@@ -127,7 +127,7 @@ class Virt(Connection):
 
     def start_domains(self, names: list[str], say=print) -> None:
         def one(name: str) -> None:
-            dom = self.conn.lookupByName(name)
+            dom = self._call(f"find domain {name}", self.conn.lookupByName, name)
             if not dom.isActive():
                 self._call(f"start domain {name}", dom.create)
             say(f"  started {name}")

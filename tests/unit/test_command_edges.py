@@ -32,3 +32,22 @@ def test_guest_output_reaches_the_terminal_as_text():
     import tasks
 
     assert tasks.printable("a\x1b]0;owned\x07b\x1b[2J\tc\n\x9b5m é") == "a^[]0;owned^Gb^[[2J\tc\n\\x9b5m é"
+
+
+def test_an_unwrapped_libvirt_error_is_one_sentence_not_an_internal_error():
+    import libvirt
+    from invoke import Exit
+
+    sys.path.insert(0, str(REPO))
+    import tasks
+
+    @tasks.user_errors
+    def task():
+        exc = libvirt.libvirtError("gone")
+        exc.err = (libvirt.VIR_ERR_NO_DOMAIN, 0, "Domain not found: no domain with matching name 'x'", 0, "", None, None, 0, 0)
+        raise exc
+
+    with pytest.raises(Exit) as info:
+        task()
+    assert info.value.code == 4 and str(info.value.message).startswith(
+        "labkit: libvirt refused (Domain not found: no domain with matching name 'x'); ")

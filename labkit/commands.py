@@ -48,11 +48,7 @@ def status_plan(path: str | None, profile: str | None = None, reading=None) -> t
     from .host import preflight
 
     seen = look(path, profile, reading)
-    desired, observed, pending = seen.desired, seen.observed, seen.pending
-    checks = [preflight.check_memory(desired.lab, observed.running(desired.lab.name)),
-              preflight.check_cpus(desired.lab, observed.other_vcpus(desired.lab.name))]
-    return pending, "capacity: " + "; ".join(f"{c.detail}" + (f" ({c.status})" if c.status != "pass" else "")
-                                            for c in checks)
+    return seen.pending, preflight.capacity_line(seen.checks.checks)
 
 
 def status(path: str | None, profile: str | None = None, reading=None):

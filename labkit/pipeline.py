@@ -159,7 +159,7 @@ def up_topology(topo: topology.Topology, source: str | None, *, strict: bool = F
             if todo.empty:
                 say(str(todo))
             else:
-                say("capacity: " + "; ".join(c.detail for c in checks.checks if c.name in ("memory", "cpus")))
+                say(preflight.capacity_line(checks.checks))
                 for a in todo.actions:
                     if a.detail.startswith("changed on the host"):
                         say(f"repairing {a.kind} {a.name}: {a.detail.removeprefix('changed on the host: ')}")
@@ -203,6 +203,7 @@ class Look:
     desired: Desired
     observed: HostState
     pending: plan.Plan
+    checks: object  # preflight.Report: what the host allows, the capacity included
 
 
 def look(path: str | None, profile: str | None = None, reading=None) -> Look:
@@ -213,8 +214,10 @@ def look(path: str | None, profile: str | None = None, reading=None) -> Look:
     topo = with_addresses(load(path, profile))                            # parse + validate, IPAM
     observed = observe(topo.name, reading)                                # observe
     lab = model.resolve(topo, observed.facts_for(topo.name))              # resolve
-    desired = rendered(lab, preflight.run(lab, probe_kvm=False).adaptation())  # render
-    return Look(desired, observed, plan_up(desired, observed))           # plan (not applied)
+    checks = preflight.run(lab, probe_kvm=False, running=observed.running(topo.name),
+                           other_vcpus=observed.other_vcpus(topo.name))
+    desired = rendered(lab, checks.adaptation())                          # render
+    return Look(desired, observed, plan_up(desired, observed), checks)    # plan (not applied)
 
 
 def resolved(path: str | None, reading=None) -> model.Lab:

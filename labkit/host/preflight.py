@@ -276,6 +276,12 @@ def check_names(lab: Lab) -> Check:
                  "fallback names are used; free the AHV names to get them (never taken from their owners)")
 
 
+def capacity_line(checks) -> str:
+    """The capacity lab.up checks, in one line (lab.up and lab.plan print it)."""
+    return "capacity: " + "; ".join(c.detail + (f" ({c.status})" if c.status != PASS else "")
+                                    for c in checks if c.name in ("memory", "cpus"))
+
+
 def check_memory(lab: Lab, running: frozenset[str] = frozenset()) -> Check:
     """Memory for the guests lab.up will start: MemAvailable already counts the running ones out."""
     need = sum(d.memory_mib + QEMU_OVERHEAD_MIB for d in lab.domains if d.power_on and d.name not in running)

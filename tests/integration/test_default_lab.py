@@ -129,7 +129,7 @@ def test_second_up_changes_nothing(lab_up):
 
 def test_up_repairs_a_hand_changed_tag_and_a_virsh_edit(lab_up, tmp_path):
     """Drift the metadata digest cannot show: status reports it, lab.up repairs it and says so."""
-    tap = sh("ovs-vsctl --bare --columns=name find Port tag=32").split()[0]
+    tap = next(name for name in sh("ovs-vsctl --bare --columns=name find Port tag=32").split() if name.startswith("tap"))
     sh(f"ovs-vsctl set Port {tap} tag=0")
     status = invoke("lab.status", expect=1).stdout
     assert re.search(r"vm-port\s+uvm32/eth0 .* tag 0, want 32", status), status

@@ -23,7 +23,8 @@ def state_after(lab: Lab, docs: dict[str, str], base: HostState = HostState()) -
     links += [SeenLink(b.name, None, b.alias, "bridge") for b in lab.linux_bridges]
     return replace(
         base,
-        bridges=base.bridges + tuple(SeenBridge(b.name, lab.name, b.datapath_type, b.ports, (),
+        bridges=base.bridges + tuple(SeenBridge(b.name, lab.name, b.datapath_type,
+                                                tuple(through_ovsdb(lab.name, p) for p in b.ports), (),
                                                 flows_digest(b.flows) if b.flows else "", len(b.flows), _vm_ports(lab, b.name))
                                      for b in lab.bridges),
         links=base.links + tuple(links),
@@ -45,3 +46,22 @@ def _vm_ports(lab: Lab, bridge: str) -> tuple[SeenVmPort, ...]:
     return tuple(SeenVmPort(nic.target or f"vnet{i}", nic.interfaceid, *wanted_vlans(nic))
                  for d in lab.domains if d.power_on for i, nic in enumerate(d.nics)
                  if nic.kind == "ovs" and nic.source == bridge)
+
+
+def through_ovsdb(lab: str, port):
+    """`port` as the OVS adapter writes it to OVSDB (ConvergeBridge._set_port) and reads it back
+    (_read_port): the rows are plain objects, the code on both sides is the adapter's own, so a
+    port the adapter would not read back as written makes the plans here differ."""
+    from types import SimpleNamespace
+
+    from labkit.host.ovs import ConvergeBridge, _read_port
+
+    class Txn:
+        def insert(self, _table):
+            return SimpleNamespace()
+
+    writer = ConvergeBridge.__new__(ConvergeBridge)
+    writer.lab, writer.api = lab, SimpleNamespace(_tables={"Interface": None, "Port": None})
+    row = SimpleNamespace(name=port.name, interfaces=[])
+    writer._set_port(Txn(), row, port)
+    return _read_port(row)

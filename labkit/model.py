@@ -11,11 +11,10 @@ from __future__ import annotations
 
 import ipaddress
 from dataclasses import dataclass, field, replace
-from typing import Literal
+from typing import TYPE_CHECKING, Literal
 
 from . import ipam, names
 from .paths import DISK_DIR, IMAGE_DIR, LOG_DIR, agent_socket
-from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:  # the topology's pydantic models: imported by whoever parses one, not by every reader of the model
     from .topology import Bond, Node, Topology
@@ -283,34 +282,35 @@ class _Builder:
     def ahv_ifname(self, ahv: str, node: str, taken: frozenset[str], what: str) -> str:
         """The AHV name when no foreign object and no other node of this lab holds it, and the lab
         does not run under a fallback name already (names never flip under a running lab)."""
-        kept = next((name for salt in range(4) if (name := names.fallback(ahv, self.lab_name, node, salt=salt))
-                     in self.facts.own_names and name not in taken | self.used_ifnames), None)
-        if kept and ahv not in taken and ahv not in self.used_ifnames:
-            self.deviations.append(Deviation(f"{what} {ahv}", f"named {kept}: the lab got this name while {ahv} "
-                                                              f"was held, and keeps it until lab.down"))
-            return self._claim(kept)
-        if ahv in taken or ahv in self.used_ifnames:
-            salt = 0  # 4 hex digits can collide: the next salt gives another name
-            while (name := names.fallback(ahv, self.lab_name, node, salt=salt)) in taken | self.used_ifnames:
-                salt += 1
+        blocked = taken | self.used_ifnames
+        fallback, kept = self._salted(lambda salt: names.fallback(ahv, self.lab_name, node, salt=salt), blocked)
+        if ahv in blocked:
             reason = "held by another node of this lab" if ahv in self.used_ifnames else "held by another owner on this host"
-            self.deviations.append(Deviation(f"{what} {ahv}", f"named {name}: {ahv} is {reason}"))
-            return self._claim(name)
+            self.deviations.append(Deviation(f"{what} {ahv}", f"named {fallback}: {ahv} is {reason}"))
+            return self._claim(fallback)
+        if kept:
+            self.deviations.append(Deviation(f"{what} {ahv}", f"named {fallback}: the lab got this name while {ahv} "
+                                                              f"was held, and keeps it until lab.down"))
+            return self._claim(fallback)
         return self._claim(ahv)
 
     def lab_ifname(self, *parts: str) -> str:
         """A lab-private name, `<lab>-<parts>`. Plain joins can meet another lab's (lab a's uplink
-        `tor` on node 1, lab a-n1's switch) and cut names can collide: such names are salted, and a
-        salted name the lab already runs under is kept."""
-        full, taken = "-".join((self.lab_name,) + parts), self.facts.taken_ifnames()
-        kept = next((name for salt in range(1, 4) if (name := names.fit(full, salt)) in self.facts.own_names
-                     and name not in self.used_ifnames | taken), None)
-        if kept:
-            return self._claim(kept)
-        salt = 0
-        while (name := names.fit(full, salt)) in self.used_ifnames or name in taken:
-            salt += 1
+        `tor` on node 1, lab a-n1's switch) and cut names can collide: such names are salted."""
+        full = "-".join((self.lab_name,) + parts)
+        name, _ = self._salted(lambda salt: names.fit(full, salt), self.facts.taken_ifnames() | self.used_ifnames)
         return self._claim(name)
+
+    def _salted(self, candidate, blocked: frozenset[str]) -> tuple[str, bool]:
+        """(name, kept) from `candidate(salt)`, salt 0, 1, ...: one the lab already runs under if any
+        of the first few is (kept: a name never flips under a running lab), else the first one free."""
+        for salt in range(4):
+            if (name := candidate(salt)) in self.facts.own_names and name not in blocked:
+                return name, True
+        salt = 0
+        while (name := candidate(salt)) in blocked:
+            salt += 1
+        return name, False
 
     def global_name(self, ahv: str, node: str, taken: frozenset[str], used: set[str], what: str) -> str:
         fallback = f"{ahv}-{self.lab_name}-{node}"

@@ -111,7 +111,7 @@ def up(c, topology=None, profile=None, strict=False, verify=False, no_verify=Fal
     from labkit.timings import Phases
 
     phases = Phases()
-    topology, _ = commands.target(topology, None)  # a bare lab.up keeps what manage-ovs changed
+    topology = commands.up_source(topology)  # a bare lab.up keeps what manage-ovs changed
     result = pipeline.up(topology, profile, strict=strict, say=say, phases=phases, reading=reading,
                          max_oversubscription=_ratio(max_oversubscription))
     lab = result.desired.lab
@@ -222,7 +222,7 @@ def console(c, vm, topology=None, lab=None, cmd=None):
     from labkit.host.agent import Agent, AgentError
 
     if cmd is None:
-        from labkit.host.console import attach
+        from labkit.features.console import attach
         from labkit.host.virt import Virt
 
         with Virt() as virt:
@@ -245,11 +245,12 @@ def console(c, vm, topology=None, lab=None, cmd=None):
 def down(c, topology=None, lab=None, timings=False):
     """Remove every object of the lab, found by its marks (no topology file needed), and nothing else."""
     need_root()
+    reading = read_host()
     from labkit.timings import Phases
 
     phases = Phases()
     name = commands.lab_name(topology, lab)
-    pipeline.down(name, say=say, phases=phases)
+    pipeline.down(name, say=say, phases=phases, reading=reading)
     say(f"lab {name} is down")
     if timings:
         say(phases.table())
@@ -489,7 +490,7 @@ def bootstrap(c):
     libvirtd when they are not running (there is no systemd), builds the guest image, probes KVM."""
     need_root()
     from labkit import images
-    from labkit.host import preflight, services
+    from labkit.features import preflight, services
 
     services.install_packages(services.missing_packages(), say=say)
     kvm_changed = services.kvm_device_as_udev_sets_it()
@@ -506,7 +507,7 @@ def bootstrap(c):
 def preflight(c, topology=None, strict=False):
     """Check this host for a lab: KVM (a real probe), memlock, VFIO, OVS datapath, services, names, capacity."""
     from labkit import model
-    from labkit.host import preflight as checks
+    from labkit.features import preflight as checks
 
     from labkit.host.observe import observe
 

@@ -31,7 +31,8 @@ sys.path.insert(0, str(REPO / "bench"))
 from baseline import Baseline  # noqa: E402
 
 from labkit import model, pipeline  # noqa: E402
-from labkit.host import observe, preflight  # noqa: E402
+from labkit.features import preflight  # noqa: E402
+from labkit.host import observe  # noqa: E402
 from labkit.host.agent import Agent  # noqa: E402
 
 PYTHON = sys.executable

@@ -306,22 +306,36 @@ COMMANDS = {c.name: c for c in (
 
 
 def execute(session: Session, line: str, confirm: Callable[[str], bool] | None = None, say=print) -> Output:
-    """Run one command line. `confirm(question)` is asked before deletes (None: do not ask).
+    """Run one command line. `confirm(question)` is asked before deletes (None: do not ask), with
+    the lab's lock released: the answer may take a while, other commands need not wait for it.
     `say` prints task lines as the change goes (pending before it, complete after)."""
     call = parse(line)
+    asked = None
+    if call.command.confirm and confirm is not None:
+        with session.controlled() as ctl:  # what it would delete, to ask about
+            preview = call.command.run(ctl, call.args, call.kw)
+        if isinstance(preview, Output):
+            return preview
+        asked = _names(preview)
+        what = "networks" if call.command.name.startswith("net.") else "VMs"
+        if not confirm(f"Delete {len(asked)} {what}? (yes/no) "):
+            return Output([f"{call.command.name}: not confirmed, nothing deleted"], [])
     with session.controlled() as ctl:
         result = call.command.run(ctl, call.args, call.kw)
         if isinstance(result, Output):
             return result
-        names = [key.split(":", 1)[1] for key in (*result.touched, *result.deleted)]
-        if call.command.confirm and confirm is not None:
-            what = "networks" if call.command.name.startswith("net.") else "VMs"
-            if not confirm(f"Delete {len(names)} {what}? (yes/no) "):
-                return Output([f"{call.command.name}: not confirmed, nothing deleted"], [])
+        names = _names(result)
+        if asked is not None and names != asked:
+            raise AcliError(f"{call.command.name}: the lab changed while you were asked (now {', '.join(names) or 'nothing'}); "
+                              "nothing deleted, run it again")
         for name in names:
             say(f"{name}: pending")
         session.apply(result)
     return Output([f"{name}: complete" for name in names], [{"name": n, "status": "complete"} for n in names])
+
+
+def _names(change) -> list[str]:
+    return [key.split(":", 1)[1] for key in (*change.touched, *change.deleted)]
 
 
 def as_json(output: Output | None, error: str | None) -> str:

@@ -188,7 +188,7 @@ class Applier:
             Path(dom.serial_log).parent.mkdir(parents=True, exist_ok=True)
             Path(dom.agent_socket).parent.mkdir(parents=True, exist_ok=True)
             if dom.image:
-                from .host import disks  # pycdlib: only for VMs with their own image
+                from .features import disks  # pycdlib: only for VMs with their own image
 
                 disks.prepare(dom)
 

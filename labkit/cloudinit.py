@@ -39,7 +39,7 @@ def network_config(dom: Domain) -> str:
         lines.append("vlans:")
         for nic in dom.nics:
             addresses = dict(nic.vlan_addresses)
-            for vlan in [v for v in nic.vlan if v != nic.native] if nic.trunk else ():
+            for vlan in [v for v in nic.trunks if v != nic.native]:
                 lines += [f"  {nic.guest_name}.{vlan}:", f"    id: {vlan}", f"    link: {nic.guest_name}"]
                 if vlan in addresses:
                     lines += ["    addresses:", f"      - {addresses[vlan]}"]

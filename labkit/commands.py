@@ -8,12 +8,12 @@ import contextlib
 
 from . import model, names, paths, plan, state
 from .errors import HostError, LabkitError
-from .pipeline import UpResult, Verification, host_session, load, look, resolved, up_topology, verify_lab, with_addresses
+from .pipeline import UpResult, Verification, host_session, load, look, resolved, resolved_on, up_topology, verify_lab, with_addresses
 
 
 def agents_answer(lab: model.Lab, timeout: float = 5.0) -> list[str]:
     """The lab's domains whose agent does not answer `hello` within `timeout` (none: all alive)."""
-    from .host import verifier
+    from .features import verifier
 
     return verifier.wait_for_guests(lab.running(), timeout, say=lambda _message: None)
 
@@ -21,11 +21,8 @@ def agents_answer(lab: model.Lab, timeout: float = 5.0) -> list[str]:
 def diagram(path: str | None, reading=None) -> str:
     """lab.diagram: the lab's graph (DOT), with the names used on the host and its down links."""
     from . import diagram as diagram_mod
-    from .host.observe import observe
 
-    topo = with_addresses(load(path))
-    host = observe(topo.name, reading)
-    lab = model.resolve(topo, host.facts_for(topo.name))
+    lab, host = resolved_on(path, reading)
     down = frozenset(link.name for link in host.links if link.netns is None and link.lab == lab.name and not link.up)
     return diagram_mod.dot(lab, down)
 
@@ -45,7 +42,7 @@ def labs_on_host(reading=None) -> list:
 
 def status_plan(path: str | None, profile: str | None = None, reading=None) -> tuple[plan.Plan, str]:
     """lab.plan: the changes lab.up would make, and the capacity it would check them against."""
-    from .host import preflight
+    from .features import preflight
 
     seen = look(path, profile, reading)
     return seen.pending, preflight.capacity_line(seen.checks.checks)
@@ -53,13 +50,12 @@ def status_plan(path: str | None, profile: str | None = None, reading=None) -> t
 
 def status(path: str | None, profile: str | None = None, reading=None):
     from . import status as status_mod
-    from .host.ovs import Ovs
 
     seen = look(path, profile, reading)
-    desired, pending = seen.desired, seen.pending
-    with Ovs() as ovs:
-        vm_ports, bonds = ovs.vm_ports(), ovs.bond_problems()
-    return status_mod.build(desired.lab, pending, vm_ports, [str(d) for d in desired.deviations], bonds)
+    desired, bridges = seen.desired, seen.observed.bridges
+    vm_ports = {v.iface_id: (v.name, v.tag, v.problem) for b in bridges for v in b.vm_ports}
+    bonds = {port: list(problems) for b in bridges for port, problems in b.bond_problems}
+    return status_mod.build(desired.lab, seen.pending, vm_ports, [str(d) for d in desired.deviations], bonds)
 
 
 def verify(path: str | None, timeout: float, say=print, reading=None) -> Verification:
@@ -173,6 +169,16 @@ def find_domain(path: str | None, vm: str, reading=None) -> model.Domain:
     raise LabkitError(f"lab {lab.name} has no VM {vm!r}; its VMs: {', '.join(d.name for d in lab.domains)} (or cvm)")
 
 
+def up_source(path: str | None) -> str | None:
+    """The file a lab.up means, as target() says, without reading it (lab.up may not need to)."""
+    return path or _effective(default_lab_name())
+
+
+def _effective(lab: str) -> str | None:
+    effective = state.topology_file(lab)
+    return str(effective) if effective.exists() else None
+
+
 def lab_name(path: str | None, lab: str | None) -> str:
     """The lab a command means: --lab, else the topology file's, else the embedded default's."""
     if path:
@@ -196,9 +202,8 @@ def target(path: str | None, lab: str | None) -> tuple[str | None, str]:
     name = lab_name(path, lab)
     if path:
         return path, name
-    effective = state.topology_file(name)
-    if effective.exists():
-        return str(effective), name
+    if effective := _effective(name):
+        return effective, name
     if lab and lab != default_lab_name():
         raise HostError(f"lab {lab} has no state under {state.lab_dir(lab)}; give --topology FILE")
     return None, name

@@ -104,7 +104,7 @@ def _members(lab: Lab, node: str, sub: DhcpSubnet) -> list[tuple]:
         for nic in dom.nics:
             if nic.dhcp and nic.network == sub.network:
                 managed.append((dom, nic.guest_name, True))
-            elif nic.trunk and sub.vlan in nic.vlan:
+            elif sub.vlan in nic.trunks:
                 trunks.append((dom, f"{nic.guest_name}.{sub.vlan}", False))
     return managed + trunks
 

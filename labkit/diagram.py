@@ -21,8 +21,8 @@ def _q(text: str) -> str:
 def _vlans(nic) -> str:
     if nic.trunk:
         native = f", native {nic.native}" if nic.native is not None else ""
-        return "trunk " + ",".join(str(v) for v in nic.vlan) + native
-    return f"VLAN {nic.vlan[0]}" if nic.vlan else "untagged"
+        return "trunk " + ",".join(str(v) for v in nic.trunks) + native
+    return "untagged" if nic.tag is None else f"VLAN {nic.tag}"
 
 
 def dot(lab: Lab, down: frozenset[str] = frozenset()) -> str:

@@ -23,6 +23,7 @@ class SeenVmPort:
     tag: int | None = None
     trunks: tuple[int, ...] = ()
     vlan_mode: str | None = None
+    problem: str = ""  # the interface's error, or "link down"
 
 
 @dataclass(frozen=True)
@@ -35,6 +36,7 @@ class SeenBridge:
     flows_digest: str = ""  # of the OpenFlow rules labkit last set (external_ids labkit-flows)
     flow_count: int = 0  # rules with the lab's cookie in ovs-vswitchd now (0 after it restarted)
     vm_ports: tuple[SeenVmPort, ...] = ()  # ports of domain NICs, as OVS has them now
+    bond_problems: tuple[tuple[str, tuple[str, ...]], ...] = ()  # the lab's bonds: (port, what keeps each member idle)
 
 
 @dataclass(frozen=True)
@@ -171,7 +173,8 @@ class HostState:
         return cls(
             bridges=tuple(SeenBridge(b["name"], b["lab"], b["datapath_type"], tuple(port(p) for p in b["ports"]),
                                      tuple(b["other_ports"]), b.get("flows_digest", ""), b.get("flow_count", 0),
-                                     tuple(SeenVmPort(**{**v, "trunks": tuple(v["trunks"])}) for v in b.get("vm_ports", ())))
+                                     tuple(SeenVmPort(**{**v, "trunks": tuple(v["trunks"])}) for v in b.get("vm_ports", ())),
+                                     tuple((port, tuple(problems)) for port, problems in b.get("bond_problems", ())))
                           for b in raw["bridges"]),
             links=tuple(SeenLink(**{**link, "addresses": tuple(link["addresses"])}) for link in raw["links"]),
             namespaces=tuple(SeenNetns(n["name"], n["lab"], tuple(tuple(r) for r in n["routes"])) for n in raw["namespaces"]),

@@ -61,7 +61,7 @@ class OvsPort:
 
     name: str
     interfaces: tuple[OvsInterface, ...]
-    tag: int | None = None
+    tag: int | None = None  # access VLAN (0: untagged frames only); None: no tag, OVS carries every VLAN
     trunks: tuple[int, ...] = ()
     vlan_mode: str | None = None
     bond_mode: str | None = None
@@ -86,8 +86,11 @@ class OvsBridge:
 
 @dataclass(frozen=True)
 class Veth:
-    """A veth pair. `name` is the end that may move into `netns` and carry addresses;
-    `peer` stays in the workstation's namespace (OVS's userspace datapath needs it there)."""
+    """A veth pair, the same way round whatever it is for: `peer` is the end on the bridge the pair
+    serves (a node's OVS bridge, the ToR, or `peer_master`), always in the workstation's namespace
+    (OVS's userspace datapath needs it there); `name` is the far end: in `netns` with `addresses`
+    (host, local, gateway, DHCP), or with `netns` None a port of the switch (an uplink's ToR end,
+    the inter-switch link's second switch)."""
 
     name: str
     peer: str
@@ -169,8 +172,12 @@ class DomainNic:
     mac: str
     target: str | None = None  # tap name; None lets libvirt pick vnetN, as on the seed's CVM
     interfaceid: str | None = None
-    vlan: tuple[int, ...] = ()
-    trunk: bool = False
+    # VLANs as OVS spells them on the NIC's port, the one spelling labkit uses past the topology:
+    # an access NIC has `tag` (0 too: untagged frames only, a user VM on AHV's VLAN 0); a trunk NIC
+    # has `trunks` (its VLANs, tagged but for `native`); neither is a port without a tag, which OVS
+    # lets carry every VLAN (AHV's CVM on an untagged host VLAN: vnet0 on the seed).
+    tag: int | None = None
+    trunks: tuple[int, ...] = ()
     mtu: int = 1500
     guest_name: str = ""  # eth0, eth1 inside the guest
     addresses: tuple[str, ...] = ()
@@ -178,6 +185,15 @@ class DomainNic:
     network: str | None = None  # the AHV network of an access NIC (of a trunk NIC: its native VLAN's)
     dhcp: bool = False  # on a managed network: the guest takes `addresses` by DHCP from its node
     native: int | None = None  # a trunk NIC's untagged VLAN (AHV's kTrunked NIC: its network's)
+
+    @property
+    def trunk(self) -> bool:
+        return bool(self.trunks)
+
+    @property
+    def vlans(self) -> tuple[int, ...]:
+        """Every VLAN the NIC carries (AHV's numbers)."""
+        return self.trunks or (() if self.tag is None else (self.tag,))
 
 
 @dataclass(frozen=True)
@@ -450,7 +466,7 @@ class _Builder:
             gateway = str(self.topo.switch.gateways[cvm.vlan].ip) if cvm.vlan in self.topo.switch.gateways else None
         nics = (
             DomainNic("ovs", bridge.name, self.mac(names.CVM_OUI, node.name, "cvm", "0"),
-                      interfaceid=names.uuid_for(lab, node.name, "cvm", "nic0"), vlan=(cvm.vlan,) if cvm.vlan else (),
+                      interfaceid=names.uuid_for(lab, node.name, "cvm", "nic0"), tag=cvm.vlan or None,
                       mtu=bridge.mtu, guest_name="eth0", addresses=(str(cvm.ip),)),
             DomainNic("network", local_net, self.mac(names.CVM_OUI, node.name, "cvm", "1"), guest_name="eth1",
                       addresses=CVM_LOCAL_IPS),
@@ -505,15 +521,15 @@ class _Builder:
                     bump += 1
                 self._claim(tap)
                 if nic.trunk is None:
-                    vlan, native = (net.vlan,), None
+                    tag, trunks, native = net.vlan, (), None
                 else:  # tagged VLANs; with a network, AHV's kTrunked NIC: the network's VLAN untagged
-                    vlan = tuple(sorted(set(nic.trunk) | ({net.vlan} if net else set())))
+                    tag, trunks = None, tuple(sorted(set(nic.trunk) | ({net.vlan} if net else set())))
                     native = net.vlan if net else None
                 mac = nic.mac or self.mac(names.UVM_OUI, vm.name, str(index))
                 self.used_macs.add(mac)
                 nics.append(DomainNic(
                     "ovs", bridge.name, mac, target=tap,
-                    interfaceid=names.uuid_for(lab, vm.name, f"nic{index}"), vlan=vlan, trunk=nic.trunk is not None,
+                    interfaceid=names.uuid_for(lab, vm.name, f"nic{index}"), tag=tag, trunks=trunks,
                     mtu=bridge.mtu, guest_name=f"eth{index}", addresses=(str(nic.ip),) if nic.ip else (),
                     vlan_addresses=tuple((v, str(a)) for v, a in sorted(nic.ips.items())),
                     network=nic.network, dhcp=bool(net and net.ip_config), native=native))
@@ -581,7 +597,7 @@ class _Builder:
                                       f"{match},arp,dl_src={m},arp_tpa={server},actions=output:{outer}",
                                       f"{match},ip,dl_src={m},nw_dst={server},actions=output:{outer}",
                                       f"{match},udp,dl_src={m},tp_src=67,actions=drop"]
-                        elif nic.trunk and net.vlan in nic.vlan and nic.native != net.vlan:  # its offers tagged for the network
+                        elif net.vlan in nic.trunks and nic.native != net.vlan:  # its offers tagged for the network
                             rules.append(f"cookie={cookie},priority=300,dl_vlan={net.vlan},udp,dl_src={m},tp_src=67,actions=drop")
                 self._add_port(bridge.name, port)
             if subnets:

@@ -25,6 +25,12 @@ LOG_DIR = Path("/var/log/labkit")  # per lab: the guests' serial logs
 DEB_CACHE = Path("/var/cache/labkit/debs")  # Debian packages labkit downloads (the kernel's source)
 KERNEL_CACHE = Path("/var/cache/labkit/kernel")  # built guest kernels by digest
 
+OVSDB_SOCK = "/var/run/openvswitch/db.sock"  # the host's services, as Debian's packages place them
+LIBVIRT_SOCK = "/var/run/libvirt/libvirt-sock"
+VIRTLOGD_SOCK = "/var/run/libvirt/virtlogd-sock"
+OVS_CTL = "/usr/share/openvswitch/scripts/ovs-ctl"
+KVM_DEVICE = Path("/dev/kvm")
+
 
 def agent_socket(lab: str, domain: str) -> str:
     """The unix socket of a domain's agent channel (libvirt binds it; labkit connects). A socket's

@@ -12,6 +12,7 @@ applies them. What the tasks do around these is commands.py. `topology` (pydanti
 from __future__ import annotations
 
 import contextlib
+import threading
 from dataclasses import dataclass
 
 from typing import TYPE_CHECKING
@@ -85,25 +86,49 @@ def dhcp_digests(lab: model.Lab) -> dict[str, str]:
 
 class Host:
     """One connection to each real system, for commands that change the host or read more of it than
-    observing does (observing is host/observe.py: forked readers)."""
+    observing does (observing is host/observe.py: forked readers). Each is opened in a thread of its
+    own, since importing its library is most of the cost: libvirt's can be in use (a domain being
+    destroyed releases the interpreter) while pyroute2 and ovsdbapp are still being imported."""
 
     def __init__(self):
-        from .host.netlink import Netlink
-        from .host.ovs import Ovs
-        from .host.virt import Virt
-
-        self.ovs = Ovs()
-        self.netlink = Netlink()
-        try:
-            self.virt = Virt()
-        except LabkitError:
-            self.ovs.close()
-            raise
+        self._opening = [_Opening("labkit.host.virt", "Virt"), _Opening("labkit.host.ovs", "Ovs"),
+                         _Opening("labkit.host.netlink", "Netlink")]
+        self.virt, self.ovs, self.netlink = self._opening
 
     def close(self) -> None:
-        self.ovs.close()
-        self.netlink.close()
-        self.virt.close()
+        for opening in self._opening:
+            opening.close()
+
+
+class _Opening:
+    """An adapter being opened in a background thread; used as the adapter, it waits for it first."""
+
+    def __init__(self, module: str, cls: str):
+        self._adapter, self._error = None, None
+        self._thread = threading.Thread(target=self._open, args=(module, cls), daemon=True)
+        self._thread.start()
+
+    def _open(self, module: str, cls: str) -> None:
+        import importlib
+
+        try:
+            self._adapter = getattr(importlib.import_module(module), cls)()
+        except BaseException as exc:  # noqa: BLE001 - raised where the adapter is first used
+            self._error = exc
+
+    def adapter(self):
+        self._thread.join()
+        if self._error is not None:
+            raise self._error
+        return self._adapter
+
+    def __getattr__(self, attr: str):
+        return getattr(self.adapter(), attr)
+
+    def close(self) -> None:
+        self._thread.join()
+        if self._adapter is not None:
+            self._adapter.close()
 
 
 @contextlib.contextmanager
@@ -126,35 +151,79 @@ class UpResult:
 
 def up(path: str | None, profile: str | None = None, *, strict: bool = False, say=print, phases=None,
        reading=None, max_oversubscription: float | None = None) -> UpResult:
-    return up_topology(load(path, profile), path, strict=strict, say=say, phases=phases, reading=reading,  # parse + validate
-                       max_oversubscription=max_oversubscription)
+    """lab.up of a topology file: decided again only if the file, labkit or the host changed (memo.py)."""
+    from . import memo
+
+    wanted = memo.recall(path, profile) or load(path, profile)            # parse + validate
+    return _converge(wanted, path, profile, strict=strict, say=say, phases=phases, reading=reading,
+                     max_oversubscription=max_oversubscription)
 
 
 def up_topology(topo: topology.Topology, source: str | None, *, strict: bool = False, say=print,
                 phases=None, reading=None, max_oversubscription: float | None = None) -> UpResult:
-    """Bring the host to `topo` (read from `source`, None for the default lab). `reading`: the host
-    being read since the command started (host/observe.py), used if still fresh."""
-    from . import render
-    from .host import preflight
+    """Bring the host to `topo`, a topology not (or no longer) the file `source` says (acli,
+    manage-ovs): `source` is only recorded."""
+    return _converge(topo, source, None, strict=strict, say=say, phases=phases, reading=reading,
+                     max_oversubscription=max_oversubscription, from_file=False)
+
+
+def _name(wanted) -> str:
+    from . import memo
+
+    return wanted.desired.lab.name if isinstance(wanted, memo.Remembered) else wanted.name
+
+
+def _resolve(wanted, source: str | None, profile: str | None, facts: model.HostFacts):
+    """(lab, topology) for this host's `facts`: a remembered lab as it is, if resolved from these
+    very facts (topology None: not loaded); else the topology (loaded from `source` if need be),
+    with its addresses, resolved now."""
+    from . import memo
+
+    if isinstance(wanted, memo.Remembered):
+        if wanted.facts == facts:
+            return wanted.desired.lab, None
+        wanted = load(source, profile)
+    topo = with_addresses(wanted)
+    return model.resolve(topo, facts), topo
+
+
+def _rendered(wanted, lab: model.Lab, adapt: render.Adaptation) -> Desired:
+    """`lab` rendered for a host that needs `adapt`: a remembered decision's documents, where they
+    were rendered for that very lab and adaptation."""
+    from . import memo
+
+    if isinstance(wanted, memo.Remembered) and wanted.desired.lab is lab and wanted.desired.adapt == adapt:
+        return wanted.desired
+    return rendered(lab, adapt)
+
+
+def _converge(wanted, source: str | None, profile: str | None, *, strict: bool, say, phases, reading,
+              max_oversubscription: float | None, from_file: bool = True) -> UpResult:
+    """Bring the host to `wanted`: a topology.Topology, or a memo.Remembered decision (used as it
+    is if the host facts it was decided from still hold, else the file is loaded and decided
+    again). `reading`: the host being read since the command started (host/observe.py)."""
+    from . import memo
+    from .features import preflight
     from .host.observe import observe
     from .timings import Phases
 
     phase = (phases or Phases()).phase
+    name = _name(wanted)
     max_oversubscription = max_oversubscription or preflight.MAX_OVERSUBSCRIPTION
     if images.needs_build():
         with phase("guest image"):
             images.build(say)                                             # the guest every domain boots
-    with state.LabLock(topo.name, say):
-        topo = with_addresses(topo)                                       # IPAM, against the lab's bindings
+    with state.LabLock(name, say):
         with state.names_lock(say):
             with phase("observe"):
-                observed = observe(topo.name, reading)                    # observe
+                observed = observe(name, reading)                         # observe
             with phase("resolve, render, plan"):
-                lab = model.resolve(topo, observed.facts_for(topo.name))  # resolve
-                checks = preflight.run(lab, running=observed.running(topo.name),  # what this host can do
-                                       other_vcpus=observed.other_vcpus(topo.name), max_oversubscription=max_oversubscription)
+                facts = observed.facts_for(name)
+                lab, topo = _resolve(wanted, source, profile, facts)      # IPAM, resolve
+                checks = preflight.run(lab, running=observed.running(name),  # what this host can do
+                                       other_vcpus=observed.other_vcpus(name), max_oversubscription=max_oversubscription)
                 preflight.enforce(checks, strict)
-                desired = rendered(lab, checks.adaptation())              # render
+                desired = _rendered(wanted, lab, checks.adaptation())     # render
                 todo = plan_up(desired, observed)                         # plan
             if todo.empty:
                 say(str(todo))
@@ -163,34 +232,39 @@ def up_topology(topo: topology.Topology, source: str | None, *, strict: bool = F
                 for a in todo.actions:
                     if a.detail.startswith("changed on the host"):
                         say(f"repairing {a.kind} {a.name}: {a.detail.removeprefix('changed on the host: ')}")
-                say(f"lab {topo.name}: applying {len(todo.actions)} change(s)")
+                say(f"lab {name}: applying {len(todo.actions)} change(s)")
                 from .apply import Applier
 
                 with host_session(phase) as host:
                     Applier(host.ovs, host.netlink, host.virt, say, phase).apply(todo, desired.lab)  # apply
-        state.save(topo.name, {"lab": topo.name, "source": source, "profile": topo.profile,
-                               "deviations": [str(d) for d in desired.deviations]})
-        state.save_topology(topo.name, topo)  # what status, verify, manage-ovs and a bare lab.up mean from now on
+        record = {"lab": name, "source": source, "profile": lab.profile,
+                  "deviations": [str(d) for d in desired.deviations]}
+        state.save(name, record)
+        if topo is not None:
+            state.save_topology(name, topo)  # what status, verify, manage-ovs and a bare lab.up mean from now on
+        if from_file and (topo is not None or desired is not wanted.desired):
+            memo.remember(source, profile, facts, desired)
     return UpResult(desired, todo, checks)
 
 
-def down(lab_name: str, say=print, phases=None) -> plan.Plan:
-    """Remove everything the host marks as `lab_name`'s; needs no topology file."""
+def down(lab_name: str, say=print, phases=None, reading=None) -> plan.Plan:
+    """Remove everything the host marks as `lab_name`'s; needs no topology file. `reading`: the
+    host being read since the command started (host/observe.py), used if still fresh."""
     from .apply import Applier
     from .host.observe import observe
     from .timings import Phases
 
     phase = (phases or Phases()).phase
-    # No forked readers: removing needs the adapters here anyway, so they read the host too.
-    with state.LabLock(lab_name, say), host_session(phase) as host:
+    with state.LabLock(lab_name, say):
         with phase("observe"):
-            observed = observe(lab_name, host=host)                       # observe
+            observed = observe(lab_name, reading)                         # observe
             todo = plan.plan_down(lab_name, observed)                     # plan
         if todo.empty:
             say(f"lab {lab_name}: nothing of it is on this host")
         else:
             say(f"lab {lab_name}: removing {len(todo.actions)} object(s)")
-            Applier(host.ovs, host.netlink, host.virt, say, phase).apply(todo, None)  # apply
+            with host_session(phase) as host:
+                Applier(host.ovs, host.netlink, host.virt, say, phase).apply(todo, None)  # apply
         with phase("forget"):
             state.forget(lab_name)
     return todo
@@ -208,25 +282,36 @@ class Look:
 
 def look(path: str | None, profile: str | None = None, reading=None) -> Look:
     """Load, observe, resolve, render and plan without changing anything."""
-    from .host import preflight
+    from . import memo
+    from .features import preflight
     from .host.observe import observe
 
-    topo = with_addresses(load(path, profile))                            # parse + validate, IPAM
-    observed = observe(topo.name, reading)                                # observe
-    lab = model.resolve(topo, observed.facts_for(topo.name))              # resolve
-    checks = preflight.run(lab, probe_kvm=False, running=observed.running(topo.name),
-                           other_vcpus=observed.other_vcpus(topo.name))
-    desired = rendered(lab, checks.adaptation())                          # render
+    wanted = memo.recall(path, profile) or load(path, profile)            # parse + validate
+    name = _name(wanted)
+    observed = observe(name, reading)                                     # observe
+    lab, _ = _resolve(wanted, path, profile, observed.facts_for(name))    # IPAM, resolve
+    checks = preflight.run(lab, probe_kvm=False, running=observed.running(name),
+                           other_vcpus=observed.other_vcpus(name))
+    desired = _rendered(wanted, lab, checks.adaptation())                 # render
     return Look(desired, observed, plan_up(desired, observed), checks)    # plan (not applied)
 
 
 def resolved(path: str | None, reading=None) -> model.Lab:
     """The lab as it stands on this host (load, observe, resolve): what commands that only look at
-    its objects need, without rendering or planning."""
+    its objects need, without rendering or planning (remembered, where lab.up decided it from the
+    same file and the host facts hold)."""
+    return resolved_on(path, reading)[0]
+
+
+def resolved_on(path: str | None, reading=None) -> tuple[model.Lab, HostState]:
+    """resolved(), and the host it was resolved on."""
+    from . import memo
     from .host.observe import observe
 
-    topo = with_addresses(load(path))                                     # parse + validate, IPAM
-    return model.resolve(topo, observe(topo.name, reading).facts_for(topo.name))  # observe, resolve
+    wanted = memo.recall(path, None) or load(path)                        # parse + validate
+    name = _name(wanted)
+    observed = observe(name, reading)                                     # observe
+    return _resolve(wanted, path, None, observed.facts_for(name))[0], observed  # IPAM, resolve
 
 
 @dataclass(frozen=True)
@@ -247,7 +332,7 @@ class Verification:
 
 def verify_lab(lab: model.Lab, timeout: float, say=print, phase=None) -> Verification:
     """verify, for a lab already resolved (lab.up's): agents are sockets, no host session needed."""
-    from .host import verifier
+    from .features import verifier
 
     phase = phase or (lambda _name: contextlib.nullcontext())
     lab = lab.running()  # VMs powered off are neither waited for nor probed

@@ -93,8 +93,8 @@ def plan(lab: Lab, host: HostState, docs: dict[str, str], dhcp_configs: dict[str
 def wanted_vlans(nic) -> tuple[int | None, tuple[int, ...], str | None]:
     """The (tag, trunks, vlan_mode) libvirt gives the OVS port of a domain NIC."""
     if not nic.trunk:
-        return (nic.vlan[0] if nic.vlan else None), (), None
-    return nic.native, tuple(sorted(nic.vlan)), ("native-untagged" if nic.native is not None else None)
+        return nic.tag, (), None
+    return nic.native, nic.trunks, ("native-untagged" if nic.native is not None else None)
 
 
 def plan_down(lab_name: str, host: HostState) -> Plan:

@@ -71,7 +71,7 @@ def kernel_cmdline(dom: Domain, adapt: Adaptation | None = None) -> str:
     for nic in dom.nics:
         value = ",".join([nic.mac, "dhcp"] if nic.dhcp else [nic.mac, *nic.addresses])
         if nic.trunk:
-            value += ",vlans=" + "+".join(str(v) for v in nic.vlan if v != nic.native)
+            value += ",vlans=" + "+".join(str(v) for v in nic.trunks if v != nic.native)
             value += "".join(f",v{vlan}={cidr}" for vlan, cidr in nic.vlan_addresses)
         parts.append(f"labkit.nic.{nic.guest_name}={value}")
     return " ".join(parts)

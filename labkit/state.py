@@ -11,8 +11,6 @@ import shutil
 import threading
 from pathlib import Path
 
-import yaml
-
 from .paths import DISK_DIR, LOG_DIR, RUN_DIR
 
 
@@ -133,6 +131,8 @@ def topology_file(lab: str) -> Path:
 
 def save_topology(lab: str, topo) -> None:
     """The lab's effective topology, as validated (image paths absolute), re-read by later commands."""
+    import yaml
+
     path = topology_file(lab)
     path.parent.mkdir(parents=True, exist_ok=True)
     text = "# lab " + lab + ": effective topology, written by labkit (lab.up, manage-ovs)\n"

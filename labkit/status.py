@@ -100,7 +100,7 @@ def build(lab: Lab, pending: Plan, vm_ports: dict[str, tuple[str, int | None, st
         for nic in dom.nics:
             if nic.kind != "ovs" or not dom.power_on:  # a VM powered off has no ports
                 continue
-            want_tag = nic.native if nic.trunk else nic.vlan[0] if nic.vlan else None
+            want_tag = nic.native if nic.trunk else nic.tag
             found = vm_ports.get(nic.interfaceid)
             label = f"{dom.name}/{nic.guest_name}"
             if found is None:

@@ -456,6 +456,8 @@ def _check_nic(bad, path: tuple, nic: Nic, node: Node | None, networks: dict, vl
             _host_address(bad, path + ("ip",), nic.ip)
             addresses.append((path + ("ip",), nic.ip.ip))
     if nic.trunk is not None:
+        if not nic.trunk and nic.network is None:  # OVS would make a port without VLANs carry all of them
+            bad(path + ("trunk",), "lists no VLAN; list the VLANs to carry tagged, or give `network` for an access NIC")
         for k, vlan in enumerate(nic.trunk):
             if vlan not in vlans:
                 bad(path + ("trunk", k), f"VLAN {vlan} is not in switch.vlans {sorted(vlans)}; add it there")

@@ -58,7 +58,7 @@ class Outcome:
 def _vlan_of(nic) -> int | None:
     if nic.trunk:
         return nic.native  # the untagged VLAN of an AHV kTrunked NIC (None: every VLAN tagged)
-    return nic.vlan[0] if nic.vlan else 0
+    return nic.tag or 0  # no tag: the untagged segment, AHV's VLAN 0
 
 
 def probes(lab: Lab) -> list[Probe]:
@@ -86,7 +86,7 @@ def probes(lab: Lab) -> list[Probe]:
         for other in cvms:
             other_ip = ipaddress.IPv4Interface(other.nics[0].addresses[0])
             if other is not dom and other_ip.network == ipaddress.IPv4Interface(dom.nics[0].addresses[0]).network \
-                    and other.nics[0].vlan == dom.nics[0].vlan:
+                    and other.nics[0].vlans == dom.nics[0].vlans:
                 out.append(Probe(me, f"{other.name} eth0", str(other_ip.ip), True))
 
     # Every addressed interface of every guest with its VLAN: access NICs, and trunk NICs' sub-interfaces.

@@ -6,7 +6,8 @@ hundreds. So each system is read by a process of its own, forked when a command 
 collects what they saw. A reading taken before the command holds its lab's lock is used only if
 no labkit command changed the host since it began (state.generation); otherwise it is taken again.
 
-This module imports nothing heavy itself: the readers import their adapter after the fork.
+This module imports next to nothing itself, so that the readers are forked as early as can be:
+they import their adapter after the fork, the command imports the rest meanwhile.
 """
 
 from __future__ import annotations
@@ -16,8 +17,6 @@ import pickle
 import threading
 
 from .. import state
-from . import dhcp
-from ..errors import HostError, LabkitError
 
 
 def _read_links():
@@ -59,7 +58,8 @@ class Reading:
     def result(self):
         """The HostState the readers saw (waits for them; raises what a reader raised)."""
         from ..hoststate import HostState
-        from .preflight import check_datapath_type
+        from . import dhcp
+        from ..features.preflight import check_datapath_type
 
         if self._children is None:
             parts = [reader() for reader in READERS]
@@ -94,7 +94,8 @@ def observe(lab: str | None, reading: Reading | None = None, host=None):
 def read_with(netlink, ovs, virt):
     """The HostState, read through connections already open."""
     from ..hoststate import HostState
-    from .preflight import check_datapath_type
+    from . import dhcp
+    from ..features.preflight import check_datapath_type
 
     (links, namespaces), bridges, (networks, domains) = netlink.observe(), ovs.observe(), virt.observe()
     return HostState(bridges, links, namespaces, networks, domains, check_datapath_type(), dhcp.observe())
@@ -105,6 +106,8 @@ def _fork(reader) -> tuple[int, int]:
     pid = os.fork()
     if pid == 0:  # the reader: import its adapter, read, send the result, exit without cleanup
         os.close(read_end)
+        from ..errors import LabkitError
+
         try:
             outcome = ("ok", reader())
         except LabkitError as exc:
@@ -119,6 +122,8 @@ def _fork(reader) -> tuple[int, int]:
 
 
 def _collect(pid: int, fd: int):
+    from ..errors import HostError
+
     data = b""
     with os.fdopen(fd, "rb") as pipe:
         while chunk := pipe.read(1 << 16):

@@ -19,7 +19,7 @@ from .. import names
 from . import Connection, stats
 from ..hoststate import SeenBridge, SeenVmPort
 from ..model import OvsBridge, OvsInterface, OvsPort
-from .services import OVSDB_SOCK
+from ..paths import OVSDB_SOCK
 
 LAB_KEY = "labkit-lab"
 FLOWS_KEY = "labkit-flows"  # digest of the OpenFlow rules labkit set on the bridge
@@ -58,48 +58,25 @@ class Ovs(Connection):
         bridges = []
         for br in self.api.tables["Bridge"].rows.values():
             lab = br.external_ids.get(LAB_KEY)
-            ours, others, vm_ports = [], [], []
+            ours, others, vm_ports, bonds = [], [], [], []
             for port in br.ports:
                 if lab is not None and port.external_ids.get(LAB_KEY) == lab:
                     ours.append(_read_port(port))
+                    if len(port.interfaces) > 1:
+                        bonds.append((port.name, _bond_problems(port)))
                 else:
                     others.append(port.name)
-                    iface_id = next((i.external_ids.get("iface-id") for i in port.interfaces if i.external_ids.get("iface-id")), None)
-                    if iface_id:
-                        vm_ports.append(SeenVmPort(port.name, iface_id, _opt(port.tag), tuple(sorted(port.trunks)),
-                                                   _opt(port.vlan_mode)))
+                    iface = next((i for i in port.interfaces if i.external_ids.get("iface-id")), None)
+                    if iface is not None:
+                        problem = _opt(iface.error) or ("" if _opt(iface.link_state) in (None, "up") else "link down")
+                        vm_ports.append(SeenVmPort(port.name, iface.external_ids["iface-id"], _opt(port.tag),
+                                                   tuple(sorted(port.trunks)), _opt(port.vlan_mode), problem or ""))
             digest = br.external_ids.get(FLOWS_KEY, "")
             bridges.append(SeenBridge(br.name, lab, br.datapath_type or "system",
                                       tuple(sorted(ours, key=lambda p: p.name)), tuple(sorted(others)),
                                       digest, flow_count(br.name, lab) if digest and lab else 0,
-                                      tuple(sorted(vm_ports, key=lambda v: v.name))))
+                                      tuple(sorted(vm_ports, key=lambda v: v.name)), tuple(sorted(bonds))))
         return tuple(sorted(bridges, key=lambda b: b.name))
-
-    def vm_ports(self) -> dict[str, tuple[str, int | None, str]]:
-        """Ports libvirt made for domain NICs, by OVS interface id: (port, tag, problem or '')."""
-        out = {}
-        for port in self.api.tables["Port"].rows.values():
-            for iface in port.interfaces:
-                iface_id = iface.external_ids.get("iface-id")
-                if iface_id:
-                    problem = _opt(iface.error) or ("" if _opt(iface.link_state) in (None, "up") else "link down")
-                    out[iface_id] = (port.name, _opt(port.tag), problem or "")
-        return out
-
-    def bond_problems(self) -> dict[str, list[str]]:
-        """Per bond port, what keeps a member from carrying traffic: link down, or LACP not current."""
-        out = {}
-        for port in self.api.tables["Port"].rows.values():
-            if len(port.interfaces) < 2:
-                continue
-            problems = []
-            for iface in sorted(port.interfaces, key=lambda i: i.name):
-                if _opt(iface.link_state) != "up":
-                    problems.append(f"{iface.name} link down")
-                elif port.lacp and _opt(iface.lacp_current) is not True:
-                    problems.append(f"{iface.name} LACP not negotiated")
-            out[port.name] = problems
-        return out
 
     def bonds(self, lab: str, node: str) -> list:
         """The bonds on `node`'s bridges as manage_ovs shows them."""
@@ -259,6 +236,17 @@ class ConvergeBridge(command.BaseCommand):
         row.lacp = [port.lacp] if port.lacp else []
         row.other_config = dict(port.other_config)
         row.external_ids = {LAB_KEY: self.lab}
+
+
+def _bond_problems(port) -> tuple[str, ...]:
+    """What keeps each member of a bond from carrying traffic: link down, or LACP not current."""
+    problems = []
+    for iface in sorted(port.interfaces, key=lambda i: i.name):
+        if _opt(iface.link_state) != "up":
+            problems.append(f"{iface.name} link down")
+        elif port.lacp and _opt(iface.lacp_current) is not True:
+            problems.append(f"{iface.name} LACP not negotiated")
+    return tuple(problems)
 
 
 def _read_port(row) -> OvsPort:

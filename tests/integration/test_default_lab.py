@@ -11,6 +11,8 @@ import os
 import re
 import select
 import shutil
+import subprocess
+import sys
 import time
 
 import pytest
@@ -125,6 +127,29 @@ def test_second_up_changes_nothing(lab_up):
     assert "nothing to do, the host already matches" in run.stderr
     assert sh("virsh -c qemu:///system list --all") == ids  # same domain ids: nothing restarted
     assert json.loads(sh("ovs-vsctl --format=json list Port")) == json.loads(ovs)
+
+
+def imports_of(*args: str) -> tuple[set[str], str]:
+    """The modules an invoke command imports (python -X importtime), and its stderr."""
+    run = subprocess.run([sys.executable, "-X", "importtime", "-m", "invoke", *args], cwd=REPO,
+                         capture_output=True, text=True, timeout=600)
+    assert run.returncode == 0, run.stderr
+    modules = {line.rsplit("|", 1)[1].strip() for line in run.stderr.splitlines() if line.startswith("import time:")}
+    return modules, run.stderr
+
+
+def test_a_no_op_up_decides_again_only_when_the_host_facts_change(lab_up):
+    """memo.py: a repeated lab.up neither validates, resolves nor renders (no pydantic, no jinja2);
+    a name taken on the host meanwhile makes it decide again, and it still has nothing to do."""
+    invoke("lab.up", "--no-verify")
+    modules, stderr = imports_of("lab.up", "--no-verify")
+    assert "nothing to do" in stderr and not {"pydantic", "jinja2", "labkit.topology", "labkit.render"} & modules
+    sh("ip link add lkmemo0 type veth peer name lkmemo1")
+    try:
+        modules, stderr = imports_of("lab.up", "--no-verify")
+        assert "nothing to do" in stderr and {"labkit.topology", "labkit.render"} <= modules
+    finally:
+        sh("ip link del lkmemo0")
 
 
 def test_up_repairs_a_hand_changed_tag_and_a_virsh_edit(lab_up, tmp_path):

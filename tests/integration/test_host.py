@@ -42,7 +42,7 @@ def test_a_domain_is_defined_and_started_in_under_three_seconds(tmp_path):
     import libvirt
 
     from labkit import model, render
-    from labkit.host import preflight
+    from labkit.features import preflight
 
     name = "lkstart-probe"
     dom = model.Domain(name, "2b7e1516-28ae-4d2a-a6d2-abf715880900", "uvm", "n", 128, 1, (), hostname=name,
@@ -65,7 +65,7 @@ def test_a_domain_is_defined_and_started_in_under_three_seconds(tmp_path):
 def test_every_service_can_be_started_by_what_bootstrap_installed():
     import shutil
 
-    from labkit.host import services
+    from labkit.features import services
 
     needed = [p for s in services.SERVICES for p in services._programs(s.start)]
     assert "tini" in needed and "libvirtd" in needed

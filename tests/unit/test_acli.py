@@ -81,9 +81,9 @@ def test_a_training_session_prints_as_ahv_does(golden):
     # the lab resolves: every NIC its MAC and address, the new VLANs on the switch, the domains as asked
     lab = model.resolve(session.topo)
     web1 = next(d for d in lab.domains if d.hostname == "web1")
-    assert web1.nics[0].addresses == ("10.50.0.100/24",) and web1.nics[0].dhcp and web1.nics[0].vlan == (50,)
+    assert web1.nics[0].addresses == ("10.50.0.100/24",) and web1.nics[0].dhcp and web1.nics[0].tag == 50
     web2 = next(d for d in lab.domains if d.hostname == "web2")
-    assert not web2.power_on and web2.nics[1].native == 60 and web2.nics[1].vlan == (60, 70, 80)
+    assert not web2.power_on and web2.nics[1].native == 60 and web2.nics[1].trunks == (60, 70, 80)
     assert {0, 50, 60, 70, 80} <= set(session.topo.switch.vlans)
 
 
@@ -182,6 +182,29 @@ def test_deletes_ask_first_unless_told_yes(web_lab):
     out = acli.execute(web_lab, "vm.delete web*", confirm=lambda q: True, say=lambda _m: None)
     assert out.text == ["web1: complete"] and Control(web_lab.topo).vms() == []
     assert Control(web_lab.topo).network("web").v2()["ip_config"]["pool"][0]["num_free_ips"] == 2
+
+
+def test_the_question_is_asked_without_the_lab_s_lock_and_a_change_meanwhile_deletes_nothing(web_lab):
+    held = []
+
+    @contextlib.contextmanager
+    def controlled():
+        held.append(True)
+        try:
+            yield Control(web_lab.topo, web_lab.stamps)
+        finally:
+            held.pop()
+
+    web_lab.controlled = controlled
+
+    def answer(_question):
+        assert not held  # other commands on the lab need not wait for the operator
+        acli.execute(web_lab, "vm.create web9 num_vcpus=1 memory=128M", say=lambda _m: None)  # meanwhile
+        return True
+
+    with pytest.raises(acli.AcliError, match="the lab changed while you were asked .*nothing deleted"):
+        acli.execute(web_lab, "vm.delete web*", confirm=answer, say=lambda _m: None)
+    assert {vm.name for vm in Control(web_lab.topo).vms()} == {"web1", "web9"}
 
 
 def test_json_output_has_data_error_and_status(web_lab):

@@ -223,3 +223,22 @@ def test_every_kind_of_action_has_its_step():
     from labkit.apply import STEPS
 
     assert set(STEPS) == set(plan.ORDER)
+
+
+@pytest.mark.parametrize("example", [None] + sorted(str(p.relative_to(REPO)) for p in (REPO / "examples").glob("*.yaml")))
+def test_every_veth_is_the_same_way_round(example):
+    """model.Veth: `peer` is the end on the bridge the pair serves, in the workstation's namespace;
+    `name` is the far end, in a namespace or (uplinks, the inter-switch link) on another bridge.
+    An uplink's `peer` is the node's NIC (eth2), on a bridge unless the node leaves it unused."""
+    lab = up_plan(recorded("debian-fresh"), example)[0].lab
+    bridge_of = {p.name: b.name for b in lab.bridges for p in b.ports for i in p.interfaces if i.name == p.name}
+    bridge_of.update({i.name: b.name for b in lab.bridges for p in b.ports for i in p.interfaces})
+    for veth in lab.veths:
+        served = veth.peer_master or bridge_of.get(veth.peer)
+        assert served or veth.purpose == "uplink", f"{veth.purpose} {veth.peer}: on no bridge"
+        if veth.netns is None:
+            far = bridge_of.get(veth.name)
+            assert far and far != served, f"{veth.purpose} {veth.name}: not on another bridge"
+            assert {bridge.role for bridge in lab.bridges if bridge.name == far} == {"tor"}, veth
+        else:
+            assert veth.name not in bridge_of and (veth.addresses or veth.purpose == "local"), veth

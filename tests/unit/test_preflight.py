@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from labkit.errors import HostError
-from labkit.host.preflight import DEGRADED, FAIL, PASS, Check, Report, enforce
+from labkit.features.preflight import DEGRADED, FAIL, PASS, Check, Report, enforce
 
 
 def report(**status) -> Report:
@@ -44,7 +44,7 @@ def test_memory_counts_only_the_guests_lab_up_will_start(monkeypatch):
     from dataclasses import replace
 
     from labkit import model, pipeline
-    from labkit.host import preflight
+    from labkit.features import preflight
 
     lab = model.resolve(pipeline.load(None))
     monkeypatch.setattr(preflight, "_meminfo_mib", lambda _key: 200)
@@ -58,7 +58,7 @@ def test_memory_counts_only_the_guests_lab_up_will_start(monkeypatch):
 
 def test_vcpu_oversubscription_counts_every_running_guest_and_stops_above_the_limit(monkeypatch):
     from labkit import model, pipeline
-    from labkit.host import preflight
+    from labkit.features import preflight
 
     lab = model.resolve(pipeline.load(None))  # 2 vCPUs (lab profile)
     monkeypatch.setattr(preflight.os, "cpu_count", lambda: 2)

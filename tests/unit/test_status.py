@@ -17,7 +17,7 @@ def lab_and_host():
     return desired, state_after(desired.lab, desired.docs, recorded("debian-fresh"))
 
 
-def vm_ports_of(lab, tag_of=lambda nic: nic.vlan[0] if nic.vlan else None):
+def vm_ports_of(lab, tag_of=lambda nic: nic.tag):
     return {nic.interfaceid: (nic.target or "vnet0", tag_of(nic), "") for d in lab.domains for nic in d.nics
             if nic.kind == "ovs"}
 
@@ -36,7 +36,7 @@ def test_missing_down_and_mistagged_objects_are_named():
     desired, host = lab_and_host()
     host = replace(host, domains=tuple(d for d in host.domains if d.name != "uvm32"),
                    links=tuple(replace(l, up=False) if l.name == "eth2" else l for l in host.links))
-    ports = vm_ports_of(desired.lab, tag_of=lambda nic: 0 if nic.vlan else None)
+    ports = vm_ports_of(desired.lab, tag_of=lambda nic: None if nic.tag is None else 0)
     report = status.build(desired.lab, plan(desired.lab, host, desired.docs), ports, [])
     rows = {(r.kind, r.name): r for r in report.rows}
     assert not report.healthy

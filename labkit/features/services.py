@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from ..errors import HostError
-from ..paths import LOG_DIR
+from ..paths import KVM_DEVICE, LIBVIRT_SOCK, LOG_DIR, OVS_CTL, OVSDB_SOCK, VIRTLOGD_SOCK
 
 # Runtime packages (bootstrap.sh installs what building .venv needs).
 APT_PACKAGES = (
@@ -30,10 +30,6 @@ APT_PACKAGES = (
     "tini",  # runs libvirtd as a subreaper (see SERVICES)
     "graphviz",  # lab.diagram's layout (dot)
 )
-OVS_CTL = "/usr/share/openvswitch/scripts/ovs-ctl"
-OVSDB_SOCK = "/var/run/openvswitch/db.sock"
-LIBVIRT_SOCK = "/var/run/libvirt/libvirt-sock"
-VIRTLOGD_SOCK = "/var/run/libvirt/virtlogd-sock"
 
 
 @dataclass(frozen=True)
@@ -79,7 +75,6 @@ def install_packages(packages: list[str], say=print) -> None:
             raise HostError(f"{' '.join(cmd[:2])} failed ({tail[0]}); check the apt sources and try again")
 
 
-KVM_DEVICE = Path("/dev/kvm")
 KVM_GROUP = "kvm"
 
 

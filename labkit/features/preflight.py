@@ -17,7 +17,7 @@ from pathlib import Path
 
 from ..adaptation import Adaptation
 from ..model import Lab
-from ..paths import RUN_DIR
+from ..paths import KVM_DEVICE, RUN_DIR
 from . import services
 
 PASS, DEGRADED, FAIL = "pass", "degraded", "fail"
@@ -119,7 +119,7 @@ def check_libvirt_cache() -> Check:
         conn.close()
     if took <= CACHE_BOUND:
         return Check("libvirt cache", PASS, f"QEMU capabilities come from libvirt's cache ({took * 1000:.0f} ms)")
-    kvm = services.KVM_DEVICE
+    kvm = KVM_DEVICE
     if kvm.exists() and not services.udev_manages_dev() and not os.stat(kvm).st_mode & 0o060:
         cause = f"{kvm} is mode {os.stat(kvm).st_mode & 0o777:04o} and no udev runs to give it to group kvm"
     else:

@@ -13,7 +13,7 @@ from .. import dhcpcheck
 from ..dhcpcheck import DhcpCheck, DhcpOutcome
 from ..model import Lab
 from ..verify import NOT_RUN, REACH_MS, Outcome, Probe, guest_script, parse_script_output, probes
-from .agent import Agent, AgentError
+from ..host.agent import Agent, AgentError
 
 RUN_SLACK = 10.0  # seconds for the agent to run lkping beyond lkping's own bound
 
@@ -38,7 +38,7 @@ def wait_for_guests(lab: Lab, timeout: float, say=print, names: list[str] | None
 
 def run(lab: Lab, down: list[str] = ()) -> tuple[list[Outcome], list[DhcpOutcome]]:
     """Every probe and DHCP check of the lab; those from a guest in `down` fail without being tried."""
-    from .ping import ping_many  # pyroute2: not for commands that only wait for agents
+    from ..host.ping import ping_many  # pyroute2: not for commands that only wait for agents
 
     todo = probes(lab)
     dhcp_todo, rogues = dhcpcheck.checks(lab)

@@ -110,7 +110,7 @@ class Baseline:
             cmd += ["--network", spec]
             if self.adapt.lean:
                 cmd += ["--xml", f"./devices/interface[{index}]/rom/@enabled=no"]
-            for tag_index, tag in enumerate(nic.vlan, start=1):
+            for tag_index, tag in enumerate(nic.vlans, start=1):
                 cmd += ["--xml", f"./devices/interface[{index}]/vlan/tag[{tag_index}]/@id={tag}"]
             if nic.trunk:
                 cmd += ["--xml", f"./devices/interface[{index}]/vlan/@trunk=yes"]

@@ -9,11 +9,14 @@ from __future__ import annotations
 import ipaddress
 from concurrent.futures import ThreadPoolExecutor
 
-from .. import dhcpcheck
-from ..dhcpcheck import DhcpCheck, DhcpOutcome
-from ..model import Lab
-from ..verify import NOT_RUN, REACH_MS, Outcome, Probe, guest_script, parse_script_output, probes
+from typing import TYPE_CHECKING
+
 from ..host.agent import Agent, AgentError
+from ..model import Lab
+
+if TYPE_CHECKING:
+    from ..dhcpcheck import DhcpOutcome
+    from ..verify import Outcome
 
 RUN_SLACK = 10.0  # seconds for the agent to run lkping beyond lkping's own bound
 
@@ -38,7 +41,10 @@ def wait_for_guests(lab: Lab, timeout: float, say=print, names: list[str] | None
 
 def run(lab: Lab, down: list[str] = ()) -> tuple[list[Outcome], list[DhcpOutcome]]:
     """Every probe and DHCP check of the lab; those from a guest in `down` fail without being tried."""
-    from ..host.ping import ping_many  # pyroute2: not for commands that only wait for agents
+    from .. import dhcpcheck  # these and pyroute2: not for commands that only wait for agents
+    from ..dhcpcheck import DhcpCheck, DhcpOutcome
+    from ..host.ping import ping_many
+    from ..verify import NOT_RUN, REACH_MS, Outcome, Probe, guest_script, parse_script_output, probes
 
     todo = probes(lab)
     dhcp_todo, rogues = dhcpcheck.checks(lab)
@@ -93,6 +99,8 @@ def run(lab: Lab, down: list[str] = ()) -> tuple[list[Outcome], list[DhcpOutcome
 def _start_rogues(lab: Lab, rogues: list) -> set:
     """Start the rogue DHCP servers of the `alone` checks (in the background in their guests);
     returns those that started."""
+    from .. import dhcpcheck
+
     def start(rogue):
         try:
             with Agent(rogue.source.name, lab.domain(rogue.source.name).agent_socket) as agent:

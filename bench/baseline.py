@@ -9,6 +9,7 @@ serial console. `down` removes it the same way. Each command is one process, as 
 
 from __future__ import annotations
 
+import shutil
 import subprocess
 import tempfile
 import time
@@ -151,3 +152,6 @@ class Baseline:
             self.sh("ip", "link", "del", bridge.name, check=False)
         for ns in lab.namespaces:
             self.sh("ip", "netns", "del", ns.name, check=False)
+        for dom in lab.domains:  # the directories up made for the consoles and agent sockets
+            for made in (Path(dom.serial_log).parent, Path(dom.agent_socket).parent.parent):
+                shutil.rmtree(made, ignore_errors=True)

@@ -234,10 +234,14 @@ def scenario(label: str, topology: str | None, rounds: int) -> dict:
     # the same lab, by hand
     lab, adapt = resolved(topology)
     hand = Baseline(lab, adapt)
-    with PeakRss() as rss:
-        started = time.monotonic()
-        hand.up()
-        result["baseline up s"] = time.monotonic() - started
+    try:
+        with PeakRss() as rss:
+            started = time.monotonic()
+            hand.up()
+            result["baseline up s"] = time.monotonic() - started
+    except BaseException:
+        hand.down()  # what it made by hand carries no labkit mark: lab.down would not find it
+        raise
     result["baseline peak rss MB"] = rss.peak
     say(f"{label}: baseline up (to every boot marker) in {result['baseline up s']:.2f} s")
     started = time.monotonic()

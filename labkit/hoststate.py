@@ -143,17 +143,23 @@ class HostState:
     def adopt(self, lab: str, pairs: list[tuple[str, str, str | None]]) -> "HostState":
         """Links that `lab` was creating when it was killed (see state.record_intent) are its own,
         though they never got their mark: only a veth pair with exactly the intended names, whose
-        ends are each other's peers (IFLA_LINK), unmarked. A link that merely has an intended name
-        (someone else's, made later) stays foreign. Both ends get the same mark."""
+        ends are each other's peers (IFLA_LINK), each unmarked or already marked as the lab's (a
+        kill between marking one end and the other). A link that merely has an intended name
+        (someone else's, made later) stays foreign. An unmarked end gets the pair's mark."""
         by_place = {(link.netns, link.name): link for link in self.links}
         ends = {}
         for peer, name, netns in pairs:
             a, b = by_place.get((None, peer)), by_place.get((netns, name))
-            if a is None or b is None or a.alias is not None or b.alias is not None or "veth" not in (a.kind, b.kind):
+            if a is None or b is None or "veth" not in (a.kind, b.kind):
                 continue
             if a.peer_index != b.index or b.peer_index != a.index:
                 continue
-            ends[(None, peer)] = ends[(netns, name)] = names.link_alias(lab, "intended", peer)
+            if any(end.alias is not None and end.lab != lab for end in (a, b)):  # another's, or not labkit's
+                continue
+            mark = a.alias or b.alias or names.link_alias(lab, "intended", peer)
+            for place, end in (((None, peer), a), ((netns, name), b)):
+                if end.alias is None:
+                    ends[place] = mark
         links = tuple(replace(link, alias=ends[(link.netns, link.name)]) if (link.netns, link.name) in ends else link
                       for link in self.links)
         return replace(self, links=links)

@@ -249,25 +249,37 @@ def _converge(wanted, source: str | None, profile: str | None, *, strict: bool, 
 
 def down(lab_name: str, say=print, phases=None, reading=None) -> plan.Plan:
     """Remove everything the host marks as `lab_name`'s; needs no topology file. `reading`: the
-    host being read since the command started (host/observe.py), used if still fresh."""
+    host being read since the command started (host/observe.py); if still fresh, the lab's domains
+    are destroyed as soon as libvirt is read (libvirt waits 200 ms for each QEMU to exit), while
+    the rest of the host is still being read."""
     from .apply import Applier
     from .host.observe import observe
     from .timings import Phases
 
     phase = (phases or Phases()).phase
-    with state.LabLock(lab_name, say):
-        with phase("observe"):
-            observed = observe(lab_name, reading)                         # observe
-            todo = plan.plan_down(lab_name, observed)                     # plan
-        if todo.empty:
-            say(f"lab {lab_name}: nothing of it is on this host")
+    with state.LabLock(lab_name, say), host_session(phase) as host:
+        applier = Applier(host.ovs, host.netlink, host.virt, say, phase)
+        first = plan.Plan(lab_name, ())
+        if reading is not None and reading.fresh():
+            with phase("observe libvirt"):
+                first = plan.plan_down(lab_name, HostState(domains=reading.part("libvirt")[1]))  # domains only
+            if not first.empty:
+                say(f"lab {lab_name}: removing {len(first.actions)} domain(s) while reading the rest of the host")
+                applier.apply(first, None)                                # apply, the domains
+            with phase("observe"):
+                observed = reading.result().adopt(lab_name, state.intents(lab_name))  # read before: less those
         else:
-            say(f"lab {lab_name}: removing {len(todo.actions)} object(s)")
-            with host_session(phase) as host:
-                Applier(host.ovs, host.netlink, host.virt, say, phase).apply(todo, None)  # apply
+            with phase("observe"):
+                observed = observe(lab_name, host=host)                   # observe
+        rest = plan.plan_down(lab_name, observed).without(first)          # plan
+        if first.empty and rest.empty:
+            say(f"lab {lab_name}: nothing of it is on this host")
+        elif not rest.empty:
+            say(f"lab {lab_name}: removing {len(rest.actions)} object(s)")
+            applier.apply(rest, None)                                     # apply
         with phase("forget"):
             state.forget(lab_name)
-    return todo
+    return plan.Plan(lab_name, first.actions + rest.actions)
 
 
 @dataclass(frozen=True)

@@ -68,6 +68,10 @@ class Plan:
     def empty(self) -> bool:
         return not self.actions
 
+    def without(self, done: "Plan") -> "Plan":
+        """This plan less the actions `done` carried out already."""
+        return Plan(self.lab, tuple(a for a in self.actions if a not in done.actions))
+
     def __str__(self) -> str:
         if self.empty:
             return f"lab {self.lab}: nothing to do, the host already matches"

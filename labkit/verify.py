@@ -100,7 +100,7 @@ def probes(lab: Lab) -> list[Probe]:
                 members.append((dom, f"{nic.guest_name}.{vlan}", vlan, ipaddress.IPv4Interface(cidr)))
             mtu.update({(dom.name, nic.guest_name): nic.mtu} | {(dom.name, f"{nic.guest_name}.{v}"): nic.mtu
                                                                for v, _ in nic.vlan_addresses})
-    for dom, dev, vlan, iface in members:
+    for index, (dom, dev, vlan, iface) in enumerate(members):
         if dom.role != "uvm":
             continue
         me = Endpoint("guest", dom.name, _label(dom.name, dev))
@@ -110,16 +110,28 @@ def probes(lab: Lab) -> list[Probe]:
                 out.append(Probe(me, label, str(gw.ip), True))
             elif vlan_gw != vlan and not any(m[0] is dom and m[2] == vlan_gw for m in members):
                 out.append(_across(me, label, gw, dev, lab))
+        peers = [m for m in members if m[0] is not dom and m[2] == vlan and m[3].network == iface.network]
+        for other, other_dev, _, other_iface in _one_per_node(peers, index):
+            path_mtu = min(mtu[(dom.name, dev)], mtu[(other.name, other_dev)])
+            size = path_mtu - 28 if path_mtu > 1500 else 0  # IPv4 + ICMP headers
+            out.append(Probe(me, f"{other.name} {other_dev}", str(other_iface.ip), True, size=size))
         for other, other_dev, other_vlan, other_iface in members:
-            if other is dom:
-                continue
-            if other_vlan == vlan and other_iface.network == iface.network:
-                path_mtu = min(mtu[(dom.name, dev)], mtu[(other.name, other_dev)])
-                size = path_mtu - 28 if path_mtu > 1500 else 0  # IPv4 + ICMP headers
-                out.append(Probe(me, f"{other.name} {other_dev}", str(other_iface.ip), True, size=size))
-            elif other_vlan != vlan and other.role == "cvm" and not any(m[0] is dom and m[2] == other_vlan for m in members):
+            if other_vlan != vlan and other.role == "cvm" and not any(m[0] is dom and m[2] == other_vlan for m in members):
                 out.append(_across(me, f"{other.name} {other_dev}", other_iface, dev, lab))
     return out
+
+
+def _one_per_node(peers: list, index: int) -> list:
+    """The same-VLAN peers an interface probes: one on each node (its own included), which covers
+    every path a frame can take (within the node's bridge, and through each node's uplinks and the
+    switch), not every peer: in one broadcast domain an interface that reaches one peer there
+    reaches them all, and a broken port fails its own probes. Probing every pair grew as the
+    square of the VMs, and each first probe's ARP broadcast reached every guest of the VLAN.
+    Which peer rotates with `index`, so that no guest answers everybody."""
+    by_node: dict[str, list] = {}
+    for peer in peers:
+        by_node.setdefault(peer[0].node, []).append(peer)
+    return [on_node[index % len(on_node)] for _, on_node in sorted(by_node.items())]
 
 
 def _label(domain: str, dev: str) -> str:

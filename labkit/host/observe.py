@@ -6,8 +6,10 @@ hundreds. So each system is read by a process of its own, forked when a command 
 collects what they saw. A reading taken before the command holds its lab's lock is used only if
 no labkit command changed the host since it began (state.generation); otherwise it is taken again.
 
-This module imports next to nothing itself, so that the readers are forked as early as can be:
-they import their adapter after the fork, the command imports the rest meanwhile.
+This module imports next to nothing itself, so that the readers are forked as early as can be;
+the types they return (hoststate, which the command needs too) are imported once before the
+forks, not once in each reader; each reader imports its adapter's library after the fork. The
+reader of libvirt is quick (lab.down destroys the lab's domains while the others still read).
 """
 
 from __future__ import annotations
@@ -40,11 +42,7 @@ def _read_libvirt():
         return virt.observe()
 
 
-def _read_ovs_and_libvirt():
-    return _read_ovs(), _read_libvirt()
-
-
-READERS = (_read_links, _read_ovs_and_libvirt)
+READERS = {"links": _read_links, "ovs": _read_ovs, "libvirt": _read_libvirt}
 
 
 class Reading:
@@ -52,8 +50,17 @@ class Reading:
     threads (a test runner, say) reads in-process instead: forking it would copy their locks."""
 
     def __init__(self):
+        from .. import hoststate  # noqa: F401 - the readers' types, and the command's: imported once, before the forks
         self.generation = state.generation()
-        self._children = [_fork(reader) for reader in READERS] if threading.active_count() == 1 else None
+        forking = threading.active_count() == 1
+        self._children = {name: _fork(reader) for name, reader in READERS.items()} if forking else None
+        self._parts: dict = {}
+
+    def part(self, system: str):
+        """What one reader saw ("links", "ovs", "libvirt"): waits for that reader only."""
+        if system not in self._parts:
+            self._parts[system] = READERS[system]() if self._children is None else _collect(*self._children[system])
+        return self._parts[system]
 
     def result(self):
         """The HostState the readers saw (waits for them; raises what a reader raised)."""
@@ -61,11 +68,7 @@ class Reading:
         from . import dhcp
         from ..features.preflight import check_datapath_type
 
-        if self._children is None:
-            parts = [reader() for reader in READERS]
-        else:
-            parts = [_collect(pid, fd) for pid, fd in self._children]
-        (links, namespaces), (bridges, (networks, domains)) = parts
+        (links, namespaces), bridges, (networks, domains) = (self.part(system) for system in READERS)
         return HostState(bridges, links, namespaces, networks, domains, check_datapath_type(), dhcp.observe())
 
     def fresh(self) -> bool:

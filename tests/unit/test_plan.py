@@ -154,6 +154,26 @@ def test_an_intent_adopts_only_the_pair_it_stood_for():
         assert not plan.plan_down("seed", seen).actions
 
 
+def test_a_pair_killed_between_marking_its_two_ends_is_adopted_whole():
+    """lab.up marks a new pair's root end, then its namespace end: killed in between, the namespace
+    end is unmarked. It is still the lab's (its peer is the lab's, the names are intended); a pair
+    whose other end is another lab's stays foreign."""
+    host = recorded("debian-fresh")
+    desired, _ = up_plan(host)
+    veth = next(v for v in desired.lab.veths if v.purpose == "gateway")
+    intent = [(veth.peer, veth.name, veth.netns)]
+    half = (SeenLink(veth.peer, None, veth.alias, "veth", index=71, peer_index=72),
+            SeenLink(veth.name, veth.netns, None, "veth", index=72, peer_index=71))
+    seen = replace(host, links=host.links + half).adopt("seed", intent)
+    assert {link.alias for link in seen.links if (link.netns, link.name) in ((None, veth.peer), (veth.netns, veth.name))} == {veth.alias}
+    up_plan(seen)  # no "already exists and is not lab seed's"
+    down = plan.plan_down("seed", seen)
+    assert [a.name for a in down.actions if a.kind == "veth"] == [veth.peer]
+    another = (replace(half[0], alias=veth.alias.replace(":seed:", ":other:")), half[1])
+    seen = replace(host, links=host.links + another).adopt("seed", intent)
+    assert next(link for link in seen.links if link.name == veth.name).alias is None
+
+
 def test_a_lab_keeps_its_fallback_names_when_the_neighbour_that_forced_them_goes():
     """Issue 11, item 2: lab B fell back because lab A held the AHV names; once A is down, B's
     names stay and its plan is empty (they used to flip back, and every domain was recreated)."""

@@ -34,6 +34,21 @@ def test_cross_vlan_probes_borrow_an_unused_address_in_the_target_subnet():
         assert f" -{p.address}@eth0" in script and script.endswith(f"; ip addr del {p.borrow} dev eth0 2>/dev/null")
 
 
+def test_in_a_cluster_each_guest_probes_one_peer_per_node_and_each_is_probed():
+    """verify._one_per_node: the probes grow with the VMs, not as their square, and still take
+    every path (within a node, through each node's uplinks) and reach every guest."""
+    lab = model.resolve(pipeline.load(str(REPO / "bench/topologies/cluster-3x10.yaml")))
+    probes = verify.probes(lab)
+    uvms = {d.name: d for d in lab.domains if d.role == "uvm"}
+    targets = {p.target.split(" ")[0] for p in probes if p.expect}
+    assert set(uvms) <= targets
+    for name, dom in uvms.items():
+        peers = [p.target.split(" ")[0] for p in probes if p.source.name == name and p.expect and p.target in
+                 {f"{other} eth0" for other in uvms}]
+        assert sorted(uvms[peer].node for peer in peers) == ["n1", "n2", "n3"], (name, peers)
+    assert len(probes) < 300  # every same-VLAN pair was 621
+
+
 def test_every_same_vlan_pair_is_checked_both_ways():
     lab = model.resolve(pipeline.load(str(REPO / "examples/two-bridges.yaml")))
     pairs = {(p.source.name, p.target.split(" ")[0]) for p in verify.probes(lab) if p.expect}

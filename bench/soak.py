@@ -77,8 +77,22 @@ def snapshot() -> dict[str, int]:
         "files /var/lib/labkit": _files("/var/lib/labkit"),
     }
     for daemon in DAEMONS:
-        counts[f"open files {daemon}"] = sum(len(os.listdir(f"/proc/{pid}/fd")) for pid in _pids(daemon))
+        counts[f"open files {daemon}"] = _settled(lambda d=daemon: sum(len(os.listdir(f"/proc/{pid}/fd")) for pid in _pids(d)))
     return counts
+
+
+def _settled(count, interval: float = 0.25, bound: float = 5.0) -> int:
+    """A daemon's count once it stops changing: ovs-vswitchd closes a deleted port's descriptors
+    some time after lab.down returns (labkit's OVS deletes do not wait for it), and a leak is what
+    stays, not what is still being let go."""
+    deadline, last = time.monotonic() + bound, count()
+    while time.monotonic() < deadline:
+        time.sleep(interval)
+        now = count()
+        if now == last:
+            return now
+        last = now
+    return last
 
 
 def soak(cycles: int, say=print) -> dict:

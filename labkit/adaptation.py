@@ -35,6 +35,10 @@ class Adaptation:
     # where the kernel gives each an IPv6 address before labkit can take it off: the lab destroys a
     # crashed CVM instead, and the next lab.up starts it (no address on the workstation, ever).
     restart_on_crash: bool = False
+    # The built-in guest image the domains boot (its digest): named on their kernel command line,
+    # so that a new image (labkit's guest programs changed) changes their definitions and lab.up
+    # restarts them on it, rather than leaving them on programs labkit no longer speaks to.
+    guest_image: str = ""
 
     @classmethod
     def ahv(cls) -> "Adaptation":

@@ -65,6 +65,8 @@ def kernel_cmdline(dom: Domain, adapt: Adaptation | None = None) -> str:
     parts = [BASE_CMDLINE]
     if adapt is not None and adapt.tsc_khz:
         parts.append(f"tsc_early_khz={adapt.tsc_khz} tsc=reliable")
+    if adapt is not None and adapt.guest_image:
+        parts.append(f"labkit.image={adapt.guest_image}")
     parts += [f"labkit.role={dom.role}", f"labkit.hostname={dom.hostname}"]
     if dom.gateway:
         parts.append(f"labkit.gw={dom.gateway}")

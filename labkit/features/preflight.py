@@ -52,10 +52,14 @@ class Report:
         return [c for c in self.checks if c.status == DEGRADED]
 
     def adaptation(self) -> Adaptation:
+        from .. import images
+
         kvm = self.status("kvm") == PASS
+        image = images.current()
         return Adaptation(domain_type="kvm" if kvm else "qemu", cpu_passthrough=kvm, tb_cache_mib=0 if kvm else TB_CACHE_MIB,
                           tsc_khz=None if kvm else host_tsc_khz(),
-                          locked_memory=self.status("memlock") == PASS, passthrough=self.status("vfio") == PASS)
+                          locked_memory=self.status("memlock") == PASS, passthrough=self.status("vfio") == PASS,
+                          guest_image=image.name if image else "")
 
     def datapath_type(self) -> str:
         return "system" if self.status("ovs datapath") == PASS else "netdev"

@@ -125,3 +125,16 @@ def test_documents_are_marked_as_the_labs():
     for xml in docs_for("default", "lab").values():
         meta = names.metadata_of(xml)
         assert meta["name"] == "seed" and len(meta["digest"]) == 16
+
+
+def test_a_new_guest_image_changes_the_built_in_guests_definitions():
+    """Adaptation.guest_image: the domains name the image they boot, so a rebuilt image (new guest
+    programs) is a changed definition, and lab.up restarts them on it."""
+    from dataclasses import replace
+
+    lab = pipeline.desire(pipeline.load(None), HostState(), render.Adaptation()).lab
+    old = render.render_all(lab, replace(render.Adaptation(), guest_image="0bd12eeee91ec700"))
+    new = render.render_all(lab, replace(render.Adaptation(), guest_image="5f0c1a2b3c4d5e6f"))
+    for dom in lab.domains:
+        assert "labkit.image=0bd12eeee91ec700" in old[dom.name] and old[dom.name] != new[dom.name]
+        assert names.metadata_of(old[dom.name])["digest"] != names.metadata_of(new[dom.name])["digest"]

@@ -1,7 +1,10 @@
-"""labkit's pipeline. lab.up runs, one call a line (up_topology):
+"""labkit's pipeline. lab.up runs, one call a line (_converge):
 
-    load (parse + validate) -> IPAM -> observe -> resolve -> preflight (what the host allows)
+    load (parse + validate) -> observe -> IPAM -> resolve -> preflight (what the host allows)
     -> render -> plan -> apply -> [verify]
+
+where load, IPAM, resolve and render are skipped for a lab decided before from the same file,
+labkit and host facts (memo.py): observe, preflight and plan always run.
 
 `desire` and `plan_up` are the pure half (tests call them with recorded host states); `look`
 runs the same stages without applying (status, plan); `down` observes, plans the deletes and

@@ -152,7 +152,7 @@ def _across(source: Endpoint, label: str, target: ipaddress.IPv4Interface, dev: 
 
 
 # lkping's bounds (images/guest/lkping.c): a probe that must answer has REACH_MS; probes that must
-# not (isolation) are watched for BLOCKED_MS, or twice the slowest answer if that is longer,
+# not (isolation) are watched for BLOCKED_MS, or twice the median answer if that is longer,
 # all at once, so a guest's checks take about as long as its slowest answer.
 REACH_MS, BLOCKED_MS = 5000, 200
 NOT_RUN = 99  # a probe with no line in lkping's output

@@ -5,8 +5,9 @@
  * `+` must answer, `-` must not (an isolation check). Every probe is sent at once, then again after
  * 100, 200, 400... ms until it answers (backing off: in a lab of thirty guests probing each other
  * at once, fixed-rate resends flood the switch). lkping ends when every `+` probe has answered (or at TOTAL_MS) and the
- * `-` probes have had their chance: BLOCKED_MS, or twice the slowest `+` answer if that is
- * longer, so a loaded host does not pass a leak for isolation. @DEVICE sends out of that device
+ * `-` probes have had their chance: BLOCKED_MS, or twice the median `+` answer if that is
+ * longer, so a loaded host does not pass a leak for isolation (the median, not the slowest: one
+ * peer that only just booted would otherwise hold every isolation check for seconds). @DEVICE sends out of that device
  * (SO_BINDTODEVICE), whatever the routes say; /SIZE sends SIZE bytes of payload with Don't
  * Fragment set. @DEVICE=SENDER asks by ARP instead, out of DEVICE as SENDER (an address in the
  * target's subnet that the guest does not hold): an isolation check at layer 2 that changes
@@ -37,7 +38,7 @@
 #define MAX_SPECS 1024
 #define FIRST_RESEND_MS 100
 #define ARP_TRIES 2 /* an ARP isolation check asks at 0 and 100 ms, then only listens */
-#define SLOW_FACTOR 2 /* isolation probes wait this many times the slowest answer, when that is longer */
+#define SLOW_FACTOR 2 /* isolation probes wait this many times the median answer, when that is longer */
 
 struct probe {
     int expect, sock, status, size, arp, ifindex;
@@ -160,7 +161,9 @@ int main(int argc, char **argv) {
         if (parse(argv[i], p) < 0 || (p->sock = p->arp ? open_arp_socket(p) : open_socket(p->dev)) < 0) p->status = 98;
         fds[n] = (struct pollfd){p->sock, POLLIN, 0};
     }
-    double start = now_ms(), slowest = 0, next_send = 0;
+    static double answers[MAX_SPECS]; /* the `+` probes' answer times, in order */
+    int answered = 0;
+    double start = now_ms(), next_send = 0;
     for (int attempt = 0;;) {
         double t = now_ms() - start;
         if (t >= next_send) { /* a round: every probe without an answer, again */
@@ -177,7 +180,8 @@ int main(int argc, char **argv) {
             waiting |= probes[i].expect && probes[i].status == 1;
             any_blocked |= !probes[i].expect && probes[i].status == 1;
         }
-        double blocked_until = blocked_ms > SLOW_FACTOR * slowest ? blocked_ms : SLOW_FACTOR * slowest;
+        double typical = answered ? answers[answered / 2] : 0;
+        double blocked_until = blocked_ms > SLOW_FACTOR * typical ? blocked_ms : SLOW_FACTOR * typical;
         if ((!waiting && (!any_blocked || t >= blocked_until)) || t >= total_ms) break;
         double until = next_send < total_ms ? next_send : total_ms;
         if (!waiting && blocked_until < until) until = blocked_until;
@@ -205,7 +209,11 @@ int main(int argc, char **argv) {
                 if (p->status == 1 && from.sin_addr.s_addr == p->addr.s_addr) {
                     p->status = 0;
                     p->answered_ms = now_ms() - start;
-                    if (p->expect && p->answered_ms > slowest) slowest = p->answered_ms;
+                    if (p->expect) { /* kept sorted: the median is the middle one */
+                        int k = answered++;
+                        for (; k > 0 && answers[k - 1] > p->answered_ms; k--) answers[k] = answers[k - 1];
+                        answers[k] = p->answered_ms;
+                    }
                 }
             }
         }

@@ -316,13 +316,8 @@ def export(c, topology=None, lab=None, out=None):
 
     What acli and manage-ovs changed is in it, with every NIC's MAC and IPAM address."""
     name = commands.lab_name(topology, lab)
-    from labkit import state
-
-    effective = state.topology_file(name)
-    if not effective.exists():
-        raise LabkitError(f"lab {name} is not up on this host (no {effective}); bring it up first")
-    text = effective.read_text().replace("effective topology, written by labkit (lab.up, manage-ovs)",
-                                         "exported by labkit lab.export; invoke lab.up --topology THIS_FILE", 1)
+    text = commands.export(name).replace("effective topology, written by labkit (lab.up, acli, manage-ovs)",
+                                          "exported by labkit lab.export; invoke lab.up --topology THIS_FILE", 1)
     if out:
         Path(out).write_text(text)
         say(f"lab {name} written to {out}")

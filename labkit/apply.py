@@ -20,7 +20,6 @@ from .host import dhcp
 from .host.ovs import set_flows
 from .model import Lab
 from .plan import Action, Plan
-from .state import lab_dir
 
 if TYPE_CHECKING:  # the adapters come from the caller's Host; importing them is the caller's cost
     from .host.netlink import Netlink
@@ -36,8 +35,7 @@ class Applier:
     def apply(self, plan: Plan, lab: Lab | None) -> None:
         self.lab_name, self.lab = plan.lab, lab
         self._converged: set[str] = set()
-        journal = lab_dir(plan.lab) / "journal"
-        journal.parent.mkdir(parents=True, exist_ok=True)
+        journal = state.own_lab_dir(plan.lab) / "journal"
         try:
             for (verb, kind), group in itertools.groupby(plan.actions, key=lambda a: (a.verb, a.kind)):
                 actions = list(group)
@@ -45,8 +43,8 @@ class Applier:
                 self.say(f"{verb} {kind}: {', '.join(_target(a) for a in actions)}")
                 with self.phase(f"{verb} {kind}"):
                     STEPS[(verb, kind)](self, actions)
-                with journal.open("a") as log:
-                    log.writelines(f"{time.strftime('%FT%T')} done {a} ({time.monotonic() - started:.2f}s)\n" for a in actions)
+                state.append_private(journal, "".join(f"{time.strftime('%FT%T')} done {a} ({time.monotonic() - started:.2f}s)\n"
+                                                      for a in actions))
         finally:
             state.bump_generation()  # readings of the host taken before this are stale
 
@@ -80,8 +78,11 @@ class Applier:
     _update_dhcp = _create_dhcp
 
     def _update_ovs_flows(self, actions: list[Action]) -> None:
+        from .names import flows_digest
+
         for a in actions:
             set_flows(a.name, self.lab_name, a.obj.flows)
+            self.ovs.set_flows_digest(a.name, flows_digest(a.obj.flows) if a.obj.flows else "")
 
     def _delete_linux_bridge(self, actions: list[Action]) -> None:
         self.netlink.delete_links([a.name for a in actions], None)
@@ -119,6 +120,13 @@ class Applier:
         self._converge_bridges({a.obj.name: a.obj for a in actions})
 
     _update_ovs_bridge = _create_ovs_port = _update_ovs_port = _create_ovs_bridge
+
+    def _attach_ovs_port(self, actions: list[Action]) -> None:
+        """Ports whose device was made anew: removed and added again (ovs-vswitchd then opens the
+        new device), in two transactions, the bridge converged whole the second time."""
+        self.ovs.converge([], self.lab_name, delete_ports=[a.name for a in actions])
+        self._converged -= {a.obj.name for a in actions}
+        self._converge_bridges({a.obj.name: a.obj for a in actions})
 
     def _converge_bridges(self, wanted: dict) -> None:
         """One OVSDB transaction per node (the ToR counts as one), never one per port."""
@@ -186,7 +194,7 @@ class Applier:
         for a in actions:
             dom = self.lab.domain(a.name)
             Path(dom.serial_log).parent.mkdir(parents=True, exist_ok=True)
-            Path(dom.agent_socket).parent.mkdir(parents=True, exist_ok=True)
+            state.private_dir(Path(dom.agent_socket).parent)
             if dom.image:
                 from .features import disks  # pycdlib: only for VMs with their own image
 
@@ -221,6 +229,7 @@ STEPS = {
     ("update", "ovs-bridge"): Applier._update_ovs_bridge,
     ("create", "ovs-port"): Applier._create_ovs_port,
     ("update", "ovs-port"): Applier._update_ovs_port,
+    ("attach", "ovs-port"): Applier._attach_ovs_port,
     ("update", "ovs-flows"): Applier._update_ovs_flows,
     ("create", "route"): Applier._create_route,
     ("update", "route"): Applier._update_route,

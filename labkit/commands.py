@@ -8,7 +8,7 @@ import contextlib
 
 from . import model, names, paths, plan, state
 from .errors import HostError, LabkitError
-from .pipeline import UpResult, Verification, host_session, load, look, resolved, resolved_on, up_topology, verify_lab, with_addresses
+from .pipeline import UpResult, Verification, addressed, host_session, load, look, resolved, resolved_on, up_topology, verify_lab
 
 
 def agents_answer(lab: model.Lab, timeout: float = 5.0) -> list[str]:
@@ -34,9 +34,12 @@ def labs_on_host(reading=None) -> list:
 
     host = observe(None, reading)
     resolved = {}
-    for effective in sorted(paths.RUN_DIR.glob("*/topology.yaml")):
-        topo = with_addresses(topology.load(str(effective)))
-        resolved[topo.name] = model.resolve(topo, host.facts_for(topo.name))
+    for folder in sorted(p for p in paths.RUN_DIR.iterdir() if p.is_dir()) if paths.RUN_DIR.is_dir() else ():
+        effective = state.read_effective(folder.name)
+        if effective is None:
+            continue
+        topo = topology.load_bytes(effective.topology, state.topology_file(folder.name))
+        resolved[topo.name] = model.resolve(addressed(topo, effective).assigned.topo, host.facts_for(topo.name))
     return labs.summarize(host, resolved)
 
 
@@ -82,27 +85,39 @@ def manage_ovs_update(path: str | None, node: str | None, request, say=print) ->
 def controlled(lab_name: str):
     """The lab's control plane (control.Control) for one acli command, under the lab's lock: the
     command reads, changes and applies without another command in between."""
-    from . import control, topology
-
     with state.LabLock(lab_name, lambda _message: None):
-        effective = state.topology_file(lab_name)
-        if not effective.exists():
-            raise HostError(f"lab {lab_name} is not up; bring it up first (invoke lab.up)")
-        yield control.Control(topology.load(str(effective)), state.load(lab_name, "control.json"))
+        yield control_of(lab_name)
+
+
+def control_of(lab_name: str):
+    """The lab's control plane as its effective state stands (read whole, no lock needed)."""
+    import json
+
+    from . import control, ledger, topology
+
+    effective = state.read_effective(lab_name)
+    if effective is None:
+        raise HostError(f"lab {lab_name} is not up; bring it up first (invoke lab.up)")
+    return control.Control(topology.load_bytes(effective.topology, state.topology_file(lab_name)),
+                           ledger.Ledger.from_json(effective.ledger), json.loads(effective.stamps))
+
+
+def export(lab_name: str) -> str:
+    """lab.export: the effective topology with every NIC's MAC and every IPAM binding written out
+    (as requested addresses), so that lab.up --topology brings the same lab up again."""
+    from . import topology
+
+    effective = state.read_effective(lab_name)
+    if effective is None:
+        raise LabkitError(f"lab {lab_name} is not up on this host (no {state.topology_file(lab_name)}); bring it up first")
+    topo = topology.load_bytes(effective.topology, state.topology_file(lab_name))
+    return state.topology_yaml(lab_name, addressed(topo, effective).assigned.topo)
 
 
 def apply_change(change, say=print) -> UpResult:
-    """Apply a control-plane change (inside `controlled`) the way lab.up applies a topology, and count
-    it in the objects' logical timestamps."""
-    lab_name = change.topo.name
-    result = up_topology(change.topo, state.load(lab_name).get("source"), say=say)
-    stamps = state.load(lab_name, "control.json")
-    for key in change.touched:
-        stamps[key] = stamps.get(key, 0) + 1
-    for key in change.deleted:
-        stamps.pop(key, None)
-    state.save(lab_name, stamps, "control.json")
-    return result
+    """Apply a control-plane change (inside `controlled`) the way lab.up applies a topology; the
+    records it altered count one more in their logical timestamps (pipeline.save_effective)."""
+    return up_topology(change.topo, state.load(change.topo.name).get("source"), say=say)
 
 
 def manage_ovs_show(path: str | None, node: str | None, action: str) -> str:

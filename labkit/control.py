@@ -1,10 +1,13 @@
 """The lab's control plane (pure): its AHV-level objects and the changes acli makes to them.
 
-Networks, VMs and NICs are read from the lab's topology as records shaped like Prism's v2 JSON
-(`networks`, `vms`, `vm_nics`: shared/reference/ahv-ipam-api.md §3), so a REST API is a thin
-layer on top. A change returns a new topology and the objects it touched; the caller
-(pipeline.change) applies it through the same resolve -> plan -> apply path as lab.up, and the
-topology it saves is what lab.status, a later lab.up, lab.down and lab.export see.
+Networks, VMs and NICs are read from the lab's effective state (its topology, its IPAM ledger,
+its records' logical timestamps) as records shaped like Prism's v2 JSON (`networks`, `vms`,
+`vm_nics`: shared/reference/ahv-ipam-api.md §3), so a REST API is a thin layer on top. A change
+returns a new topology and the objects it touched; the caller (commands.apply_change) applies
+it through the same IPAM -> resolve -> plan -> apply path as lab.up, and the state it saves is
+what lab.status, a later lab.up, lab.down and lab.export see. Every value a change takes is
+checked where the topology's models check it (topology.py, values.py): acli, a file and the API
+alike.
 """
 
 from __future__ import annotations
@@ -13,9 +16,11 @@ import fnmatch
 import ipaddress
 from dataclasses import dataclass, field
 
-from . import ipam, model, names
+from . import ipam, ledger, names, nic_identity
 from .errors import LabkitError
+from .ledger import Ledger
 from .topology import IpConfig, Network, Nic, Topology, Vm, crosscheck
+from .values import shown
 from .yamlpos import dotted
 
 
@@ -142,11 +147,16 @@ def network_uuid(lab: str, name: str) -> str:
     return names.uuid_for(lab, "network", name)
 
 
+def nic_uuid(lab: str, vm: str, mac: str) -> str:
+    return names.uuid_for(lab, vm, "nic", mac)
+
+
 class Control:
     """One lab's objects as they stand; each change method returns a Change and alters nothing."""
 
-    def __init__(self, topo: Topology, timestamps: dict[str, int] | None = None):
-        self.topo = pin_macs(topo)
+    def __init__(self, topo: Topology, bindings: Ledger | None = None, timestamps: dict[str, int] | None = None):
+        self.topo = nic_identity.pin(topo)
+        self.ledger = ledger.assign(self.topo, bindings or Ledger()).ledger
         self.timestamps = timestamps or {}
 
     # reading ---------------------------------------------------------------
@@ -190,8 +200,7 @@ class Control:
                            sum(1 for vm in self.topo.vms if vm.node == n.name)) for n in self.topo.nodes]
 
     def _network_record(self, net: Network) -> NetworkRecord:
-        assigned = frozenset(nic.ip.ip for vm in self.topo.vms for nic in vm.nics
-                             if nic.network == net.name and nic.ip is not None)
+        assigned = frozenset(b.address for b in self.ledger.on(net.name))
         return NetworkRecord(net.name, network_uuid(self.topo.name, net.name), net.vlan, net.bridge, net.ip_config,
                              assigned if net.ip_config else frozenset(), self.timestamps.get(f"net:{net.name}", 1))
 
@@ -200,9 +209,11 @@ class Control:
         nics = []
         for nic in vm.nics:
             net = networks.get(nic.network)
-            nics.append(NicRecord(nic.mac, names.uuid_for(self.topo.name, vm.name, "nic", nic.mac), nic.network,
+            bound = self.ledger.of(nic.mac)
+            address = bound.address if bound else nic.ip.ip if nic.ip else None
+            nics.append(NicRecord(nic.mac, nic_uuid(self.topo.name, vm.name, nic.mac), nic.network,
                                   network_uuid(self.topo.name, nic.network) if net else None, net.vlan if net else None,
-                                  str(nic.ip.ip) if nic.ip else None, bool(net and net.ip_config),
+                                  str(address) if address else None, bool(net and net.ip_config),
                                   tuple(nic.trunk or ()), nic.trunk is not None))
         return VmRecord(vm.name, names.uuid_for(self.topo.name, vm.name), vm.memory, vm.vcpus, vm.power, vm.node,
                         tuple(nics), self.timestamps.get(f"vm:{vm.name}", 1))
@@ -289,14 +300,16 @@ class Control:
 
     def nic_create(self, vm: str, network: str, ip: str | None = None, request_ip: bool = False,
                    trunked_networks: list[int] | None = None, mac: str | None = None) -> Change:
+        """A NIC; on a managed network IPAM binds it an address now: the requested one, else the
+        pool's lowest free one (the ledger decides it when the change is made)."""
         record = self.vm(vm)
         net = self.network(network)
         if (ip is not None or request_ip) and not net.managed:
             raise ControlError("Cannot assign IP address on an unmanaged network")  # AHV's words
         mac = _mac(mac) if mac else self._new_mac(record.name)
-        nic = _build(Nic, network=net.name, mac=mac, trunk=trunked_networks)
-        if net.managed:  # IPAM binds an address to the NIC now, requested or not
-            nic = nic.model_copy(update={"ip": self._bind(net, ip)})
+        if any(n.mac == mac for v in self.topo.vms for n in v.nics):
+            raise ControlError(f"MAC address {mac} is already used by a NIC of this lab; give another mac= or leave it out")
+        nic = _build(Nic, network=net.name, mac=mac, trunk=trunked_networks, ip=self._request(net, ip))
         return self._edit_nics(record.name, "vm.nic_create", lambda nics: [*nics, nic],
                                switch_vlans=trunked_networks or ())
 
@@ -312,10 +325,10 @@ class Control:
         trunk = None if access else (trunked_networks if trunked_networks is not None else
                                      (list(current.trunked_networks) if current.trunk else None))
         update: dict = {"network": net.name if net else None, "trunk": trunk}
-        if net is not None and net.managed and (ip is not None or net.name != current.network):
-            update["ip"] = self._bind(net, ip, release=current.ip if net.name == current.network else None)
+        if ip is not None:
+            update["ip"] = self._request(net, ip, mine=current.mac)
         elif net is not None and net.name != current.network:
-            update["ip"] = None  # a static address belonged to the old network
+            update["ip"] = None  # a requested or static address belonged to the old network
         return self._edit_nics(vm_name, "vm.nic_update",
                                lambda nics: [n.model_copy(update=update) if n.mac == current.mac else n for n in nics],
                                switch_vlans=trunk or ())
@@ -333,14 +346,17 @@ class Control:
             update["switch"] = self.topo.switch.model_copy(update={"vlans": sorted({*self.topo.switch.vlans, *missing})})
         return self._change(verb, update, touched=(f"vm:{vm_name}",))
 
-    def _bind(self, net: NetworkRecord, requested: str | None, release: str | None = None) -> ipaddress.IPv4Interface:
-        """IPAM: the requested address (checked) or the next free pool address, with the network's prefix."""
-        taken = set(net.assigned) - ({ipaddress.IPv4Address(release)} if release else set())
-        if requested is not None:
-            address = _address(requested, "ip")
-            ipam.check_request(net.name, net.ip_config, address, taken)
-        else:
-            address = ipam.next_free(net.name, net.ip_config, taken | ipam.reserved(net.ip_config))
+    def _request(self, net: NetworkRecord, requested: str | None, mine: str | None = None) -> ipaddress.IPv4Interface | None:
+        """A requested address (acli's ip=), checked as AHV checks it, with the network's prefix;
+        None when none is requested (IPAM then chooses)."""
+        if requested is None:
+            return None
+        address = _address(requested, "ip")
+        held = ledger.lab_addresses(self.topo) - ipam.reserved(net.ip_config)
+        taken = {b.address for b in self.ledger.bindings if b.mac != mine} | held
+        if mine is not None and (own := self.ledger.of(mine)) is not None:
+            taken.discard(own.address)
+        ipam.check_request(net.name, net.ip_config, address, taken)
         return ipaddress.IPv4Interface(f"{address}/{net.ip_config.network.prefixlen}")
 
     def _new_mac(self, vm_name: str) -> str:
@@ -353,25 +369,49 @@ class Control:
     # every change ------------------------------------------------------------
 
     def _change(self, verb: str, update: dict, touched: tuple[str, ...], deleted: tuple[str, ...] = ()) -> Change:
-        topo = self.topo.model_copy(update=update)
-        problems = crosscheck(topo)
+        topo = _validated(verb, self.topo.model_copy(update=update))
+        problems = crosscheck(topo, pools=False)
         if problems:
             path, message = problems[0]
             raise ControlError(f"{verb} would make the lab invalid: {dotted(path)}: {message}")
+        ledger.assign(topo, self.ledger)  # IPAM can bind every NIC (raises its one sentence if not)
         return Change(topo, touched, deleted)
 
 
-def pin_macs(topo: Topology) -> Topology:
-    """`topo` with every user VM NIC's MAC written out, as the lab resolves it today: a NIC keeps its
-    MAC (and so its address binding and its guest's view) when the NICs around it change."""
-    if all(nic.mac for vm in topo.vms for nic in vm.nics):
-        return topo
-    lab = model.resolve(topo)
-    domains = {d.hostname: d for d in lab.domains if d.role == "uvm"}
-    vms = [vm.model_copy(update={"nics": [nic.model_copy(update={"mac": dnic.mac})
-                                          for nic, dnic in zip(vm.nics, domains[vm.name].nics)]})
-           for vm in topo.vms]
-    return topo.model_copy(update={"vms": vms})
+def after(before: Control | None, topo: Topology, bindings: Ledger) -> Control:
+    """The control plane once `topo` (MACs pinned, its bindings decided) replaced `before`'s: its
+    records' logical timestamps advanced (advance)."""
+    ctl = Control(topo, bindings, before.timestamps if before else {})
+    ctl.timestamps = advance(before, ctl)
+    return ctl
+
+
+def advance(before: Control | None, after: Control) -> dict[str, int]:
+    """The logical timestamps after a change (a record's ETag): each VM or network whose spec or
+    bindings changed, by any road, counts one more; a new one starts at 1; a gone one is dropped."""
+    def specs(ctl: Control) -> dict[str, object]:
+        out: dict[str, object] = {f"net:{n.name}": n for n in ctl.topo.networks}
+        for vm in ctl.topo.vms:
+            out[f"vm:{vm.name}"] = (vm, tuple(ctl.ledger.of(nic.mac) for nic in vm.nics))
+        return out
+
+    old, new = specs(before) if before else {}, specs(after)
+    stamps = {key: value for key, value in after.timestamps.items() if key in new}
+    for key, spec in new.items():
+        if old.get(key) != spec:
+            stamps[key] = stamps.get(key, 0) + 1
+    return stamps
+
+
+def _validated(verb: str, topo: Topology) -> Topology:
+    """`topo` checked field by field as a topology file is (model_copy checks nothing): a value
+    that would reach another program unchecked is refused here, for every client alike."""
+    from pydantic import ValidationError
+
+    try:
+        return Topology.model_validate(topo.model_dump())
+    except ValidationError as exc:
+        raise ControlError(f"{verb}: {_sentence(exc.errors()[0])}") from None
 
 
 def _build(cls, **fields):
@@ -383,7 +423,15 @@ def _build(cls, **fields):
     except ValidationError as exc:
         error = exc.errors()[0]
         key = ".".join(str(p) for p in error["loc"])
-        raise ControlError(f"{key}={error.get('input')!r} is not accepted: {error['msg']}") from None
+        raise ControlError(f"{key}: {_sentence(error)}") from None
+
+
+def _sentence(error: dict) -> str:
+    """A pydantic error as labkit words it: our validators' own sentence (it quotes the value),
+    else pydantic's, with the value shown cut to a readable length."""
+    if error["msg"].startswith("Value error, "):
+        return error["msg"].removeprefix("Value error, ")
+    return f"{shown(error.get('input'))} is not accepted: {error['msg'][0].lower()}{error['msg'][1:]}"
 
 
 def _address(text: str, key: str) -> ipaddress.IPv4Address:

@@ -93,6 +93,7 @@ class SeenDhcp:
     node: str
     running: bool
     digest: str  # of the configuration it runs with
+    problem: str = ""  # why a running one does not serve its node (stopped, another namespace, not listening)
 
 
 @dataclass(frozen=True)

@@ -1,94 +1,90 @@
-"""AHV's IPAM for managed networks (pure): which address each NIC holds, and the DHCP server's.
+"""AHV's IPAM arithmetic for one managed network (pure): its pool, its reserved addresses, the
+lowest free address, a requested address checked with AHV's words.
 
-A NIC on a managed network (one with `ip_config`) is bound to one address when it is created:
-the one it requests (anywhere in the subnet, even outside the pool), else the next free address
-of the pool. The binding lasts: a lab's effective topology records it, and a later change to the
-topology keeps the address of every NIC that still exists (`assign(..., previous=...)`). An
-address returns to the pool when its NIC or VM goes. Sources: shared/reference/ahv-ipam-api.md.
+A managed network's values come from the topology (`topology.IpConfig`) or anything shaped like
+it; this module imports neither the topology nor the ledger: the topology validates pools with
+it, and the ledger (ledger.py: which NIC holds which address) hands addresses out with it. Pools
+are walked lazily, range by range, and a managed network holds at most `MAX_ADDRESSES`.
+Sources: shared/reference/ahv-ipam-api.md.
 """
 
 from __future__ import annotations
 
 import ipaddress
-from typing import TYPE_CHECKING
+from typing import Iterable, Iterator, Protocol
 
 from .errors import LabkitError
 
-if TYPE_CHECKING:
-    from .topology import IpConfig, Topology
-
 Address = ipaddress.IPv4Address
+
+# A lab's managed network is at most a /16: 65,536 addresses is more than a workstation's guests
+# can use, and a pool that size is still walked in milliseconds.
+MIN_PREFIX = 16
+MAX_ADDRESSES = 1 << (32 - MIN_PREFIX)
 
 
 class IpamError(LabkitError):
     """A request IPAM cannot grant (pool exhausted, address taken or outside the subnet)."""
 
 
-def dhcp_server(ipc: IpConfig) -> Address:
+class ManagedNetwork(Protocol):
+    network: ipaddress.IPv4Network
+    gateway: Address
+    pool: list[str]
+    dhcp_server: Address | None
+
+
+def dhcp_server(ipc: ManagedNetwork) -> Address:
     """AHV's DHCP server address: the one set, else the last usable address of the network."""
     return ipc.dhcp_server or (ipc.network.broadcast_address - 1)
 
 
-def pool_addresses(ipc: IpConfig) -> list[Address]:
-    out: list[Address] = []
-    for text in ipc.pool:
-        start, end = (Address(part) for part in text.split())
-        out += [Address(i) for i in range(int(start), int(end) + 1)]
-    return out
+def parse_range(text: str) -> tuple[Address, Address]:
+    """A pool range as AHV's v2 API writes it, "START END" (raises ValueError when it is not one)."""
+    parts = text.split()
+    if len(parts) != 2:
+        raise ValueError(f"{text!r} is not a range")
+    start, end = (Address(part) for part in parts)
+    return start, end
 
 
-def reserved(ipc: IpConfig) -> set[Address]:
+def ranges(ipc: ManagedNetwork) -> list[tuple[Address, Address]]:
+    """The pool's ranges, lowest first."""
+    return sorted(parse_range(text) for text in ipc.pool)
+
+
+def pool_size(ipc: ManagedNetwork) -> int:
+    return sum(int(end) - int(start) + 1 for start, end in ranges(ipc))
+
+
+def in_pool(ipc: ManagedNetwork, address: Address) -> bool:
+    return any(start <= address <= end for start, end in ranges(ipc))
+
+
+def reserved(ipc: ManagedNetwork) -> set[Address]:
     """Addresses no NIC gets: the network's own, its broadcast, the gateway, the DHCP server."""
     return {ipc.network.network_address, ipc.network.broadcast_address, ipc.gateway, dhcp_server(ipc)}
 
 
-def assign(topo: Topology, previous: Topology | None = None) -> Topology:
-    """`topo` with an address on every NIC of a managed network; raises IpamError when one cannot
-    have one. `previous`: the lab's topology before this change, whose NICs keep their addresses."""
-    managed = {n.name: n.ip_config for n in topo.networks if n.ip_config is not None}
-    if not managed:
-        return topo
-    # A NIC is known by its MAC where it has one (NICs made in acli do: deleting one does not move
-    # the others' addresses), else by its place in the VM.
-    held: dict[tuple[str, int | str, str], ipaddress.IPv4Interface] = {}
-    for vm in (previous.vms if previous else []):
-        for index, nic in enumerate(vm.nics):
-            if nic.network in managed and nic.ip is not None:
-                held[(vm.name, nic.mac or index, nic.network)] = nic.ip
-    taken = {name: reserved(ipc) | {nic.ip.ip for vm in topo.vms for nic in vm.nics if nic.network == name and nic.ip}
-             for name, ipc in managed.items()}
-    vms = []
-    for vm in topo.vms:
-        nics = []
-        for index, nic in enumerate(vm.nics):
-            if nic.network in managed and nic.ip is not None:  # requested: the network's prefix
-                nic = nic.model_copy(update={"ip": ipaddress.IPv4Interface(
-                    f"{nic.ip.ip}/{managed[nic.network].network.prefixlen}")})
-            elif nic.network in managed:
-                ipc = managed[nic.network]
-                before = held.get((vm.name, nic.mac or index, nic.network))
-                address = before.ip if before is not None and before.ip not in taken[nic.network] else \
-                    next_free(nic.network, ipc, taken[nic.network])
-                taken[nic.network].add(address)
-                nic = nic.model_copy(update={"ip": ipaddress.IPv4Interface(f"{address}/{ipc.network.prefixlen}")})
-            nics.append(nic)
-        vms.append(vm.model_copy(update={"nics": nics}))
-    return topo.model_copy(update={"vms": vms})
+def free_addresses(ipc: ManagedNetwork, taken: set[Address]) -> Iterator[Address]:
+    """The pool's free addresses, lowest first, one at a time (a pool is never listed whole)."""
+    for start, end in ranges(ipc):
+        for value in range(int(start), int(end) + 1):
+            if (address := Address(value)) not in taken:
+                yield address
 
 
-def next_free(network: str, ipc: IpConfig, taken: set[Address]) -> Address:
-    pool = pool_addresses(ipc)
-    if not pool:
+def lowest_free(network: str, ipc: ManagedNetwork, taken: set[Address]) -> Address:
+    if not ipc.pool:
         raise IpamError(f"managed network {network} has no DHCP pool; add one (net.add_dhcp_pool {network} "
                         f"start=A end=B) or request an address with ip=")
-    for address in pool:
-        if address not in taken:
-            return address
-    raise IpamError(f"the DHCP pool of network {network} is exhausted ({len(pool)} addresses, all assigned); "
+    for address in free_addresses(ipc, taken):
+        return address
+    raise IpamError(f"the DHCP pool of network {network} is exhausted ({pool_size(ipc)} addresses, all assigned); "
                     f"add a range with net.add_dhcp_pool or delete a NIC")
 
 
-def check_request(network: str, ipc: IpConfig | None, address: Address, taken: set[Address]) -> None:
+def check_request(network: str, ipc: ManagedNetwork | None, address: Address, taken: Iterable[Address]) -> None:
     """A requested address, as acli's `ip=` asks for one (raises IpamError with AHV's words)."""
     if ipc is None:
         raise IpamError("Cannot assign IP address on an unmanaged network")
@@ -96,11 +92,11 @@ def check_request(network: str, ipc: IpConfig | None, address: Address, taken: s
         raise IpamError(f"{address} is not in network {network} ({ipc.network}); request an address inside it")
     if address in reserved(ipc):
         raise IpamError(f"{address} is the gateway, the DHCP server or not a host address of {network}; request another")
-    if address in taken:
+    if address in set(taken):
         raise IpamError(f"{address} is already assigned in network {network}; request another or leave ip= out")
 
 
-def free_count(ipc: IpConfig, taken: set[Address]) -> tuple[int, int]:
+def free_count(ipc: ManagedNetwork, taken: set[Address]) -> tuple[int, int]:
     """(free, total) addresses of the pool, as AHV's v2 `pool[].num_free_ips` / `num_total_ips`."""
-    pool = pool_addresses(ipc)
-    return sum(1 for a in pool if a not in taken), len(pool)
+    total = pool_size(ipc)
+    return total - sum(1 for address in taken if in_pool(ipc, address)), total

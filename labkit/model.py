@@ -13,7 +13,7 @@ import ipaddress
 from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING, Literal
 
-from . import ipam, names
+from . import ipam, ledger, names
 from .paths import DISK_DIR, IMAGE_DIR, LOG_DIR, agent_socket
 
 if TYPE_CHECKING:  # the topology's pydantic models: imported by whoever parses one, not by every reader of the model
@@ -263,7 +263,7 @@ class Lab:
 
 
 def resolve(topo: Topology, facts: HostFacts = HostFacts()) -> Lab:
-    topo = ipam.assign(topo)  # NICs of managed networks not bound yet get pool addresses
+    topo = ledger.assign(topo).topo  # every NIC a MAC, and every NIC of a managed network an address
     builder = _Builder(topo, facts)
     for index, node in enumerate(topo.nodes, start=1):
         builder.node(index, node)

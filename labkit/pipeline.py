@@ -1,10 +1,11 @@
 """labkit's pipeline. lab.up runs, one call a line (_converge):
 
-    load (parse + validate) -> observe -> IPAM -> resolve -> preflight (what the host allows)
-    -> render -> plan -> apply -> [verify]
+    read inputs (under the lab's lock) -> load (parse + validate) -> observe -> IPAM -> resolve
+    -> preflight (what the host allows) -> render -> plan -> apply -> save the effective state
+    -> [verify]
 
-where load, IPAM, resolve and render are skipped for a lab decided before from the same file,
-labkit and host facts (memo.py): observe, preflight and plan always run.
+where load, IPAM, resolve and render are skipped for a lab decided before from the same inputs
+and host facts (memo.py): observe, preflight and plan always run.
 
 `desire` and `plan_up` are the pure half (tests call them with recorded host states); `look`
 runs the same stages without applying (status, plan); `down` observes, plans the deletes and
@@ -21,46 +22,83 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from . import images, model, plan, state
-from .errors import LabkitError
+from .desired import Desired
+from .errors import LabkitError, TopologyError, Problem
 from .hoststate import HostState
 
 if TYPE_CHECKING:
-    from . import render, topology
+    from . import ledger, memo, render, topology
 
-
-@dataclass(frozen=True)
-class Desired:
-    """Everything decided for one lab on one host: the model, its documents, and what differs from AHV."""
-
-    lab: model.Lab
-    adapt: render.Adaptation
-    docs: dict[str, str]
-
-    @property
-    def deviations(self) -> list[model.Deviation]:
-        return list(self.lab.deviations) + self.adapt.deviations(self.lab)
+__all__ = ["Desired"]
 
 
 def load(path: str | None, profile: str | None = None) -> topology.Topology:
     from . import topology
 
     topo = topology.load(path)  # parse + validate (raises TopologyError with every problem)
+    return with_profile(topo, profile)
+
+
+def with_profile(topo: topology.Topology, profile: str | None) -> topology.Topology:
     if profile is not None and profile not in ("lab", "fidelity"):  # model_copy would not validate it
         raise LabkitError(f"--profile {profile} is not a profile; use lab or fidelity")
     return topo.model_copy(update={"profile": profile}) if profile else topo
 
 
-def with_addresses(topo: topology.Topology) -> topology.Topology:
-    """IPAM on this host: `topo` with an address on every NIC of a managed network, where a NIC the
-    lab already has keeps the address its effective topology bound to it (model.resolve, pure,
-    hands out addresses as if the lab were new)."""
-    from . import ipam, topology
+def parse_inputs(inputs: memo.Inputs) -> topology.Topology:
+    """The topology from exactly the bytes the inputs hold (never the file read again)."""
+    from . import topology
 
-    if not any(n.ip_config for n in topo.networks):
-        return topo
-    effective = state.topology_file(topo.name)
-    previous = topology.load(str(effective)) if effective.exists() else None
-    return ipam.assign(topo, previous)
+    return with_profile(topology.load_bytes(inputs.text, inputs.source), inputs.profile)
+
+
+@contextlib.contextmanager
+def wanted_from(path: str | None, profile: str | None = None, *, lock: bool = False, say=print):
+    """(inputs, wanted) for the lab `path` describes, for the block: the inputs read once (under
+    the lab's lock, held for the block, with `lock`), and the decision remembered from those
+    inputs (memo.Remembered) or the topology parsed from them."""
+    from . import memo
+
+    text = _source_bytes(path)
+    name = memo.lab_name_in(text) or parse_inputs(memo.Inputs("-", path, text, None, None, "")).name
+    for _ in range(3):  # a file whose `name:` line is not its lab's name: read again for that lab
+        with state.LabLock(name, say) if lock else contextlib.nullcontext():
+            inputs = memo.read(name, path, profile)
+            wanted = memo.recall(inputs) or parse_inputs(inputs)
+            if _name(wanted) == name:
+                yield inputs, wanted
+                return
+            name = _name(wanted)
+    raise LabkitError(f"{path}: the lab's name changed while it was being read; run the command again")
+
+
+def _source_bytes(path: str | None) -> bytes:
+    from . import memo
+
+    try:
+        return memo.source_bytes(path)
+    except OSError as exc:
+        raise TopologyError([Problem(str(path), 0, "", f"cannot be read ({exc.strerror}); give an existing topology file")]) from None
+
+
+@dataclass(frozen=True)
+class Addressed:
+    """A topology as the lab's effective state keeps it (`topo`: MACs pinned, only requested
+    addresses) and with every binding of the IPAM ledger (`assigned`: what resolve builds from)."""
+
+    topo: topology.Topology
+    assigned: ledger.Assigned
+
+
+def addressed(topo: topology.Topology, effective: state.Effective | None) -> Addressed:
+    """IPAM on the lab's effective state: each NIC stands for the NIC it was (nic_identity), and
+    keeps the address the ledger bound to it."""
+    from . import ledger, nic_identity, topology
+
+    previous = topology.load_bytes(effective.topology, state.topology_file(topo.name)) if effective else None
+    before = ledger.Ledger.from_json(effective.ledger) if effective else ledger.Ledger()
+    pinned = nic_identity.pin(topo, previous)
+    return Addressed(pinned, ledger.assign(pinned, before))
 
 
 def desire(topo: topology.Topology, host: HostState, adapt: render.Adaptation) -> Desired:
@@ -154,20 +192,34 @@ class UpResult:
 
 def up(path: str | None, profile: str | None = None, *, strict: bool = False, say=print, phases=None,
        reading=None, max_oversubscription: float | None = None) -> UpResult:
-    """lab.up of a topology file: decided again only if the file, labkit or the host changed (memo.py)."""
+    """lab.up of a topology file: decided again only if its inputs or the host changed (memo.py)."""
     from . import memo
 
-    wanted = memo.recall(path, profile) or load(path, profile)            # parse + validate
-    return _converge(wanted, path, profile, strict=strict, say=say, phases=phases, reading=reading,
-                     max_oversubscription=max_oversubscription)
+    _build_image(say, phases)
+    with wanted_from(path, profile, lock=True, say=say) as (inputs, wanted):
+        result, decided = _converge(wanted, inputs.effective, lambda: parse_inputs(inputs), path, strict=strict,
+                                    say=say, phases=phases, reading=reading, max_oversubscription=max_oversubscription)
+        if decided is not None and not memo.remember(inputs, *decided):
+            say(f"the topology file changed while lab.up ran; run lab.up again to apply the change")
+    return result
 
 
 def up_topology(topo: topology.Topology, source: str | None, *, strict: bool = False, say=print,
                 phases=None, reading=None, max_oversubscription: float | None = None) -> UpResult:
     """Bring the host to `topo`, a topology not (or no longer) the file `source` says (acli,
     manage-ovs): `source` is only recorded."""
-    return _converge(topo, source, None, strict=strict, say=say, phases=phases, reading=reading,
-                     max_oversubscription=max_oversubscription, from_file=False)
+    _build_image(say, phases)
+    with state.LabLock(topo.name, say):
+        return _converge(topo, state.read_effective(topo.name), None, source, strict=strict, say=say, phases=phases,
+                         reading=reading, max_oversubscription=max_oversubscription)[0]
+
+
+def _build_image(say, phases) -> None:
+    from .timings import Phases
+
+    if images.needs_build():
+        with (phases or Phases()).phase("guest image"):
+            images.build(say)                                             # the guest every domain boots
 
 
 def _name(wanted) -> str:
@@ -176,18 +228,18 @@ def _name(wanted) -> str:
     return wanted.desired.lab.name if isinstance(wanted, memo.Remembered) else wanted.name
 
 
-def _resolve(wanted, source: str | None, profile: str | None, facts: model.HostFacts):
-    """(lab, topology) for this host's `facts`: a remembered lab as it is, if resolved from these
-    very facts (topology None: not loaded); else the topology (loaded from `source` if need be),
-    with its addresses, resolved now."""
+def _resolve(wanted, effective: state.Effective | None, reparse, facts: model.HostFacts):
+    """(lab, addressed topology) for this host's `facts`: a remembered lab as it is, if resolved
+    from these very facts (None: nothing decided); else the topology (parsed again with `reparse`
+    if need be), given its addresses from the effective state, resolved now."""
     from . import memo
 
     if isinstance(wanted, memo.Remembered):
         if wanted.facts == facts:
             return wanted.desired.lab, None
-        wanted = load(source, profile)
-    topo = with_addresses(wanted)
-    return model.resolve(topo, facts), topo
+        wanted = reparse()
+    addr = addressed(wanted, effective)
+    return model.resolve(addr.assigned.topo, facts), addr
 
 
 def _rendered(wanted, lab: model.Lab, adapt: render.Adaptation) -> Desired:
@@ -200,12 +252,13 @@ def _rendered(wanted, lab: model.Lab, adapt: render.Adaptation) -> Desired:
     return rendered(lab, adapt)
 
 
-def _converge(wanted, source: str | None, profile: str | None, *, strict: bool, say, phases, reading,
-              max_oversubscription: float | None, from_file: bool = True) -> UpResult:
-    """Bring the host to `wanted`: a topology.Topology, or a memo.Remembered decision (used as it
-    is if the host facts it was decided from still hold, else the file is loaded and decided
-    again). `reading`: the host being read since the command started (host/observe.py)."""
-    from . import memo
+def _converge(wanted, effective: state.Effective | None, reparse, source: str | None, *, strict: bool, say, phases,
+              reading, max_oversubscription: float | None):
+    """Bring the host to `wanted` (called with the lab's lock held): a topology.Topology, or a
+    memo.Remembered decision (used as it is if the host facts it was decided from still hold,
+    else decided again from `reparse()`). `effective`: the lab's effective state as read under
+    the lock. `reading`: the host being read since the command started (host/observe.py).
+    Returns the result and, when the lab was decided now, (facts, desired) to remember."""
     from .features import preflight
     from .host.observe import observe
     from .timings import Phases
@@ -213,41 +266,57 @@ def _converge(wanted, source: str | None, profile: str | None, *, strict: bool, 
     phase = (phases or Phases()).phase
     name = _name(wanted)
     max_oversubscription = max_oversubscription or preflight.MAX_OVERSUBSCRIPTION
-    if images.needs_build():
-        with phase("guest image"):
-            images.build(say)                                             # the guest every domain boots
-    with state.LabLock(name, say):
-        with state.names_lock(say):
-            with phase("observe"):
-                observed = observe(name, reading)                         # observe
-            with phase("resolve, render, plan"):
-                facts = observed.facts_for(name)
-                lab, topo = _resolve(wanted, source, profile, facts)      # IPAM, resolve
-                checks = preflight.run(lab, running=observed.running(name),  # what this host can do
-                                       other_vcpus=observed.other_vcpus(name), max_oversubscription=max_oversubscription)
-                preflight.enforce(checks, strict)
-                desired = _rendered(wanted, lab, checks.adaptation())     # render
-                todo = plan_up(desired, observed)                         # plan
-            if todo.empty:
-                say(str(todo))
-            else:
-                say(preflight.capacity_line(checks.checks))
-                for a in todo.actions:
-                    if a.detail.startswith("changed on the host"):
-                        say(f"repairing {a.kind} {a.name}: {a.detail.removeprefix('changed on the host: ')}")
-                say(f"lab {name}: applying {len(todo.actions)} change(s)")
-                from .apply import Applier
+    with state.names_lock(say):
+        with phase("observe"):
+            observed = observe(name, reading)                             # observe
+        with phase("resolve, render, plan"):
+            facts = observed.facts_for(name)
+            lab, addr = _resolve(wanted, effective, reparse, facts)       # IPAM, resolve
+            checks = preflight.run(lab, running=observed.running(name),   # what this host can do
+                                   other_vcpus=observed.other_vcpus(name), max_oversubscription=max_oversubscription)
+            preflight.enforce(checks, strict)
+            desired = _rendered(wanted, lab, checks.adaptation())         # render
+            todo = plan_up(desired, observed)                             # plan
+        for note in addr.assigned.notes if addr else ():
+            say(f"IPAM: {note}")
+        if todo.empty:
+            say(str(todo))
+        else:
+            say(preflight.capacity_line(checks.checks))
+            for a in todo.actions:
+                if a.detail.startswith("changed on the host"):
+                    say(f"repairing {a.kind} {a.name}: {a.detail.removeprefix('changed on the host: ')}")
+            say(f"lab {name}: applying {len(todo.actions)} change(s)")
+            from .apply import Applier
 
-                with host_session(phase) as host:
-                    Applier(host.ovs, host.netlink, host.virt, say, phase).apply(todo, desired.lab)  # apply
-        record = {"lab": name, "source": source, "profile": lab.profile,
-                  "deviations": [str(d) for d in desired.deviations]}
-        state.save(name, record)
-        if topo is not None:
-            state.save_topology(name, topo)  # what status, verify, manage-ovs and a bare lab.up mean from now on
-        if from_file and (topo is not None or desired is not wanted.desired):
-            memo.remember(source, profile, facts, desired)
-    return UpResult(desired, todo, checks)
+            with host_session(phase) as host:
+                Applier(host.ovs, host.netlink, host.virt, say, phase).apply(todo, desired.lab)  # apply
+    state.save(name, {"lab": name, "source": source, "profile": lab.profile,
+                      "deviations": [str(d) for d in desired.deviations]})
+    if addr is not None:  # what status, verify, acli, the API and a bare lab.up mean from now on
+        save_effective(addr, effective)
+    decided = (facts, desired) if addr is not None or desired is not getattr(wanted, "desired", None) else None
+    return UpResult(desired, todo, checks), decided
+
+
+def save_effective(addr: Addressed, before: state.Effective | None) -> None:
+    """The lab's effective state after a change: its topology, its ledger, and its records' logical
+    timestamps, advanced for every record the change altered (any road: a file, acli, the API)."""
+    import json
+
+    from . import control, ledger
+
+    name = addr.topo.name
+    previous = None
+    if before is not None:
+        from . import topology
+
+        previous = control.Control(topology.load_bytes(before.topology, state.topology_file(name)),
+                                   ledger.Ledger.from_json(before.ledger), json.loads(before.stamps))
+    stamps = control.after(previous, addr.topo, addr.assigned.ledger).timestamps
+    state.save_effective(name, state.Effective(state.topology_yaml(name, addr.topo).encode(),
+                                               addr.assigned.ledger.to_json().encode(),
+                                               (json.dumps(stamps, indent=1, sort_keys=True) + "\n").encode()))
 
 
 def down(lab_name: str, say=print, phases=None, reading=None) -> plan.Plan:
@@ -297,16 +366,15 @@ class Look:
 
 def look(path: str | None, profile: str | None = None, reading=None) -> Look:
     """Load, observe, resolve, render and plan without changing anything."""
-    from . import memo
     from .features import preflight
     from .host.observe import observe
 
-    wanted = memo.recall(path, profile) or load(path, profile)            # parse + validate
-    name = _name(wanted)
-    observed = observe(name, reading)                                     # observe
-    lab, _ = _resolve(wanted, path, profile, observed.facts_for(name))    # IPAM, resolve
-    checks = preflight.run(lab, probe_kvm=False, running=observed.running(name),
-                           other_vcpus=observed.other_vcpus(name))
+    with wanted_from(path, profile) as (inputs, wanted):                  # parse + validate
+        observed = observe(inputs.lab, reading)                           # observe
+        lab, _ = _resolve(wanted, inputs.effective, lambda: parse_inputs(inputs),
+                          observed.facts_for(inputs.lab))                 # IPAM, resolve
+    checks = preflight.run(lab, probe_kvm=False, running=observed.running(lab.name),
+                           other_vcpus=observed.other_vcpus(lab.name))
     desired = _rendered(wanted, lab, checks.adaptation())                 # render
     return Look(desired, observed, plan_up(desired, observed), checks)    # plan (not applied)
 
@@ -314,19 +382,19 @@ def look(path: str | None, profile: str | None = None, reading=None) -> Look:
 def resolved(path: str | None, reading=None) -> model.Lab:
     """The lab as it stands on this host (load, observe, resolve): what commands that only look at
     its objects need, without rendering or planning (remembered, where lab.up decided it from the
-    same file and the host facts hold)."""
+    same inputs and the host facts hold)."""
     return resolved_on(path, reading)[0]
 
 
 def resolved_on(path: str | None, reading=None) -> tuple[model.Lab, HostState]:
     """resolved(), and the host it was resolved on."""
-    from . import memo
     from .host.observe import observe
 
-    wanted = memo.recall(path, None) or load(path)                        # parse + validate
-    name = _name(wanted)
-    observed = observe(name, reading)                                     # observe
-    return _resolve(wanted, path, None, observed.facts_for(name))[0], observed  # IPAM, resolve
+    with wanted_from(path) as (inputs, wanted):                           # parse + validate
+        observed = observe(inputs.lab, reading)                           # observe
+        lab, _ = _resolve(wanted, inputs.effective, lambda: parse_inputs(inputs),
+                          observed.facts_for(inputs.lab))                 # IPAM, resolve
+    return lab, observed
 
 
 @dataclass(frozen=True)

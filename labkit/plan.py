@@ -27,7 +27,7 @@ ORDER = [
     ("delete", "ovs-bridge"), ("delete", "veth"), ("delete", "linux-bridge"), ("delete", "netns"),
     ("create", "netns"), ("create", "veth"), ("update", "veth"), ("create", "linux-bridge"), ("update", "linux-bridge"),
     ("create", "ovs-bridge"), ("update", "ovs-bridge"), ("create", "ovs-port"), ("update", "ovs-port"),
-    ("update", "ovs-flows"),
+    ("attach", "ovs-port"), ("update", "ovs-flows"),
     ("create", "route"), ("update", "route"),
     ("create", "dhcp"), ("update", "dhcp"),
     ("create", "network"), ("update", "network"), ("start", "network"),
@@ -119,6 +119,7 @@ class _Planner:
         self.lab, self.host = lab, host
         self.actions: list[Action] = []
         self.conflicts: list[str] = []
+        self.remade: set[str] = set()  # root-namespace ends of veth pairs made anew (an OVS port must reopen them)
 
     def add(self, *args, **kwargs) -> None:
         self.actions.append(Action(*args, **kwargs))
@@ -138,10 +139,11 @@ class _Planner:
             if name not in seen:
                 self.add("create", "netns", name, detail=ns.role)
             for dest, gateway in ns.routes:
-                if name not in seen:
+                have = dict(seen[name].routes) if name in seen else {}
+                if dest not in have:
                     self.add("create", "route", dest, where=name, detail=f"via {gateway}", obj=gateway)
-                elif (dest, gateway) not in seen[name].routes:
-                    self.add("update", "route", dest, where=name, detail=f"via {gateway}", obj=gateway)
+                elif have[dest] != gateway:
+                    self.add("update", "route", dest, where=name, detail=f"via {gateway}, not {have[dest]}", obj=gateway)
 
     # veth pairs -----------------------------------------------------------
 
@@ -174,6 +176,7 @@ class _Planner:
         where = veth.netns or ""
         if end is None or peer is None:
             self.add("create", "veth", veth.name, where=where, detail=f"peer {veth.peer}, {veth.purpose}", obj=veth)
+            self.remade.add(veth.peer)
             if veth.peer_master:
                 self.add("attach", "veth", veth.peer, detail=f"to bridge {veth.peer_master}", obj=veth.peer_master)
             return
@@ -236,11 +239,21 @@ class _Planner:
                 self.add("update", "ovs-bridge", bridge.name, detail=f"datapath {bridge.datapath_type}", obj=bridge)
             self._flows(bridge, have)
             have_ports = {p.name: p for p in have.ports}
+            reattached = False
             for port in bridge.ports:
                 if port.name not in have_ports:
                     self.add("create", "ovs-port", port.name, where=bridge.name, detail=_port_summary(port), obj=bridge)
                 elif have_ports[port.name] != port:
                     self.add("update", "ovs-port", port.name, where=bridge.name, detail=_port_summary(port), obj=bridge)
+                if port.name in have_ports and {i.name for i in port.interfaces} & self.remade:
+                    # the device under an existing port was made anew: ovs-vswitchd keeps the old one open
+                    self.add("attach", "ovs-port", port.name, where=bridge.name, detail="its device was made anew",
+                             obj=bridge)
+                    reattached = True
+            if reattached and bridge.flows and not any(a.kind == "ovs-flows" and a.name == bridge.name for a in self.actions):
+                # a port added again gets another OpenFlow port number: rules naming it are set again
+                self.add("update", "ovs-flows", bridge.name, detail=f"{len(bridge.flows)} rules, a port was reattached",
+                         obj=bridge)
             for name in sorted(set(have_ports) - {p.name for p in bridge.ports}):
                 self.add("delete", "ovs-port", name, where=bridge.name)
 
@@ -250,7 +263,9 @@ class _Planner:
         wanted = flows_digest(bridge.flows) if bridge.flows else ""
         seen_digest, seen_count = (have.flows_digest, have.flow_count) if have else ("", 0)
         if (wanted, len(bridge.flows)) != (seen_digest, seen_count) and (bridge.flows or seen_digest):
-            self.add("update", "ovs-flows", bridge.name, detail=f"{len(bridge.flows)} rules", obj=bridge)
+            why = "" if have is None or not seen_digest else \
+                ", others set before" if wanted != seen_digest else f", {seen_count} in ovs-vswitchd"
+            self.add("update", "ovs-flows", bridge.name, detail=f"{len(bridge.flows)} rules{why}", obj=bridge)
 
     # DHCP -----------------------------------------------------------------
 
@@ -263,6 +278,8 @@ class _Planner:
             detail = f"{len(server.hosts)} binding{'' if len(server.hosts) == 1 else 's'}"
             if have is None or not have.running:
                 self.add("create", "dhcp", server.node, detail=detail, obj=server)
+            elif have.problem:
+                self.add("update", "dhcp", server.node, detail=f"restart: dnsmasq is {have.problem}", obj=server)
             elif have.digest != digests.get(server.node):
                 self.add("update", "dhcp", server.node, detail=detail, obj=server)
 

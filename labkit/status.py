@@ -74,17 +74,21 @@ def build(lab: Lab, pending: Plan, vm_ports: dict[str, tuple[str, int | None, st
         actions.setdefault((a.kind, "", a.name), a)
     rows: list[Row] = []
 
-    def add(kind: str, name: str, node: str | None, where: str = "", problems: list[str] = (), note: str = "") -> None:
+    def add(kind: str, name: str, node: str | None, where: str = "", problems: list[str] = (), note: str = "",
+            label: str | None = None) -> None:
         a = actions.get((kind, where, name))
+        label = label or name
         if a is None:
-            rows.append(Row(kind, name, node, True, True, not problems, "; ".join(problems) or note))
+            rows.append(Row(kind, label, node, True, True, not problems, "; ".join(problems) or note))
         elif a.verb == "create":
-            rows.append(Row(kind, name, node, True, False, False, "missing"))
+            rows.append(Row(kind, label, node, True, False, False, "missing"))
         else:
-            rows.append(Row(kind, name, node, True, True, False, f"{a.verb}: {a.detail}".rstrip(": ")))
+            rows.append(Row(kind, label, node, True, True, False, f"{a.verb}: {a.detail}".rstrip(": ")))
 
     for ns in lab.namespaces:
         add("netns", ns.name, ns.node)
+        for dest, gateway in ns.routes:
+            add("route", dest, ns.node, where=ns.name, label=f"{ns.name}/{dest}", note=f"via {gateway}")
     for veth in lab.veths:
         add("veth", veth.name if veth.netns is None else f"{veth.netns}/{veth.name}", None)
     for linux_bridge in lab.linux_bridges:
@@ -93,6 +97,10 @@ def build(lab: Lab, pending: Plan, vm_ports: dict[str, tuple[str, int | None, st
         add("ovs-bridge", bridge.name, bridge.node)
         for port in bridge.ports:
             add("ovs-port", port.name, bridge.node, where=bridge.name, problems=bond_problems.get(port.name, []))
+        if bridge.flows:  # the lab's OpenFlow rules (managed networks' DHCP)
+            add("ovs-flows", bridge.name, bridge.node, note=f"{len(bridge.flows)} rules")
+    for server in lab.dhcp_servers:
+        add("dhcp", server.node, server.node, note=f"dnsmasq in {server.netns}, {len(server.hosts)} binding(s)")
     for net in lab.networks:
         add("network", net.name, net.node)
     for dom in lab.domains:

@@ -20,8 +20,9 @@ from typing import Annotated, Any, Literal
 
 from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, Field, Strict, ValidationError
 
-from . import ipam, yamlpos
+from . import ipam, values, yamlpos
 from .errors import Problem, TopologyError
+from .values import shown
 
 DEFAULT_TOPOLOGY = "default.yaml"
 
@@ -43,7 +44,7 @@ def _mebibytes(value: Any) -> Any:
     if isinstance(value, str):
         match = SIZE_RE.fullmatch(value.strip())
         if not match:
-            raise ValueError(f"{value!r} is not a size; write it like 256MiB or 24GiB")
+            raise ValueError(f"{shown(value)} is not a size; write it like 256MiB or 24GiB")
         number, unit = int(match.group(1)), match.group(2)
         return number * 1024 if unit.startswith("G") else number
     return value
@@ -51,11 +52,14 @@ def _mebibytes(value: Any) -> Any:
 
 def _mac(value: str) -> str:
     if not MAC_RE.fullmatch(value):
-        raise ValueError(f"{value!r} is not a MAC address as labkit writes them; use lowercase hex, like 50:6b:8d:00:00:01")
+        raise ValueError(f"{shown(value)} is not a MAC address as labkit writes them; use lowercase hex, like 50:6b:8d:00:00:01")
     return value
 
 
 MiB = Annotated[int, BeforeValidator(_mebibytes), Strict(), Field(ge=16, le=1024 * 1024)]
+# Values that reach other programs (dnsmasq's configuration, qemu-img's command line, XML) are
+# checked for them here, at the model's edge: a topology file, acli and the API alike.
+DnsName = Annotated[str, Strict(), AfterValidator(values.dns_name)]
 
 
 class Spec(BaseModel):
@@ -115,13 +119,13 @@ class IpConfig(Spec):
 
     network: ipaddress.IPv4Network
     gateway: ipaddress.IPv4Address
-    pool: list[str] = []  # ranges "START END", as AHV's v2 API writes them
+    pool: list[Annotated[str, Strict(), Field(max_length=64)]] = Field([], max_length=64)  # "START END", as AHV's v2 API writes them
     dhcp_server: ipaddress.IPv4Address | None = None  # AHV's default: the network's last usable address
-    dns: list[ipaddress.IPv4Address] = []
-    domain_name: str | None = None
-    domain_search: list[str] = []
-    tftp_server: str | None = None
-    boot_file: str | None = None
+    dns: list[ipaddress.IPv4Address] = Field([], max_length=8)
+    domain_name: DnsName | None = None
+    domain_search: list[DnsName] = Field([], max_length=8)
+    tftp_server: Annotated[str, Strict(), AfterValidator(values.host_or_address)] | None = None
+    boot_file: Annotated[str, Strict(), AfterValidator(values.boot_file)] | None = None
 
 
 class Network(Spec):
@@ -150,7 +154,8 @@ class Vm(Spec):
     vcpus: Count = 1
     nics: list[Nic] = []
     power: Literal["on", "off"] = "on"
-    image: str | None = None  # a qcow2 or raw disk to boot instead of the built-in guest (relative to the file)
+    # a qcow2 or raw disk to boot instead of the built-in guest (relative to the file)
+    image: Annotated[str, Strict(), AfterValidator(values.file_path)] | None = None
 
 
 class Topology(Spec):
@@ -168,20 +173,24 @@ class Topology(Spec):
 def load(path: str | Path | None) -> Topology:
     """Read, parse and validate a topology file; None means the embedded default (the seed's node)."""
     if path is None:
-        text = resources.files("labkit").joinpath(DEFAULT_TOPOLOGY).read_text()
-        name = f"<default topology {DEFAULT_TOPOLOGY}>"
-    else:
-        try:
-            text = Path(path).read_text(encoding="utf-8")
-        except OSError as exc:
-            raise TopologyError([Problem(str(path), 0, "", f"cannot be read ({exc.strerror}); give an existing topology file")]) from None
-        except UnicodeDecodeError as exc:
-            line = Path(path).read_bytes()[: exc.start].count(b"\n") + 1
-            raise TopologyError([Problem(str(path), line, "", "is not UTF-8 text; a topology file is a YAML text file")]) from None
-        name = str(path)
-    topo = parse(text, name)
+        return load_bytes(resources.files("labkit").joinpath(DEFAULT_TOPOLOGY).read_bytes(), None)
+    try:
+        data = Path(path).read_bytes()
+    except OSError as exc:
+        raise TopologyError([Problem(str(path), 0, "", f"cannot be read ({exc.strerror}); give an existing topology file")]) from None
+    return load_bytes(data, path)
+
+
+def load_bytes(data: bytes, path: str | Path | None) -> Topology:
+    """A topology file's bytes, as read once (lab.up decides from exactly these), parsed and validated."""
     if path is None:
-        return topo
+        return parse(data.decode(), f"<default topology {DEFAULT_TOPOLOGY}>")
+    try:
+        text = data.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        line = data[: exc.start].count(b"\n") + 1
+        raise TopologyError([Problem(str(path), line, "", "is not UTF-8 text; a topology file is a YAML text file")]) from None
+    topo = parse(text, str(path))
     base = Path(path).resolve().parent  # images are relative to the topology file
     vms = [vm.model_copy(update={"image": str(base / vm.image)}) if vm.image else vm for vm in topo.vms]
     return topo.model_copy(update={"vms": vms})
@@ -216,7 +225,7 @@ def _from_pydantic(exc: ValidationError, located: yamlpos.Located) -> list[Probl
             if text.startswith("Value error, "):  # our own validators already quote the input
                 message = text.removeprefix("Value error, ")
             else:
-                message = f"{text[0].lower()}{text[1:]} (got {error['input']!r})"
+                message = f"{text[0].lower()}{text[1:]} (got {values.shown(error['input'])})"
         problems.append(Problem(located.file, line, key, message))
     return sorted(set(problems), key=lambda p: (p.line, p.key))
 
@@ -256,15 +265,16 @@ def _unwrap(annotation: Any) -> Any:
 # --------------------------------------------------------------------------- cross-checks
 
 
-def crosscheck(topo: Topology) -> list[tuple[tuple, str]]:
-    """Checks that need the whole file; returns (path, message) pairs."""
+def crosscheck(topo: Topology, pools: bool = True) -> list[tuple[tuple, str]]:
+    """Checks that need the whole file; returns (path, message) pairs. `pools`: also that every NIC
+    of a managed network can get an address (the control plane asks IPAM itself, for its words)."""
     out: list[tuple[tuple, str]] = []
 
     def bad(path: tuple, message: str) -> None:
         out.append((path, message))
 
     if not LAB_NAME_RE.fullmatch(topo.name):
-        bad(("name",), f"{topo.name!r} is not a valid lab name; use 1-12 of a-z, 0-9 and '-', starting with a letter")
+        bad(("name",), f"{shown(topo.name)} is not a valid lab name; use 1-12 of a-z, 0-9 and '-', starting with a letter")
     _unique(bad, [(("nodes", i, "name"), n.name) for i, n in enumerate(topo.nodes)], "node")
     _unique(bad, [(("vms", i, "name"), v.name) for i, v in enumerate(topo.vms)], "VM")
     _unique(bad, [(("networks", i, "name"), n.name) for i, n in enumerate(topo.networks)], "network")
@@ -298,16 +308,17 @@ def crosscheck(topo: Topology) -> list[tuple[tuple, str]]:
         _hostname(bad, path + ("name",), vm.name, "VM")
         node = nodes.get(vm.node)
         if node is None:
-            bad(path + ("node",), f"node {vm.node!r} does not exist; {_choices(vm.node, nodes)}")
+            bad(path + ("node",), f"node {shown(vm.node)} does not exist; {_choices(vm.node, nodes)}")
         for j, nic in enumerate(vm.nics):
             _check_nic(bad, path + ("nics", j), nic, node, networks, vlans, addresses)
         if vm.image is not None and not re.search(r"\.(qcow2|img|raw)\Z", vm.image):
-            bad(path + ("image",), f"{vm.image!r} is not a disk image; give a .qcow2, .img or .raw file")
+            bad(path + ("image",), f"{shown(vm.image)} is not a disk image; give a .qcow2, .img or .raw file")
 
     _unique(bad, [(p, str(a)) for p, a in addresses], "IP address")
     _unique(bad, [(("vms", i, "nics", j, "mac"), nic.mac) for i, vm in enumerate(topo.vms)
                   for j, nic in enumerate(vm.nics) if nic.mac], "MAC address")
-    _check_pools(bad, topo)
+    if pools:
+        _check_pools(bad, topo)
     return out
 
 
@@ -315,25 +326,27 @@ def _check_pools(bad, topo: Topology) -> None:
     """Every NIC of a managed network without an `ip` takes one from the network's pool."""
     for net in topo.networks:
         ipc = net.ip_config
-        if ipc is None:
+        if ipc is None or ipc.network.prefixlen < ipam.MIN_PREFIX:
             continue
-        taken = ipam.reserved(ipc) | {nic.ip.ip for vm in topo.vms for nic in vm.nics if nic.network == net.name and nic.ip}
+        requested = {nic.ip.ip for vm in topo.vms for nic in vm.nics if nic.network == net.name and nic.ip}
         try:
-            free = [a for a in ipam.pool_addresses(ipc) if a not in taken]
+            if any(start > end or start not in ipc.network or end not in ipc.network for start, end in ipam.ranges(ipc)):
+                continue  # reported by _check_network
+            free, _ = ipam.free_count(ipc, ipam.reserved(ipc) | requested)
         except ValueError:
             continue  # a malformed range, reported by _check_network
         waiting = [("vms", i, "nics", j) for i, vm in enumerate(topo.vms) for j, nic in enumerate(vm.nics)
                    if nic.network == net.name and nic.ip is None]
-        if len(waiting) > len(free):
-            how = "has no pool" if not ipc.pool else f"has {len(free)} free address(es) for {len(waiting)} NICs"
-            bad(waiting[len(free)], f"cannot get an address: managed network {net.name} {how}; "
-                                    f"add a pool range or give this NIC an `ip`")
+        if len(waiting) > free:
+            how = "has no pool" if not ipc.pool else f"has {free} free address(es) for {len(waiting)} NICs"
+            bad(waiting[free], f"cannot get an address: managed network {net.name} {how}; "
+                               f"add a pool range or give this NIC an `ip`")
 
 
 def _check_node(bad, path: tuple, node: Node, topo: Topology, addresses: list) -> None:
     _hostname(bad, path + ("name",), node.name, "node")
     if re.fullmatch(r"gw\d+|tor", node.name):  # labkit.<lab>.gw<N> is VLAN N's gateway namespace
-        bad(path + ("name",), f"{node.name!r} is reserved for the lab's switch and gateways; name the node otherwise")
+        bad(path + ("name",), f"{shown(node.name)} is reserved for the lab's switch and gateways; name the node otherwise")
     if len(f"NTNX-{node.name}-CVM") > 64:
         bad(path + ("name",), "is too long for a CVM name; use at most 54 characters")
     for uplink in node.uplinks:
@@ -352,9 +365,9 @@ def _check_node(bad, path: tuple, node: Node, topo: Topology, addresses: list) -
         for k, member in enumerate(bond.interfaces):
             mpath = bpath + ("interfaces", k)
             if member not in node.uplinks:
-                bad(mpath, f"{member!r} is not an uplink of node {node.name}; {_choices(member, node.uplinks)}")
+                bad(mpath, f"{shown(member)} is not an uplink of node {node.name}; {_choices(member, node.uplinks)}")
             elif member in used_by:
-                bad(mpath, f"{member!r} is already a member of bond {used_by[member]}; an uplink belongs to one bond only")
+                bad(mpath, f"{shown(member)} is already a member of bond {used_by[member]}; an uplink belongs to one bond only")
             else:
                 used_by[member] = bond.name
         if bond.mode == "balance-tcp" and bond.lacp == "off":
@@ -393,41 +406,53 @@ def _check_node(bad, path: tuple, node: Node, topo: Topology, addresses: list) -
     if cvm.vlan not in vlans:
         bad(cpath + ("vlan",), f"VLAN {cvm.vlan} is not in switch.vlans {sorted(vlans)}; add it there")
     if cvm.bridge not in node.bridges:
-        bad(cpath + ("bridge",), f"bridge {cvm.bridge!r} is not a bridge of node {node.name}; {_choices(cvm.bridge, node.bridges)}")
+        bad(cpath + ("bridge",), f"bridge {shown(cvm.bridge)} is not a bridge of node {node.name}; {_choices(cvm.bridge, node.bridges)}")
     for k, address in enumerate(cvm.passthrough):
         if not PCI_RE.fullmatch(address):
-            bad(cpath + ("passthrough", k), f"{address!r} is not a PCI address; write it like 0000:01:00.0")
+            bad(cpath + ("passthrough", k), f"{shown(address)} is not a PCI address; write it like 0000:01:00.0")
 
 
 def _check_network(bad, path: tuple, net: Network, topo: Topology) -> None:
     if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,63}", net.name):
-        bad(path + ("name",), f"{net.name!r} is not a valid network name; use letters, digits, '_', '.' and '-'")
+        bad(path + ("name",), f"{shown(net.name)} is not a valid network name; use letters, digits, '_', '.' and '-'")
     if net.vlan not in topo.switch.vlans:
         bad(path + ("vlan",), f"VLAN {net.vlan} is not carried by the switch; add it to switch.vlans {sorted(topo.switch.vlans)}")
     for node in topo.nodes:
         if net.bridge not in node.bridges:
-            bad(path + ("bridge",), f"bridge {net.bridge!r} does not exist on node {node.name}; {_choices(net.bridge, node.bridges)}")
+            bad(path + ("bridge",), f"bridge {shown(net.bridge)} does not exist on node {node.name}; {_choices(net.bridge, node.bridges)}")
     ipc = net.ip_config
     if ipc is None:
         return
     ipath = path + ("ip_config",)
+    if ipc.network.prefixlen < ipam.MIN_PREFIX:
+        bad(ipath + ("network",), f"{ipc.network} has {ipc.network.num_addresses:,} addresses; a lab's managed network "
+                                  f"holds at most {ipam.MAX_ADDRESSES:,}: use a /{ipam.MIN_PREFIX} or longer prefix")
+        return
     if ipc.gateway not in ipc.network:
         bad(ipath + ("gateway",), f"{ipc.gateway} is outside {ipc.network}; use an address in it")
+    seen: list[tuple[ipaddress.IPv4Address, ipaddress.IPv4Address, str]] = []
     for k, text in enumerate(ipc.pool):
         ppath = ipath + ("pool", k)
         try:
-            start, end = (ipaddress.IPv4Address(part) for part in text.split())
+            start, end = ipam.parse_range(text)
         except ValueError:
-            bad(ppath, f"{text!r} is not a range; write it as \"START END\", e.g. \"10.40.0.50 10.40.0.99\"")
+            start = end = None
+        if start is None or text != f"{start} {end}":
+            bad(ppath, f"{shown(text)} is not a range; write it as \"START END\", e.g. \"10.40.0.50 10.40.0.99\"")
             continue
+        overlap = next((other for low, high, other in seen if start <= high and low <= end), None)
         if start not in ipc.network or end not in ipc.network:
-            bad(ppath, f"range {text!r} is not inside {ipc.network}; keep both ends in the network")
+            bad(ppath, f"range {shown(text)} is not inside {ipc.network}; keep both ends in the network")
         elif start > end:
-            bad(ppath, f"range {text!r} starts after it ends; put the lower address first")
+            bad(ppath, f"range {shown(text)} starts after it ends; put the lower address first")
         elif start <= ipc.gateway <= end:
-            bad(ppath, f"range {text!r} contains the gateway {ipc.gateway}; leave the gateway out of the pool")
+            bad(ppath, f"range {shown(text)} contains the gateway {ipc.gateway}; leave the gateway out of the pool")
         elif start <= ipam.dhcp_server(ipc) <= end:
-            bad(ppath, f"range {text!r} contains the DHCP server {ipam.dhcp_server(ipc)}; leave it out of the pool")
+            bad(ppath, f"range {shown(text)} contains the DHCP server {ipam.dhcp_server(ipc)}; leave it out of the pool")
+        elif overlap is not None:
+            bad(ppath, f"range {shown(text)} overlaps range {overlap!r}; give each address to one range")
+        else:
+            seen.append((start, end, text))
     if ipc.dhcp_server is not None and (ipc.dhcp_server not in ipc.network or ipc.dhcp_server == ipc.gateway):
         bad(ipath + ("dhcp_server",), f"{ipc.dhcp_server} must be an address of {ipc.network} other than the gateway")
 
@@ -438,7 +463,7 @@ def _check_nic(bad, path: tuple, nic: Nic, node: Node | None, networks: dict, vl
         return
     if nic.network is not None:
         if nic.network not in networks:
-            bad(path + ("network",), f"network {nic.network!r} does not exist; {_choices(nic.network, networks)}")
+            bad(path + ("network",), f"network {shown(nic.network)} does not exist; {_choices(nic.network, networks)}")
         if nic.bridge is not None:
             bad(path + ("bridge",), "comes from the network; remove it")
         if nic.ips and nic.trunk is None:
@@ -470,17 +495,17 @@ def _check_nic(bad, path: tuple, nic: Nic, node: Node | None, networks: dict, vl
             addresses.append((path + ("ips", vlan), address.ip))
         bridge = networks[nic.network].bridge if nic.network in networks else nic.bridge or "br0"
         if node is not None and bridge not in node.bridges:
-            bad(path + ("bridge",), f"bridge {bridge!r} does not exist on node {node.name}; {_choices(bridge, node.bridges)}")
+            bad(path + ("bridge",), f"bridge {shown(bridge)} does not exist on node {node.name}; {_choices(bridge, node.bridges)}")
 
 
 def _ifname(bad, path: tuple, name: str) -> None:
     if len(name.encode()) > IFNAME_MAX or not IFNAME_RE.fullmatch(name):
-        bad(path, f"{name!r} is not a valid interface name; use at most 15 of A-Z, a-z, 0-9, '_', '.', '-'")
+        bad(path, f"{shown(name)} is not a valid interface name; use at most 15 of A-Z, a-z, 0-9, '_', '.', '-'")
 
 
 def _hostname(bad, path: tuple, name: str, what: str) -> None:
     if not HOST_NAME_RE.fullmatch(name):
-        bad(path, f"{name!r} is not a valid {what} name; use 1-32 of letters, digits and '-', not starting with '-'")
+        bad(path, f"{shown(name)} is not a valid {what} name; use 1-32 of letters, digits and '-', not starting with '-'")
 
 
 def _host_address(bad, path: tuple, iface: ipaddress.IPv4Interface) -> None:
@@ -493,7 +518,7 @@ def _unique(bad, items: list[tuple[tuple, Any]], what: str) -> None:
     seen: dict[Any, tuple] = {}
     for path, value in items:
         if value in seen:
-            bad(path, f"{what} {value!r} is used twice (first at {yamlpos.dotted(seen[value])}); each must be unique")
+            bad(path, f"{what} {shown(value)} is used twice (first at {yamlpos.dotted(seen[value])}); each must be unique")
         else:
             seen[value] = path
 
@@ -503,5 +528,5 @@ def _choices(value: str, valid) -> str:
     if not valid:
         return "none is defined"
     close = difflib.get_close_matches(value, valid, n=1, cutoff=0.5)
-    hint = f"did you mean {close[0]!r}? " if close else ""
+    hint = f"did you mean {shown(close[0])}? " if close else ""
     return f"{hint}defined: {', '.join(valid)}"

@@ -128,6 +128,19 @@ class Ovs(Connection):
             raise HostError(f"OVSDB did not take the VLANs of port(s) {', '.join(p[0] for p in ports)} ({exc}); "
                             f"check `ovs-vsctl show`, then run lab.up again") from None
 
+    def set_flows_digest(self, bridge: str, digest: str) -> None:
+        """Record which rules labkit set on the bridge (after setting them: a digest never names
+        rules that are not there)."""
+        stats.count("ovsdb transaction")
+        try:
+            with self.api.transaction(check_error=True) as txn:
+                if digest:
+                    txn.add(self.api.db_set("Bridge", bridge, ("external_ids", {FLOWS_KEY: digest})))
+                else:
+                    txn.add(self.api.db_remove("Bridge", bridge, "external_ids", FLOWS_KEY, if_exists=True))
+        except RuntimeError as exc:
+            raise HostError(f"OVSDB did not take the rules' digest of bridge {bridge} ({exc}); run lab.up again") from None
+
     def delete_bridges(self, names: list[str]) -> None:
         """One transaction, without waiting for ovs-vswitchd to catch up: nothing waits on a bridge
         that is gone (ovsdbapp's Open_vSwitch transactions wait, as ovs-vsctl does without --no-wait)."""
@@ -140,11 +153,22 @@ class Ovs(Connection):
             raise HostError(f"OVSDB did not delete bridge(s) {', '.join(names)} ({exc}); check `ovs-vsctl show`") from None
 
 
+OFCTL_SECONDS = 10.0
+
+
+def _ofctl(args: list[str], bundle: str | None = None) -> subprocess.CompletedProcess:
+    """ovs-ofctl, bounded: OpenFlow rules live in ovs-vswitchd, not in OVSDB, and no library of
+    labkit's speaks OpenFlow, so its client is run; a hung ovs-vswitchd is one sentence."""
+    try:
+        return subprocess.run(["ovs-ofctl", *args], input=bundle, capture_output=True, text=True, timeout=OFCTL_SECONDS)
+    except subprocess.TimeoutExpired:
+        raise HostError(f"ovs-vswitchd did not answer ovs-ofctl {args[0]} within {OFCTL_SECONDS:.0f} s; "
+                        f"check that it runs (ovs-appctl version), then run the command again") from None
+
+
 def flow_count(bridge: str, lab: str) -> int:
-    """Rules with the lab's cookie on the bridge now. OpenFlow rules live in ovs-vswitchd, not in
-    OVSDB, and no library of labkit's speaks OpenFlow: ovs-ofctl is the client."""
-    run = subprocess.run(["ovs-ofctl", "dump-aggregate", bridge, f"cookie={names.flow_cookie(lab)}/{names.FLOW_COOKIE_MASK}"],
-                         capture_output=True, text=True)
+    """Rules with the lab's cookie on the bridge now."""
+    run = _ofctl(["dump-aggregate", bridge, f"cookie={names.flow_cookie(lab)}/{names.FLOW_COOKIE_MASK}"])
     match = re.search(r"flow_count=(\d+)", run.stdout)
     return int(match.group(1)) if match else 0
 
@@ -153,7 +177,7 @@ def set_flows(bridge: str, lab: str, flows: tuple[str, ...]) -> None:
     """Replace the lab's rules on the bridge with `flows`, in one OpenFlow bundle (atomic)."""
     cookie = f"cookie={names.flow_cookie(lab)}/{names.FLOW_COOKIE_MASK}"
     bundle = "\n".join([f"delete {cookie}"] + [f"add {flow}" for flow in flows]) + "\n"
-    run = subprocess.run(["ovs-ofctl", "--bundle", "add-flows", bridge, "-"], input=bundle, capture_output=True, text=True)
+    run = _ofctl(["--bundle", "add-flows", bridge, "-"], bundle)
     if run.returncode:
         raise HostError(f"ovs-ofctl could not set the rules of bridge {bridge} ({run.stderr.strip()[-300:]}); "
                         f"check `ovs-ofctl dump-flows {bridge}`")
@@ -173,8 +197,6 @@ class ConvergeBridge(command.BaseCommand):
         marks = {LAB_KEY: self.lab, "labkit-role": want.role, "labkit-ahv-name": want.ahv_name}
         if want.node:
             marks["labkit-node"] = want.node
-        if want.flows:
-            marks[FLOWS_KEY] = names.flows_digest(want.flows)
         if br is None:
             br = txn.insert(tables["Bridge"])
             br.name = want.name
@@ -184,6 +206,8 @@ class ConvergeBridge(command.BaseCommand):
         elif br.external_ids.get(LAB_KEY) != self.lab:
             raise RuntimeError(f"bridge {want.name} is not lab {self.lab}'s")
         br.datapath_type = want.datapath_type
+        if FLOWS_KEY in getattr(br, "external_ids", {}):  # the rules' digest is set_flows_digest's, after the rules
+            marks[FLOWS_KEY] = br.external_ids[FLOWS_KEY]
         br.external_ids = marks
         current = {p.name: p for p in br.ports}
         wanted = {p.name for p in want.ports}

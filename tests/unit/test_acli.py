@@ -11,7 +11,7 @@ import json
 
 import pytest
 
-from labkit import acli, control, model, state, topology
+from labkit import acli, control, ledger, model, nic_identity, state, topology
 from labkit.control import Control
 
 from ..conftest import REPO
@@ -21,19 +21,28 @@ TRAINING = REPO / "tests" / "topologies" / "training.yaml"
 
 
 class MemorySession:
+    """A lab's effective state in memory, changed as the live session changes it (IPAM's ledger,
+    the records' logical timestamps), without a host."""
+
     lab = "training"
 
     def __init__(self, topo):
-        self.topo, self.stamps = topo, {}
+        self.state = control.after(None, nic_identity.pin(topo), ledger.assign(nic_identity.pin(topo)).ledger)
+
+    @property
+    def topo(self):
+        return self.state.topo
+
+    def control(self) -> Control:
+        return self.state
 
     @contextlib.contextmanager
     def controlled(self):
-        yield Control(self.topo, self.stamps)
+        yield self.state
 
     def apply(self, change):
-        self.topo = change.topo
-        for key in change.touched:
-            self.stamps[key] = self.stamps.get(key, 0) + 1
+        pinned = nic_identity.pin(change.topo, self.state.topo)
+        self.state = control.after(self.state, pinned, ledger.assign(pinned, self.state.ledger).ledger)
 
 
 SESSION = [
@@ -143,45 +152,45 @@ def test_an_exhausted_pool_is_a_clear_error_and_a_deleted_nic_returns_its_addres
     acli.execute(web_lab, "vm.nic_create web2 network=web", say=lambda _m: None)  # the pool's last address
     with pytest.raises(acli.LabkitError, match=r"^the DHCP pool of network web is exhausted \(2 addresses, all assigned\)"):
         acli.execute(web_lab, "vm.nic_create web2 network=web", say=lambda _m: None)
-    mac = Control(web_lab.topo).vm("web1").nics[0].mac
+    mac = web_lab.control().vm("web1").nics[0].mac
     acli.execute(web_lab, f"vm.nic_delete web1 {mac}", say=lambda _m: None)
     acli.execute(web_lab, "vm.nic_create web2 network=web", say=lambda _m: None)
-    assert [n.ip for n in Control(web_lab.topo).vm("web2").nics] == ["10.50.0.101", "10.50.0.100"]
+    assert [n.ip for n in web_lab.control().vm("web2").nics] == ["10.50.0.101", "10.50.0.100"]
     # a requested address outside the pool (inside the subnet) does not use the pool
     acli.execute(web_lab, "vm.nic_create web1 network=web ip=10.50.0.7", say=lambda _m: None)
-    assert Control(web_lab.topo).network("web").v2()["ip_config"]["pool"][0]["num_free_ips"] == 0
+    assert web_lab.control().network("web").v2()["ip_config"]["pool"][0]["num_free_ips"] == 0
 
 
 def test_a_nic_keeps_its_mac_and_address_when_the_nics_before_it_go(web_lab):
     acli.execute(web_lab, "net.add_dhcp_pool web start=10.50.0.110 end=10.50.0.119", say=lambda _m: None)
     acli.execute(web_lab, "vm.nic_create web1 network=web", say=lambda _m: None)
-    first, second = Control(web_lab.topo).vm("web1").nics
+    first, second = web_lab.control().vm("web1").nics
     acli.execute(web_lab, f"vm.nic_delete web1 {first.mac}", say=lambda _m: None)
-    (left,) = Control(web_lab.topo).vm("web1").nics
+    (left,) = web_lab.control().vm("web1").nics
     assert (left.mac, left.ip) == (second.mac, second.ip)
 
 
 def test_nic_update_moves_trunks_and_back(web_lab):
-    mac = Control(web_lab.topo).vm("web1").nics[0].mac
+    mac = web_lab.control().vm("web1").nics[0].mac
     acli.execute(web_lab, f"vm.nic_update web1 {mac} vlan_mode=kTrunked trunked_networks=70,71 update_vlan_trunk_info=true",
                  say=lambda _m: None)
-    nic = Control(web_lab.topo).nic("web1", mac)
+    nic = web_lab.control().nic("web1", mac)
     assert (nic.vlan_mode, nic.trunked_networks, nic.ip) == ("kTrunked", (70, 71), "10.50.0.100")
     acli.execute(web_lab, f"vm.nic_update web1 {mac} vlan_mode=kAccess update_vlan_trunk_info=true", say=lambda _m: None)
     acli.execute(web_lab, f"vm.nic_update web1 {mac} network=vlan0", say=lambda _m: None)
-    nic = Control(web_lab.topo).nic("web1", mac)
+    nic = web_lab.control().nic("web1", mac)
     assert (nic.vlan_mode, nic.network, nic.ip) == ("kAccess", "vlan0", None)
-    assert Control(web_lab.topo).network("web").v2()["ip_config"]["pool"][0]["num_free_ips"] == 2  # returned
+    assert web_lab.control().network("web").v2()["ip_config"]["pool"][0]["num_free_ips"] == 2  # returned
 
 
 def test_deletes_ask_first_unless_told_yes(web_lab):
     asked = []
     out = acli.execute(web_lab, "vm.delete web*", confirm=lambda q: asked.append(q) or False, say=lambda _m: None)
     assert asked == ["Delete 1 VMs? (yes/no) "] and out.text == ["vm.delete: not confirmed, nothing deleted"]
-    assert Control(web_lab.topo).vms() != []
+    assert web_lab.control().vms() != []
     out = acli.execute(web_lab, "vm.delete web*", confirm=lambda q: True, say=lambda _m: None)
-    assert out.text == ["web1: complete"] and Control(web_lab.topo).vms() == []
-    assert Control(web_lab.topo).network("web").v2()["ip_config"]["pool"][0]["num_free_ips"] == 2
+    assert out.text == ["web1: complete"] and web_lab.control().vms() == []
+    assert web_lab.control().network("web").v2()["ip_config"]["pool"][0]["num_free_ips"] == 2
 
 
 def test_the_question_is_asked_without_the_lab_s_lock_and_a_change_meanwhile_deletes_nothing(web_lab):
@@ -191,7 +200,7 @@ def test_the_question_is_asked_without_the_lab_s_lock_and_a_change_meanwhile_del
     def controlled():
         held.append(True)
         try:
-            yield Control(web_lab.topo, web_lab.stamps)
+            yield web_lab.control()
         finally:
             held.pop()
 
@@ -204,7 +213,7 @@ def test_the_question_is_asked_without_the_lab_s_lock_and_a_change_meanwhile_del
 
     with pytest.raises(acli.AcliError, match="the lab changed while you were asked .*nothing deleted"):
         acli.execute(web_lab, "vm.delete web*", confirm=answer, say=lambda _m: None)
-    assert {vm.name for vm in Control(web_lab.topo).vms()} == {"web1", "web9"}
+    assert {vm.name for vm in web_lab.control().vms()} == {"web1", "web9"}
 
 
 def test_json_output_has_data_error_and_status(web_lab):
@@ -217,7 +226,7 @@ def test_json_output_has_data_error_and_status(web_lab):
 
 
 def test_tab_completes_commands_keywords_and_names(web_lab):
-    ctl = Control(web_lab.topo)
+    ctl = web_lab.control()
     assert acli.complete("", "net.l", ctl) == ["net.list ", "net.list_vms "]
     assert acli.complete("vm.on ", "w", ctl) == ["web1 "]
     assert acli.complete("vm.nic_create web1 ", "", ctl)[:3] == ["network=", "ip=", "request_ip="]
@@ -228,10 +237,16 @@ def test_tab_completes_commands_keywords_and_names(web_lab):
 
 
 def test_the_saved_topology_brings_up_the_same_lab(web_lab, tmp_path, monkeypatch):
-    """What lab.export writes (the effective topology) parses and resolves to the same lab."""
+    """The effective state parses back to the same lab, and lab.export writes it with every address."""
+    from labkit import commands
+
     monkeypatch.setattr(state, "RUN_DIR", tmp_path)
     monkeypatch.setattr(state, "lab_dir", lambda lab: tmp_path / lab)
-    state.save_topology("training", web_lab.topo)
-    again = topology.load(str(tmp_path / "training" / "topology.yaml"))
-    assert model.resolve(again) == model.resolve(web_lab.topo)
-    assert control.Control(again).vm("web1") == control.Control(web_lab.topo).vm("web1")
+    ctl = web_lab.control()
+    state.save_effective("training", state.Effective(state.topology_yaml("training", ctl.topo).encode(),
+                                                     ctl.ledger.to_json().encode(), b"{}"))
+    again = commands.control_of("training")
+    assert again.vm("web1").nics == ctl.vm("web1").nics
+    exported = topology.parse(commands.export("training"), "exported.yaml")
+    assert model.resolve(exported) == model.resolve(ctl.topo)
+    assert exported.vms[0].nics[0].ip is not None  # the binding, written out

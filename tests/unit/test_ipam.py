@@ -4,11 +4,13 @@ and lab.verify's DHCP checks (labkit/dhcpcheck.py): pure, on the slb-vlans examp
 from __future__ import annotations
 
 import ipaddress
+import time
 
 import pytest
 
-from labkit import dhcpcheck, ipam, model, pipeline
+from labkit import dhcpcheck, ipam, ledger, model, nic_identity, pipeline
 from labkit.host import dhcp
+from labkit.topology import IpConfig, crosscheck
 
 from ..conftest import REPO
 
@@ -30,21 +32,102 @@ def addresses(topo):
 
 def test_pool_addresses_in_order_skipping_requested_ones():
     topo = managed_topology()
-    got = addresses(ipam.assign(topo))
+    got = addresses(ledger.assign(topo).topo)
     assert got == {"mon1": "10.40.0.41/24", "a": "10.40.0.50/24", "b": "10.40.0.51/24"}
 
 
 def test_a_nic_keeps_its_address_when_another_goes():
-    before = ipam.assign(managed_topology())
-    after = ipam.assign(managed_topology(vms=("b",)), previous=before)
-    assert addresses(after)["b"] == "10.40.0.51/24"  # not moved down to the freed .50
-    again = ipam.assign(managed_topology(vms=("b", "c")), previous=after)
-    assert addresses(again)["c"] == "10.40.0.50/24"  # the freed address went back to the pool
+    before = ledger.assign(managed_topology())
+    after = ledger.assign(managed_topology(vms=("b",)), before.ledger)
+    assert addresses(after.topo)["b"] == "10.40.0.51/24"  # not moved down to the freed .50
+    again = ledger.assign(managed_topology(vms=("b", "c")), after.ledger)
+    assert addresses(again.topo)["c"] == "10.40.0.50/24"  # the freed address went back to the pool
 
 
 def test_exhausted_pool_is_one_clear_error():
     with pytest.raises(ipam.IpamError, match=r"^the DHCP pool of network mgmt is exhausted \(1 addresses, all assigned\)"):
-        ipam.assign(managed_topology(pool="10.40.0.50 10.40.0.50"))
+        ledger.assign(managed_topology(pool="10.40.0.50 10.40.0.50"))
+
+
+def with_nic(topo, vm_name, nic):
+    return topo.model_copy(update={"vms": [vm.model_copy(update={"nics": [*vm.nics, nic]}) if vm.name == vm_name else vm
+                                           for vm in topo.vms]})
+
+
+def test_existing_bindings_are_honoured_before_a_new_nic_gets_one():
+    """x on .50 and y on .51; a second NIC for x must not take y's .51 (y's guest holds it)."""
+    first = ledger.assign(managed_topology(vms=("x", "y")))
+    assert addresses(first.topo) == {"mon1": "10.40.0.41/24", "x": "10.40.0.50/24", "y": "10.40.0.51/24"}
+    nic = first.topo.vms[-1].nics[0].model_copy(update={"mac": None, "ip": None})
+    second = ledger.assign(with_nic(nic_identity.pin(managed_topology(vms=("x", "y"))), "x", nic), first.ledger)
+    bound = {(b.vm, str(b.address)) for b in second.ledger.bindings}
+    assert ("y", "10.40.0.51") in bound and ("x", "10.40.0.50") in bound and ("x", "10.40.0.52") in bound
+    assert second.notes == ()
+
+
+def test_addresses_the_lab_holds_are_never_handed_out():
+    """A pool over the node's host IP, its CVM's address and a trunk NIC's address skips all three."""
+    topo = managed_topology(pool="10.40.0.50 10.40.0.60", vms=("a",))
+    node = topo.nodes[0].model_copy(update={
+        "host_ip": ipaddress.IPv4Interface("10.40.0.50/24"), "host_vlan": 40, "gateway": ipaddress.IPv4Address("10.40.0.1"),
+        "cvm": topo.nodes[0].cvm.model_copy(update={"ip": ipaddress.IPv4Interface("10.40.0.51/24"), "vlan": 40})})
+    router = next(vm for vm in topo.vms if vm.name == "router")
+    trunk = router.nics[0].model_copy(update={"ips": {40: ipaddress.IPv4Interface("10.40.0.52/24")}})
+    topo = topo.model_copy(update={"nodes": [node], "vms": [vm.model_copy(update={"nics": [trunk]}) if vm is router else vm
+                                                             for vm in topo.vms]})
+    assert addresses(ledger.assign(topo).topo)["a"] == "10.40.0.53/24"
+
+
+def test_a_subnet_change_rebinds_the_network_s_nics_and_says_so():
+    first = ledger.assign(managed_topology(vms=("a",)))
+    topo = nic_identity.pin(managed_topology(vms=("a",)))
+    moved = IpConfig(network="10.41.0.0/24", gateway="10.41.0.1", pool=["10.41.0.50 10.41.0.60"])
+    topo = topo.model_copy(update={
+        "networks": [n.model_copy(update={"ip_config": moved}) if n.ip_config else n for n in topo.networks],
+        "vms": [vm.model_copy(update={"nics": [nic.model_copy(update={"ip": ipaddress.IPv4Interface("10.41.0.42/24")})
+                                               if nic.network == "mgmt" and nic.ip else nic for nic in vm.nics]})
+                for vm in topo.vms],
+        "switch": topo.switch.model_copy(update={"gateways": {**topo.switch.gateways, 40: ipaddress.IPv4Interface("10.41.0.1/24")}})})
+    second = ledger.assign(topo, first.ledger)
+    assert addresses(second.topo)["a"] == "10.41.0.50/24"
+    assert any("10.40.0.50 -> 10.41.0.50 (the subnet is now 10.41.0.0/24)" in note for note in second.notes)
+    assert crosscheck(second.topo) == []  # the state it leaves is valid
+
+
+def test_a_binding_outlives_a_file_without_macs_and_a_deleted_first_nic():
+    """The lab's NICs were given MACs (acli, an earlier lab.up); the same file without MACs, and
+    the file with a VM's first NIC removed, keep the other NICs' MACs and addresses."""
+    topo = managed_topology(vms=("a",))
+    two = with_nic(topo, "a", topo.vms[-1].nics[0])  # a: two NICs on mgmt
+    two = two.model_copy(update={"vms": [vm.model_copy(update={"nics": [vm.nics[0].model_copy(update={"network": "vlan32"}),
+                                                                          *vm.nics[1:]]}) if vm.name == "a" else vm
+                                         for vm in two.vms]})
+    first = ledger.assign(nic_identity.pin(two))
+    pinned = first.topo
+    second_nic = next(vm for vm in pinned.vms if vm.name == "a").nics[1]
+    without_macs = two  # the same file again: no MACs, matched to the NICs they were
+    again = ledger.assign(nic_identity.pin(without_macs, pinned), first.ledger)
+    assert next(vm for vm in again.topo.vms if vm.name == "a").nics[1] == second_nic
+    dropped = two.model_copy(update={"vms": [vm.model_copy(update={"nics": vm.nics[1:]}) if vm.name == "a" else vm
+                                             for vm in two.vms]})
+    third = ledger.assign(nic_identity.pin(dropped, pinned), first.ledger)
+    (left,) = next(vm for vm in third.topo.vms if vm.name == "a").nics
+    assert (left.mac, left.ip) == (second_nic.mac, second_nic.ip)
+
+
+def test_pools_are_bounded_and_walked_lazily():
+    """A /12 subnet is refused in one sentence; a /16 pool of 65,000 addresses is counted, not listed."""
+    topo = managed_topology()
+    big = IpConfig(network="10.0.0.0/12", gateway="10.0.0.1", pool=["10.0.0.10 10.15.255.250"])
+    problems = crosscheck(topo.model_copy(update={"networks": [n.model_copy(update={"ip_config": big}) if n.ip_config else n
+                                                               for n in topo.networks]}))
+    assert any("has 1,048,576 addresses; a lab's managed network holds at most 65,536: use a /16 or longer prefix" in m
+               for _, m in problems)
+    wide = IpConfig(network="10.40.0.0/16", gateway="10.40.0.1", pool=["10.40.0.2 10.40.255.250"])
+    started = time.monotonic()
+    assert ipam.free_count(wide, {ipaddress.IPv4Address("10.40.0.9")}) == (65528, 65529)
+    assert ipam.lowest_free("mgmt", wide, {ipaddress.IPv4Address("10.40.0.2")}) == ipaddress.IPv4Address("10.40.0.3")
+    assert time.monotonic() - started < 0.05
 
 
 def test_requested_addresses_are_checked_with_ahvs_words():

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+import stat
 import subprocess
 import sys
 import threading
@@ -10,6 +12,7 @@ import time
 import pytest
 
 from labkit import pipeline, state
+from labkit.errors import HostError
 
 from ..conftest import REPO
 
@@ -46,11 +49,61 @@ def test_lock_file_goes_with_the_lab(run_dir):
     assert not (run_dir / "gone.lock").exists()
 
 
-def test_effective_topology_round_trips():
+def effective_of(topo) -> state.Effective:
+    addr = pipeline.addressed(topo, None)
+    return state.Effective(state.topology_yaml(topo.name, addr.topo).encode(), addr.assigned.ledger.to_json().encode(), b"{}")
+
+
+def test_effective_state_round_trips_and_turns_whole():
     topo = pipeline.load(str(REPO / "examples/slb-vlans.yaml"))
-    state.save_topology("slb", topo)
+    first = effective_of(topo)
+    state.save_effective("slb", first)
+    assert state.read_effective("slb") == first
     again = pipeline.load(str(state.topology_file("slb")))
-    assert again == topo
+    assert again == pipeline.addressed(topo, None).topo  # MACs pinned, nothing else added
+    second = state.Effective(first.topology.replace(b"slb", b"slb", 1), b'{"version": 1, "bindings": []}', b'{"vm:x": 2}')
+    state.save_effective("slb", second)
+    assert state.read_effective("slb") == second  # topology, ledger and stamps turn together
+    assert len(list(state.lab_dir("slb").glob("effective.*"))) == 2  # this one and the one before
+
+
+def test_all_digit_uplink_and_bridge_names_reload_as_names():
+    text = (REPO / "examples/seed.yaml").read_text().replace("eth2", "'1234'").replace("br0:", "'5678':")
+    text = text.replace("bridge: br0", "bridge: '5678'").replace("      passthrough:", "      bridge: '5678'\n      passthrough:")
+    from labkit import topology
+
+    topo = topology.parse(text, "digits.yaml")
+    assert "1234" in topo.nodes[0].uplinks and "5678" in topo.nodes[0].bridges
+    assert topology.parse(state.topology_yaml(topo.name, topo), "effective.yaml") == topo
+
+
+def test_state_files_are_root_s_own_whatever_the_umask(run_dir):
+    old = os.umask(0)
+    try:
+        state.save("acme", {"lab": "acme"})
+        state.save_effective("acme", effective_of(pipeline.load(None).model_copy(update={"name": "acme"})))
+    finally:
+        os.umask(old)
+    for path in [state.lab_dir("acme"), *state.lab_dir("acme").rglob("*")]:
+        if not path.is_symlink():
+            assert stat.S_IMODE(path.stat().st_mode) in (0o700, 0o600), path
+    assert stat.S_IMODE(run_dir.stat().st_mode) & 0o022 == 0
+
+
+def test_a_planted_symlink_or_a_foreign_file_is_not_read_and_not_followed(run_dir, tmp_path_factory):
+    elsewhere = tmp_path_factory.mktemp("elsewhere") / "target"
+    elsewhere.write_text('{"lab": "planted"}')
+    os.chmod(elsewhere, 0o600)
+    folder = state.own_lab_dir("acme")
+    (folder / "state.json").symlink_to(elsewhere)
+    assert state.load("acme") == {}  # not followed
+    state.save("acme", {"lab": "acme"})
+    assert elsewhere.read_text() == '{"lab": "planted"}' and not (folder / "state.json").is_symlink()
+    os.chmod(folder / "state.json", 0o644)  # readable by others: not trusted
+    assert state.load("acme") == {}
+    os.chmod(folder, 0o777)
+    with pytest.raises(HostError, match="is not labkit's own directory"):
+        state.save("acme", {"lab": "acme"})
 
 
 def test_render_out_writes_one_file_per_document(tmp_path):

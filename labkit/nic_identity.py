@@ -1,0 +1,52 @@
+"""Which NIC is which, across changes (pure): every user VM NIC gets a MAC once and keeps it.
+
+The MAC is a NIC's identity: the IPAM ledger binds addresses to it, the guest sees it, the
+control plane's NIC UUID derives from it. A NIC that names its MAC keeps it. One that does not
+(a topology file written by hand) takes the MAC of the NIC it stands for in the lab's previous
+topology: the same VM's first NIC not yet matched on the same network with the same trunk,
+never the NIC at the same position (deleting a VM's first NIC must not renumber the others).
+A NIC with no match gets a MAC derived from the lab, VM and position, as resolve always did.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+from . import names
+
+if TYPE_CHECKING:
+    from .topology import Nic, Topology
+
+
+def _same_wire(nic: Nic) -> tuple:
+    return nic.network, tuple(sorted(nic.trunk)) if nic.trunk is not None else None
+
+
+def pin(topo: Topology, previous: Topology | None = None) -> Topology:
+    """`topo` with a MAC on every user VM NIC (unchanged where each has one already)."""
+    if all(nic.mac for vm in topo.vms for nic in vm.nics):
+        return topo
+    used = {nic.mac for vm in topo.vms for nic in vm.nics if nic.mac}
+    before = {vm.name: [nic for nic in vm.nics if nic.mac and nic.mac not in used] for vm in (previous.vms if previous else [])}
+    macs: dict[tuple[str, int], str] = {}
+    for vm in topo.vms:
+        candidates = list(before.get(vm.name, []))
+        for index, nic in enumerate(vm.nics):
+            if nic.mac:
+                continue
+            match = next((c for c in candidates if _same_wire(c) == _same_wire(nic) and c.mac not in used), None)
+            if match is not None:
+                candidates.remove(match)
+                macs[(vm.name, index)] = match.mac
+                used.add(match.mac)
+    for vm in topo.vms:  # the rest, derived in the lab's order (resolve's MACs for a new lab)
+        for index, nic in enumerate(vm.nics):
+            if not nic.mac and (vm.name, index) not in macs:
+                bump = 0
+                while (mac := names.mac(names.UVM_OUI, topo.name, vm.name, str(index), bump=bump)) in used:
+                    bump += 1
+                macs[(vm.name, index)] = mac
+                used.add(mac)
+    vms = [vm.model_copy(update={"nics": [nic if nic.mac else nic.model_copy(update={"mac": macs[(vm.name, i)]})
+                                          for i, nic in enumerate(vm.nics)]}) for vm in topo.vms]
+    return topo.model_copy(update={"vms": vms})

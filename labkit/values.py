@@ -1,0 +1,76 @@
+"""What a value a user gives must be before it may reach another program (pure, no pydantic).
+
+Each check returns the value or raises ValueError with one sentence that quotes the value (cut
+to a readable length) and says what would be valid. The topology's models apply them to their
+fields (so a topology file, acli and the API are checked alike, at the model's edge), and the
+writers of other programs' inputs (dnsmasq's configuration) apply them again before writing.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import re
+import unicodedata
+
+DNS_NAME_MAX = 253  # RFC 1035: a name of at most 253 characters in text, labels of at most 63
+_DNS_LABEL = re.compile(r"[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?")
+BOOT_FILE_MAX = 128  # DHCP's `file` field holds 128 bytes
+_BOOT_FILE = re.compile(r"[A-Za-z0-9_.+/-]+")
+PATH_MAX = 4095
+
+
+def shown(value: object, limit: int = 60) -> str:
+    """A value as an error quotes it: repr'd (control characters visible), long ones cut."""
+    text = repr(value)
+    return text if len(text) <= limit else f"{text[:limit]}...' ({len(str(value))} characters)"
+
+
+def dns_name(value: str) -> str:
+    """A DNS name (domain or host): labels of letters, digits and inner '-', joined by '.'."""
+    if (not isinstance(value, str) or len(value) > DNS_NAME_MAX
+            or not all(_DNS_LABEL.fullmatch(label) for label in value.split("."))):
+        raise ValueError(f"{shown(value)} is not a DNS name; write it like lab.example.com "
+                         f"(letters, digits, '-' and '.', at most {DNS_NAME_MAX} characters)")
+    return value
+
+
+def host_or_address(value: str) -> str:
+    """A server given by IPv4 address or DNS name (a TFTP server)."""
+    try:
+        return str(ipaddress.IPv4Address(value))
+    except (ipaddress.AddressValueError, ValueError):
+        pass
+    try:
+        return dns_name(value)
+    except ValueError:
+        raise ValueError(f"{shown(value)} is not an IPv4 address or a DNS name; write it like 10.40.0.5 "
+                         f"or tftp.lab.local") from None
+
+
+def boot_file(value: str) -> str:
+    """A boot file name as DHCP hands it out (pxelinux.0, efi/bootx64.efi)."""
+    if not isinstance(value, str) or len(value) > BOOT_FILE_MAX or not _BOOT_FILE.fullmatch(value):
+        raise ValueError(f"{shown(value)} is not a boot file name; use at most {BOOT_FILE_MAX} of letters, digits "
+                         f"and _ . + / -")
+    return value
+
+
+def file_path(value: str) -> str:
+    """A path to a file of the workstation's (a disk image): printable, no control characters."""
+    if not isinstance(value, str) or not value or len(value.encode()) > PATH_MAX or not printable_text(value):
+        raise ValueError(f"{shown(value)} is not a file path; give a path of printable characters, "
+                         f"at most {PATH_MAX} bytes")
+    return value
+
+
+def printable_text(value: str) -> bool:
+    """No control, format, surrogate or unassigned characters (a newline, a NUL, an escape...)."""
+    return all(unicodedata.category(ch)[0] != "C" for ch in value)
+
+
+def bounded_digits(text: str, max_digits: int = 9) -> int:
+    """A decimal number typed by a user, refused before conversion when it is longer than
+    `max_digits` (Python refuses to convert 4,301 digits; a lab needs far fewer)."""
+    if not re.fullmatch(rf"[0-9]{{1,{max_digits}}}", text):
+        raise ValueError(f"{shown(text)} is not a number of at most {max_digits} digits")
+    return int(text)

@@ -18,6 +18,7 @@ from typing import Callable, Protocol
 
 from .control import Change, Control, ControlError, NetworkRecord, NicRecord, VmRecord
 from .errors import LabkitError
+from .values import echo, printable_text
 
 
 class AcliError(LabkitError):
@@ -59,7 +60,15 @@ class Call:
     kw: dict
 
 
+MAX_LINE = 4096
+
+
 def parse(line: str) -> Call:
+    if len(line) > MAX_LINE:
+        raise AcliError(f"the command line is {len(line):,} characters long; acli reads at most {MAX_LINE:,}")
+    if not printable_text(line):
+        bad = next(ch for ch in line if not printable_text(ch))
+        raise AcliError(f"the command line holds the control character {bad!r}; type printable characters only")
     try:
         words = shlex.split(line)
     except ValueError as exc:
@@ -69,14 +78,14 @@ def parse(line: str) -> Call:
     command = COMMANDS.get(words[0])
     if command is None:
         close = [c for c in COMMANDS if c.split(".")[0] == words[0].split(".")[0]] or sorted(COMMANDS)
-        raise AcliError(f"Unknown command: {words[0]}; commands: {', '.join(close)}")
+        raise AcliError(f"Unknown command: {echo(words[0])}; commands: {', '.join(close)}")
     args, kw = [], {}
     for word in words[1:]:
         key, eq, value = word.partition("=")
         if not eq:
             args.append(word)
         elif key not in command.keywords:
-            raise AcliError(f"Unknown keyword argument: {key}")  # AHV's words
+            raise AcliError(f"Unknown keyword argument: {echo(key)}")  # AHV's words
         else:
             kw[key] = value
     if len(args) != len(command.positional):
@@ -96,15 +105,15 @@ def _keywords_usage(command: Command) -> str:
 def _int(kw: dict, key: str, low: int, high: int) -> int | None:
     if key not in kw:
         return None
-    if not re.fullmatch(r"\d+", kw[key]) or not low <= int(kw[key]) <= high:
-        raise AcliError(f"{key}={kw[key]} is not a number from {low} to {high}")
+    if not re.fullmatch(r"\d{1,9}", kw[key]) or not low <= int(kw[key]) <= high:  # bounded before int()
+        raise AcliError(f"{key}={echo(kw[key])} is not a number from {low} to {high}")
     return int(kw[key])
 
 
 def _bool(kw: dict, key: str) -> bool:
     value = kw.get(key, "false").lower()
     if value not in ("true", "false"):
-        raise AcliError(f"{key}={kw[key]} is not true or false")
+        raise AcliError(f"{key}={echo(kw[key])} is not true or false")
     return value == "true"
 
 
@@ -112,29 +121,28 @@ def _memory(text: str | None) -> int | None:
     """acli's sizes (4G, 512M; a bare number is MiB) in MiB."""
     if text is None:
         return None
-    match = re.fullmatch(r"(\d+)\s*([MG])?(i?B)?", text, re.IGNORECASE)
+    match = re.fullmatch(r"(\d{1,9})\s*([MG])?(i?B)?", text, re.IGNORECASE)  # bounded before int()
     if not match:
-        raise AcliError(f"memory={text} is not a size; write it like 128M or 2G")
+        raise AcliError(f"memory={echo(text)} is not a size; write it like 128M or 2G")
     mib = int(match.group(1)) * (1024 if (match.group(2) or "M").upper() == "G" else 1)
     if not 16 <= mib <= 1024 * 1024:
-        raise AcliError(f"memory={text} is out of range; give 16M to 1024G")
+        raise AcliError(f"memory={echo(text)} is out of range; give 16M to 1024G")
     return mib
 
 
 def _vlans(text: str) -> list[int]:
-    try:
-        vlans = sorted({int(v) for v in text.split(",") if v})
-    except ValueError:
-        raise AcliError(f"trunked_networks={text} is not a list of VLAN ids; write it like 10,20,30") from None
+    if not re.fullmatch(r"\d{1,4}(,\d{1,4})*,?", text):
+        raise AcliError(f"trunked_networks={echo(text)} is not a list of VLAN ids; write it like 10,20,30")
+    vlans = sorted({int(v) for v in text.split(",") if v})
     if not vlans or not all(1 <= v <= 4094 for v in vlans):
-        raise AcliError(f"trunked_networks={text} must list VLAN ids from 1 to 4094")
+        raise AcliError(f"trunked_networks={echo(text)} must list VLAN ids from 1 to 4094")
     return vlans
 
 
 def _vlan_mode(kw: dict) -> str | None:
     mode = kw.get("vlan_mode")
     if mode is not None and mode not in ("kAccess", "kTrunked"):
-        raise AcliError(f"vlan_mode={mode} is not kAccess or kTrunked")
+        raise AcliError(f"vlan_mode={echo(mode)} is not kAccess or kTrunked")
     return mode
 
 

@@ -33,7 +33,8 @@ class LiveSession:
 
 def run_one(session, line: str, as_json: bool, yes: bool, out=print) -> int:
     """One command line (`invoke acli -c`): its output, or its error as one line; returns the exit status."""
-    confirm = None if yes or not sys.stdin.isatty() else _ask
+    # The question goes where the answer's reader looks: with -o json, stdout is for the JSON alone.
+    confirm = None if yes or not sys.stdin.isatty() else (lambda q: _ask(q, sys.stderr if as_json else sys.stdout))
     if line.strip() == "help":
         out("\n".join(acli.help_text()))
         return 0
@@ -74,9 +75,12 @@ def interactive(session, yes: bool = False) -> None:
             readline.write_history_file(HISTORY)
 
 
-def _ask(question: str) -> bool:
+def _ask(question: str, stream=None) -> bool:
+    stream = stream or sys.stdout
+    stream.write(question)
+    stream.flush()
     try:
-        return input(question).strip().lower() in ("yes", "y")
+        return input().strip().lower() in ("yes", "y")
     except EOFError:
         return False
 

@@ -110,8 +110,13 @@ class Applier:
             self.netlink.update_veth(a.obj)
 
     def _create_linux_bridge(self, actions: list[Action]) -> None:
+        # Write-ahead, as for veths: a bridge is marked in a second request after it exists, and
+        # one killed in between is the lab's all the same (state.intents: name, name, no netns).
+        intents = [(a.obj.name, a.obj.name, None) for a in actions]
+        state.record_intent(self.lab_name, intents)
         for a in actions:
             self.netlink.create_bridge(a.obj)
+        state.prune_intents(self.lab_name, intents)
 
     _update_linux_bridge = _create_linux_bridge
 

@@ -20,7 +20,7 @@ from . import ipam, ledger, names, nic_identity
 from .errors import LabkitError
 from .ledger import Ledger
 from .topology import IpConfig, Network, Nic, Topology, Vm, crosscheck
-from .values import shown
+from .values import echo, shown
 from .yamlpos import dotted
 
 
@@ -170,7 +170,7 @@ class Control:
             if ref in (net.name, network_uuid(self.topo.name, net.name)):
                 return self._network_record(net)
         known = ", ".join(n.name for n in self.topo.networks) or "none yet"
-        raise ControlError(f"network {ref!r} does not exist; networks: {known}")
+        raise ControlError(f"network {shown(ref)} does not exist; networks: {known}")
 
     def vms(self, pattern: str = "*") -> list[VmRecord]:
         """VMs whose name matches `pattern` (AHV's globs: `web*`, `vm[0-9]`) or whose UUID it is."""
@@ -178,13 +178,13 @@ class Control:
                  if fnmatch.fnmatchcase(vm.name, pattern) or pattern == names.uuid_for(self.topo.name, vm.name)]
         if not found and pattern != "*":
             known = ", ".join(v.name for v in self.topo.vms) or "none yet"
-            raise ControlError(f"no VM matches {pattern!r}; VMs: {known}")
+            raise ControlError(f"no VM matches {shown(pattern)}; VMs: {known}")
         return found
 
     def vm(self, ref: str) -> VmRecord:
         found = self.vms(ref)
         if len(found) != 1:
-            raise ControlError(f"{ref!r} matches {len(found)} VMs ({', '.join(v.name for v in found)}); name one")
+            raise ControlError(f"{shown(ref)} matches {len(found)} VMs ({', '.join(v.name for v in found)}); name one")
         return found[0]
 
     def nic(self, vm: str, mac: str) -> NicRecord:
@@ -192,7 +192,7 @@ class Control:
         for nic in record.nics:
             if nic.mac == mac.lower():
                 return nic
-        raise ControlError(f"VM {record.name} has no NIC with MAC {mac}; its NICs: "
+        raise ControlError(f"VM {record.name} has no NIC with MAC {echo(mac)}; its NICs: "
                            f"{', '.join(n.mac for n in record.nics) or 'none'}")
 
     def hosts(self) -> list[HostRecord]:
@@ -265,7 +265,20 @@ class Control:
             raise ControlError(f"network {record.name} is in use by the NICs of {', '.join(users)}; "
                                f"delete them (vm.nic_delete VM MAC) first")
         nets = [n for n in self.topo.networks if n.name != record.name]
-        return self._change("net.delete", {"networks": nets}, touched=(), deleted=(f"net:{record.name}",))
+        update: dict = {"networks": nets}
+        ipc, switch = record.ip_config, self.topo.switch
+        if ipc is not None and switch.gateways.get(record.vlan_id) == ipaddress.IPv4Interface(
+                f"{ipc.gateway}/{ipc.network.prefixlen}") and not self._vlan_used(record.vlan_id, nets):
+            # the gateway net.create put on the switch for this network goes with it
+            gateways = {vlan: gw for vlan, gw in switch.gateways.items() if vlan != record.vlan_id}
+            update["switch"] = switch.model_copy(update={"gateways": gateways})
+        return self._change("net.delete", update, touched=(), deleted=(f"net:{record.name}",))
+
+    def _vlan_used(self, vlan: int, networks: list[Network]) -> bool:
+        """Whether anything but the network being deleted stands on `vlan` (a host, a CVM, a network,
+        a trunk)."""
+        return (any(n.vlan == vlan for n in networks) or any(vlan in (n.host_vlan, n.cvm.vlan) for n in self.topo.nodes)
+                or any(vlan in (nic.trunk or ()) or vlan in nic.ips for vm in self.topo.vms for nic in vm.nics))
 
     def _update_ip_config(self, name: str, verb: str, **update) -> Change:
         nets = [n.model_copy(update={"ip_config": n.ip_config.model_copy(update=update)}) if n.name == name else n
@@ -438,7 +451,7 @@ def _address(text: str, key: str) -> ipaddress.IPv4Address:
     try:
         return ipaddress.IPv4Address(text)
     except ValueError:
-        raise ControlError(f"{key}={text} is not an IPv4 address; write it like 10.50.0.100") from None
+        raise ControlError(f"{key}={echo(text)} is not an IPv4 address; write it like 10.50.0.100") from None
 
 
 def _interface(text: str, key: str) -> ipaddress.IPv4Interface:
@@ -447,12 +460,12 @@ def _interface(text: str, key: str) -> ipaddress.IPv4Interface:
     except ValueError:
         iface = None
     if iface is None or "/" not in text or iface.ip in (iface.network.network_address, iface.network.broadcast_address):
-        raise ControlError(f"{key}={text} is not a gateway with a prefix; write it like 10.50.0.1/24")
+        raise ControlError(f"{key}={echo(text)} is not a gateway with a prefix; write it like 10.50.0.1/24")
     return iface
 
 
 def _mac(text: str) -> str:
     mac = text.lower().replace("-", ":")
     if len(mac.split(":")) != 6 or not all(len(p) == 2 and all(c in "0123456789abcdef" for c in p) for p in mac.split(":")):
-        raise ControlError(f"mac={text} is not a MAC address; write it like 50:6b:8d:00:00:01")
+        raise ControlError(f"mac={echo(text)} is not a MAC address; write it like 50:6b:8d:00:00:01")
     return mac

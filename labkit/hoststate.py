@@ -143,13 +143,19 @@ class HostState:
 
     def adopt(self, lab: str, pairs: list[tuple[str, str, str | None]]) -> "HostState":
         """Links that `lab` was creating when it was killed (see state.record_intent) are its own,
-        though they never got their mark: only a veth pair with exactly the intended names, whose
-        ends are each other's peers (IFLA_LINK), each unmarked or already marked as the lab's (a
-        kill between marking one end and the other). A link that merely has an intended name
-        (someone else's, made later) stays foreign. An unmarked end gets the pair's mark."""
+        though they never got their mark: a veth pair with exactly the intended names, whose ends
+        are each other's peers (IFLA_LINK), each unmarked or already marked as the lab's (a kill
+        between marking one end and the other); a Linux bridge of the intended name (an intent of
+        its name twice, no namespace), unmarked. A link that merely has an intended name (someone
+        else's, made later) stays foreign. An unmarked end gets the pair's mark."""
         by_place = {(link.netns, link.name): link for link in self.links}
         ends = {}
         for peer, name, netns in pairs:
+            if peer == name and netns is None:  # a Linux bridge (the local network's), unmarked if killed
+                bridge = by_place.get((None, name))
+                if bridge is not None and bridge.kind == "bridge" and bridge.alias is None:
+                    ends[(None, name)] = names.link_alias(lab, "intended", name)
+                continue
             a, b = by_place.get((None, peer)), by_place.get((netns, name))
             if a is None or b is None or "veth" not in (a.kind, b.kind):
                 continue

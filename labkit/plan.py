@@ -207,8 +207,9 @@ class _Planner:
                                       f"delete or rename it, or rename the lab")
             elif have is None:
                 self.add("create", "linux-bridge", bridge.name, detail=f"local network of node {bridge.node}", obj=bridge)
-            elif not have.up:
-                self.add("update", "linux-bridge", bridge.name, detail="up", obj=bridge)
+            elif not have.up or have.alias != bridge.alias:
+                self.add("update", "linux-bridge", bridge.name, detail="up" if have.alias == bridge.alias else "marked",
+                         obj=bridge)
 
     # OVS ------------------------------------------------------------------
 

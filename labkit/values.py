@@ -25,6 +25,11 @@ def shown(value: object, limit: int = 60) -> str:
     return text if len(text) <= limit else f"{text[:limit]}...' ({len(str(value))} characters)"
 
 
+def echo(text: str, limit: int = 60) -> str:
+    """A value typed on a command line, as an error repeats it: as typed, cut when long."""
+    return text if len(text) <= limit else f"{text[:limit]}... ({len(text):,} characters)"
+
+
 def dns_name(value: str) -> str:
     """A DNS name (domain or host): labels of letters, digits and inner '-', joined by '.'."""
     if (not isinstance(value, str) or len(value) > DNS_NAME_MAX

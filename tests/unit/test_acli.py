@@ -250,3 +250,24 @@ def test_the_saved_topology_brings_up_the_same_lab(web_lab, tmp_path, monkeypatc
     exported = topology.parse(commands.export("training"), "exported.yaml")
     assert model.resolve(exported) == model.resolve(ctl.topo)
     assert exported.vms[0].nics[0].ip is not None  # the binding, written out
+
+
+def test_net_delete_takes_the_gateway_net_create_put_on_the_switch(web_lab):
+    """net.create web ip_config=10.50.0.1/24 added VLAN 50's gateway to the switch; deleting the
+    network (its NICs first) takes it away again, leaving other VLANs' gateways alone."""
+    assert 50 in web_lab.topo.switch.gateways
+    mac = web_lab.control().vm("web1").nics[0].mac
+    acli.execute(web_lab, f"vm.nic_delete web1 {mac}", say=lambda _m: None)
+    acli.execute(web_lab, "net.delete web", say=lambda _m: None)
+    assert 50 not in web_lab.topo.switch.gateways and 0 in web_lab.topo.switch.gateways
+
+
+def test_json_output_on_a_terminal_asks_on_stderr(web_lab, monkeypatch, capsys):
+    """acli -o json on a terminal: the delete question goes to stderr, stdout holds the JSON alone."""
+    from labkit import acli_shell
+
+    monkeypatch.setattr("sys.stdin.isatty", lambda: True)
+    monkeypatch.setattr("builtins.input", lambda *prompt: "yes")
+    assert acli_shell.run_one(web_lab, "vm.delete web1", as_json=True, yes=False) == 0
+    out, err = capsys.readouterr()
+    assert json.loads(out)["status"] == 0 and "Delete 1 VMs? (yes/no)" in err

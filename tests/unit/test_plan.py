@@ -174,6 +174,21 @@ def test_a_pair_killed_between_marking_its_two_ends_is_adopted_whole():
     assert next(link for link in seen.links if link.name == veth.name).alias is None
 
 
+def test_a_linux_bridge_killed_before_its_mark_is_adopted():
+    """The local network's bridge is made, then marked in a second request: killed in between, it
+    is unmarked; the intent written before makes it the lab's (not a foreign name to salt around,
+    and lab.down removes it)."""
+    host = recorded("debian-fresh")
+    desired, _ = up_plan(host)
+    (bridge,) = desired.lab.linux_bridges
+    unmarked = replace(host, links=host.links + (SeenLink(bridge.name, None, None, "bridge", index=80),))
+    seen = unmarked.adopt("seed", [(bridge.name, bridge.name, None)])
+    again, _ = up_plan(seen)
+    assert [b.name for b in again.lab.linux_bridges] == [bridge.name]  # kept, not salted around
+    assert [a.name for a in plan.plan_down("seed", seen).actions if a.kind == "linux-bridge"] == [bridge.name]
+    assert plan.plan_down("seed", unmarked.adopt("seed", [])).actions == plan.plan_down("seed", host).actions
+
+
 def test_a_lab_keeps_its_fallback_names_when_the_neighbour_that_forced_them_goes():
     """Issue 11, item 2: lab B fell back because lab A held the AHV names; once A is down, B's
     names stay and its plan is empty (they used to flip back, and every domain was recreated)."""

@@ -132,8 +132,8 @@ class Host:
     destroyed releases the interpreter) while pyroute2 and ovsdbapp are still being imported."""
 
     def __init__(self):
-        self._opening = [_Opening("labkit.host.virt", "Virt"), _Opening("labkit.host.ovs", "Ovs"),
-                         _Opening("labkit.host.netlink", "Netlink")]
+        self._opening = [_Opening("labkit.host.virt", "Virt", "libvirt"), _Opening("labkit.host.ovs", "Ovs", "OVSDB"),
+                         _Opening("labkit.host.netlink", "Netlink", "netlink")]
         self.virt, self.ovs, self.netlink = self._opening
 
     def close(self) -> None:
@@ -142,10 +142,11 @@ class Host:
 
 
 class _Opening:
-    """An adapter being opened in a background thread; used as the adapter, it waits for it first."""
+    """An adapter being opened in a background thread; used as the adapter, it waits for it first
+    (at most the host deadline: a system that does not answer is one sentence naming it)."""
 
-    def __init__(self, module: str, cls: str):
-        self._adapter, self._error = None, None
+    def __init__(self, module: str, cls: str, system: str):
+        self._adapter, self._error, self._system = None, None, system
         self._thread = threading.Thread(target=self._open, args=(module, cls), daemon=True)
         self._thread.start()
 
@@ -158,7 +159,11 @@ class _Opening:
             self._error = exc
 
     def adapter(self):
-        self._thread.join()
+        from .host import DEADLINE, hung
+
+        self._thread.join(DEADLINE)
+        if self._thread.is_alive():
+            raise hung(self._system, "connecting")
         if self._error is not None:
             raise self._error
         return self._adapter
@@ -167,8 +172,7 @@ class _Opening:
         return getattr(self.adapter(), attr)
 
     def close(self) -> None:
-        self._thread.join()
-        if self._adapter is not None:
+        if not self._thread.is_alive() and self._adapter is not None:  # one still connecting is left behind
             self._adapter.close()
 
 

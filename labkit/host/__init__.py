@@ -1,6 +1,26 @@
-"""Adapters: one per real system (OVSDB, netlink, libvirt), thin, no subprocesses where a library exists."""
+"""Adapters: one per real system (OVSDB, netlink, libvirt), thin, no subprocesses where a library exists.
+
+Every call into a system that can hang (a daemon stopped, wedged or gone) is bounded: `bounded`
+for a call labkit makes once (a connection, a reading), libvirt's own keepalive for a libvirt
+connection (host/virt.py), a timeout on every program run. A call past its bound is one
+sentence naming the system and what to check; the command then ends, releasing its locks.
+"""
 
 from __future__ import annotations
+
+import os
+import threading
+
+# Seconds a host system may take to answer before the command gives up on it (LABKIT_HOST_DEADLINE
+# sets it: the tests that stop a daemon on purpose use a few seconds).
+DEADLINE = float(os.environ.get("LABKIT_HOST_DEADLINE", "60"))
+
+# What to check for each system, in the sentence that names it.
+DAEMONS = {
+    "OVSDB": "ovsdb-server (ovs-vsctl show)",
+    "libvirt": "libvirtd (virsh list)",
+    "netlink": "the kernel's netlink (ip link)",
+}
 
 
 class Connection:
@@ -14,3 +34,32 @@ class Connection:
 
     def __exit__(self, *exc) -> None:
         self.close()
+
+
+def hung(system: str, what: str, seconds: float = DEADLINE):
+    """The error for a system that did not answer in time (a HostError, one sentence)."""
+    from ..errors import HostError
+
+    return HostError(f"{system} did not answer within {seconds:.0f} s ({what}); check that {DAEMONS[system]} "
+                     f"runs and answers, then run the command again")
+
+
+def bounded(system: str, what: str, fn, *args, seconds: float | None = None):
+    """fn(*args) in a thread of its own, waited for at most `seconds` (DEADLINE): a call that hangs
+    is left behind (a daemon thread, gone with the process) and `hung` is raised instead."""
+    result: dict = {}
+
+    def run() -> None:
+        try:
+            result["value"] = fn(*args)
+        except BaseException as exc:  # noqa: BLE001 - raised in the caller's thread
+            result["error"] = exc
+
+    thread = threading.Thread(target=run, daemon=True, name=f"labkit {system}")
+    thread.start()
+    thread.join(DEADLINE if seconds is None else seconds)
+    if thread.is_alive():
+        raise hung(system, what, DEADLINE if seconds is None else seconds)
+    if "error" in result:
+        raise result["error"]
+    return result.get("value")

@@ -17,8 +17,10 @@ from __future__ import annotations
 import os
 import pickle
 import threading
+import time
 
 from .. import state
+from . import DEADLINE, bounded, hung
 
 
 def _read_links():
@@ -43,6 +45,7 @@ def _read_libvirt():
 
 
 READERS = {"links": _read_links, "ovs": _read_ovs, "libvirt": _read_libvirt}
+SYSTEMS = {"links": "netlink", "ovs": "OVSDB", "libvirt": "libvirt"}
 
 
 class Reading:
@@ -52,14 +55,20 @@ class Reading:
     def __init__(self):
         from .. import hoststate  # noqa: F401 - the readers' types, and the command's: imported once, before the forks
         self.generation = state.generation()
+        self.started = time.monotonic()
         forking = threading.active_count() == 1
         self._children = {name: _fork(reader) for name, reader in READERS.items()} if forking else None
         self._parts: dict = {}
 
     def part(self, system: str):
-        """What one reader saw ("links", "ovs", "libvirt"): waits for that reader only."""
+        """What one reader saw ("links", "ovs", "libvirt"): waits for that reader only, at most the
+        host deadline from when the reading began."""
         if system not in self._parts:
-            self._parts[system] = READERS[system]() if self._children is None else _collect(*self._children[system])
+            if self._children is None:
+                self._parts[system] = bounded(SYSTEMS[system], "reading the host", READERS[system])
+            else:
+                # a little past the deadline, so that a reader's own bound (it names the daemon) answers first
+                self._parts[system] = _collect(*self._children[system], system, self.started + DEADLINE * 1.5 + 2)
         return self._parts[system]
 
     def result(self):
@@ -124,12 +133,25 @@ def _fork(reader) -> tuple[int, int]:
     return pid, read_end
 
 
-def _collect(pid: int, fd: int):
+def _collect(pid: int, fd: int, system: str, deadline: float):
+    """A reader's answer, read from its pipe until it closes or the deadline passes (then the
+    reader is killed: a daemon that hangs does not hang the command)."""
+    import select
+    import signal
+
     from ..errors import HostError
 
     data = b""
-    with os.fdopen(fd, "rb") as pipe:
-        while chunk := pipe.read(1 << 16):
+    with os.fdopen(fd, "rb", buffering=0) as pipe:
+        while True:
+            left = deadline - time.monotonic()
+            if left <= 0 or not select.select([pipe], [], [], left)[0]:
+                os.kill(pid, signal.SIGKILL)
+                os.waitpid(pid, 0)
+                raise hung(SYSTEMS[system], "reading the host", DEADLINE)
+            chunk = pipe.read(1 << 16)
+            if not chunk:
+                break
             data += chunk
     os.waitpid(pid, 0)
     if not data:

@@ -16,7 +16,7 @@ from ovsdbapp.schema.open_vswitch import impl_idl
 
 from ..errors import HostError
 from .. import names
-from . import Connection, stats
+from . import DEADLINE, Connection, bounded, stats
 from ..hoststate import SeenBridge, SeenVmPort
 from ..model import OvsBridge, OvsInterface, OvsPort
 from ..paths import OVSDB_SOCK
@@ -41,10 +41,16 @@ def _opt(value):
 class Ovs(Connection):
     def __init__(self, remote: str = f"unix:{OVSDB_SOCK}", timeout: int = 20):
         self.remote = remote
+        # Connecting reads the schema and the whole database with blocking calls: bounded here.
+        # Transactions are bounded by ovsdbapp's own `timeout`.
+        self._conn, self.api = bounded("OVSDB", f"connecting to {remote}", self._connect, remote, timeout)
+
+    @staticmethod
+    def _connect(remote: str, timeout: int):
         try:
             idl = connection.OvsdbIdl.from_server(remote, "Open_vSwitch")
-            self._conn = connection.Connection(idl=idl, timeout=timeout)
-            self.api = impl_idl.OvsdbIdl(self._conn)
+            conn = connection.Connection(idl=idl, timeout=min(timeout, DEADLINE))
+            return conn, impl_idl.OvsdbIdl(conn)
         except Exception as exc:  # ovsdbapp raises bare Exception/TimeoutException on connect
             raise HostError(f"cannot reach ovsdb-server at {remote} ({_describe(exc)}); run `invoke host.bootstrap`") from None
 
@@ -153,7 +159,7 @@ class Ovs(Connection):
             raise HostError(f"OVSDB did not delete bridge(s) {', '.join(names)} ({exc}); check `ovs-vsctl show`") from None
 
 
-OFCTL_SECONDS = 10.0
+OFCTL_SECONDS = min(10.0, DEADLINE)
 
 
 def _ofctl(args: list[str], bundle: str | None = None) -> subprocess.CompletedProcess:

@@ -17,7 +17,7 @@ from lxml import etree
 
 from .. import readback
 from ..errors import HostError
-from . import Connection, stats
+from . import DEADLINE, Connection, bounded, hung, stats
 from ..hoststate import SeenDomain, SeenNetwork
 from ..names import metadata_of
 
@@ -27,10 +27,36 @@ URI = "qemu:///system"
 libvirt.registerErrorHandler(lambda _ctx, _err: None, None)
 
 
+_events = threading.Lock()
+_events_running = False
+KEEPALIVE_INTERVAL = 5  # seconds between libvirt keepalive probes; DEADLINE's worth unanswered end the connection
+
+
+def _event_loop() -> None:
+    """libvirt's default event loop, in a thread of this process (once): it runs the connection's
+    keepalive, so a libvirtd that stops answering closes the connection and every call waiting
+    on it fails (libvirt's own bound on its calls, however long one legitimately takes)."""
+    global _events_running
+    with _events:
+        if _events_running:
+            return
+        libvirt.virEventRegisterDefaultImpl()
+
+        def run() -> None:
+            while True:
+                libvirt.virEventRunDefaultImpl()
+
+        threading.Thread(target=run, daemon=True, name="libvirt events").start()
+        _events_running = True
+
+
 class Virt(Connection):
     def __init__(self, uri: str = URI):
+        _event_loop()
         try:
-            self.conn = libvirt.open(uri)
+            self.conn = bounded("libvirt", f"connecting to {uri}", libvirt.open, uri)
+            interval = max(1, min(KEEPALIVE_INTERVAL, int(DEADLINE // 2)))
+            self.conn.setKeepAlive(interval, max(1, int(DEADLINE // interval)))
         except libvirt.libvirtError as exc:
             raise HostError(f"cannot connect to libvirt at {uri} ({exc.get_error_message()}); run `invoke host.bootstrap`") from None
         if stats.enabled():  # bench/ counts the API calls
@@ -38,11 +64,24 @@ class Virt(Connection):
         self._lock = threading.Lock()
 
     def close(self) -> None:
-        self.conn.close()
+        with contextlib.suppress(libvirt.libvirtError):
+            self.conn.close()
 
     # observe ----------------------------------------------------------------
 
     def observe(self) -> tuple[tuple[SeenNetwork, ...], tuple[SeenDomain, ...]]:
+        try:
+            return self._observe()
+        except libvirt.libvirtError as exc:
+            raise self._failed("read the host's networks and domains", exc) from None
+
+    def _failed(self, what: str, exc) -> HostError:
+        """A libvirt error as one sentence: a connection its keepalive closed is libvirtd not answering."""
+        if not self.conn.isAlive():
+            return hung("libvirt", what)
+        return HostError(f"libvirt could not {what}: {exc.get_error_message()}")
+
+    def _observe(self) -> tuple[tuple[SeenNetwork, ...], tuple[SeenDomain, ...]]:
         networks = []
         for net in self.conn.listAllNetworks():
             with _unless_gone(libvirt.VIR_ERR_NO_NETWORK):  # undefined since the listing: not there
@@ -163,12 +202,11 @@ class Virt(Connection):
         if errors:
             raise errors[0]
 
-    @staticmethod
-    def _call(what: str, fn, *args):
+    def _call(self, what: str, fn, *args):
         try:
             return fn(*args)
         except libvirt.libvirtError as exc:
-            raise HostError(f"libvirt could not {what}: {exc.get_error_message()}") from None
+            raise self._failed(what, exc) from None
 
     @staticmethod
     def _check_owner(name: str, xml: str, lab: str) -> None:

@@ -7,6 +7,7 @@ from __future__ import annotations
 import libvirt
 import pytest
 
+from labkit.errors import HostError
 from labkit.host.virt import Virt
 
 
@@ -33,8 +34,11 @@ class Object:
 
 
 class Conn:
-    def __init__(self, networks, domains):
-        self.networks, self.domains = networks, domains
+    def __init__(self, networks, domains, alive=True):
+        self.networks, self.domains, self.alive = networks, domains, alive
+
+    def isAlive(self):
+        return self.alive
 
     def listAllNetworks(self):
         return self.networks
@@ -56,7 +60,14 @@ def test_objects_undefined_after_the_listing_are_skipped():
     assert [n.name for n in networks] == ["net"] and [d.name for d in domains] == ["dom"]
 
 
-def test_other_libvirt_errors_still_surface():
+def test_other_libvirt_errors_still_surface_as_one_sentence():
     conn = Conn([], [Object("broken", None, libvirt.VIR_ERR_INTERNAL_ERROR)])
-    with pytest.raises(libvirt.libvirtError):
+    with pytest.raises(HostError, match="^libvirt could not read the host's networks and domains: gone$"):
+        virt_on(conn).observe()
+
+
+def test_a_connection_its_keepalive_closed_is_libvirtd_not_answering():
+    conn = Conn([], [Object("broken", None, libvirt.VIR_ERR_INTERNAL_ERROR)], alive=False)
+    with pytest.raises(HostError, match=r"^libvirt did not answer within \d+ s \(read the host's networks and domains\); "
+                                        r"check that libvirtd \(virsh list\) runs and answers"):
         virt_on(conn).observe()

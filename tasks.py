@@ -511,7 +511,7 @@ def preflight(c, topology=None, strict=False):
     if checks.check_services().status == checks.PASS:
         facts = observe(topo.name)
     report = checks.run(model.resolve(topo, facts.facts_for(topo.name)), libvirt_cache=True,
-                        running=facts.running(topo.name), other_vcpus=facts.other_vcpus(topo.name))
+                        running=facts.running(topo.name), others=facts.other_guests(topo.name))
     print(report.table())
     checks.enforce(report, strict)
 

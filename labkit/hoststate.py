@@ -83,6 +83,15 @@ class SeenDomain:
     ifnames: tuple[str, ...] = ()  # target devices of its NICs (taps, vnetN)
     vcpus: int = 0
     facts: readback.DomainFacts | None = None  # its (inactive) definition, read back
+    builtin: bool = False  # it boots labkit's built-in guest (idle, it costs next to no CPU)
+
+
+@dataclass(frozen=True)
+class GuestLoad:
+    """Running guests' vCPUs: of built-in guests (labkit's kernel, idle almost always) and of others."""
+
+    vcpus: int = 0
+    builtin: int = 0
 
 
 @dataclass(frozen=True)
@@ -111,9 +120,10 @@ class HostState:
         return frozenset(name for b in self.bridges if b.lab != lab
                          for name in [p.name for p in b.ports] + list(b.other_ports))
 
-    def other_vcpus(self, lab: str) -> int:
+    def other_guests(self, lab: str) -> GuestLoad:
         """vCPUs of the running guests that are not `lab`'s (other labs', anyone's)."""
-        return sum(d.vcpus for d in self.domains if d.active and d.lab != lab)
+        others = [d for d in self.domains if d.active and d.lab != lab]
+        return GuestLoad(sum(d.vcpus for d in others if not d.builtin), sum(d.vcpus for d in others if d.builtin))
 
     def running(self, lab: str) -> frozenset[str]:
         """The lab's domains that are running now."""

@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from ..adaptation import Adaptation
+from ..hoststate import GuestLoad
 from ..model import Lab
 from ..paths import KVM_DEVICE, RUN_DIR
 from . import services
@@ -74,27 +75,41 @@ class Report:
         return "\n".join(lines)
 
 
-# vCPUs per core, every running guest counted: an idle built-in guest takes under 1 % of a core, so
-# a 3-node x 10-VM lab (33 vCPUs) fits two cores; busy guests want far less.
+# vCPUs per core, every running guest counted; a vCPU of a built-in guest counts BUILTIN_VCPU:
+# idle, one takes about 0.1 % of a core (measured: bench/), so a 4-node x 24-VM lab fits two cores.
 MAX_OVERSUBSCRIPTION = 24.0
+BUILTIN_VCPU = 0.05  # 50x the measured idle use: lab.verify's probes and timers, with room
+# A built-in guest's memory on the host, measured (ps RSS of its QEMU): about 98 MiB at 128 MiB,
+# 107 at 1 GiB, 124 at 2 GiB: QEMU, the 16 MiB translation cache and what the guest touches,
+# whose free pages the balloon returns (free page reporting), plus the guest's page tables.
+BUILTIN_BASE_MIB = 96
+
+
+def footprint_mib(dom, locked: bool) -> int:
+    """What a guest takes of the host's memory: a built-in guest what it touches (measured above),
+    a guest with its own image (or whose memory is locked) all of it, and QEMU besides."""
+    if dom.image is None and not (locked and dom.locked_memory):
+        return BUILTIN_BASE_MIB + dom.memory_mib // 64
+    return dom.memory_mib + QEMU_OVERHEAD_MIB
 
 
 def run(lab: Lab | None = None, *, probe_kvm: bool = True, libvirt_cache: bool = False,
-        running: frozenset[str] = frozenset(), other_vcpus: int = 0,
+        running: frozenset[str] = frozenset(), others: GuestLoad = GuestLoad(),
         max_oversubscription: float = MAX_OVERSUBSCRIPTION) -> Report:
     """The checks; `running`: the lab's domains already running (their memory is already in use);
-    `other_vcpus`: the vCPUs of every other running guest on the host."""
+    `others`: the vCPUs of every other running guest on the host."""
+    memlock = check_memlock(lab)
     checks = [
         check_services(),
         *([check_libvirt_cache(), check_reaping()] if libvirt_cache else []),
         check_kvm(probe=probe_kvm),
-        check_memlock(lab),
+        memlock,
         check_vfio(lab),
         check_datapath(),
     ]
     if lab is not None:
-        checks += [check_names(lab), check_memory(lab, running),
-                   check_cpus(lab, other_vcpus, max_oversubscription)]
+        checks += [check_names(lab), check_memory(lab, running, locked=memlock.status == PASS),
+                   check_cpus(lab, others, max_oversubscription)]
     return Report(tuple(checks))
 
 
@@ -226,10 +241,6 @@ def _has_capability(bit: int) -> bool:
     return False
 
 
-def check_datapath_type() -> str:
-    return "system" if check_datapath().status == PASS else "netdev"
-
-
 def enforce(report: Report, strict: bool) -> None:
     """Fail on failed checks; with --strict on degraded ones too (DESIGN.md: degrade and say so)."""
     from ..errors import HostError
@@ -266,7 +277,9 @@ def check_vfio(lab: Lab | None) -> Check:
 
 
 def check_datapath() -> Check:
-    if Path("/sys/module/openvswitch").exists():
+    from ..host import datapath_type
+
+    if datapath_type() == "system":
         return Check("ovs datapath", PASS, "openvswitch kernel module loaded (datapath system)")
     return Check("ovs datapath", DEGRADED, "no openvswitch kernel module",
                  "bridges use the userspace datapath (datapath_type=netdev), as labkit does here")
@@ -286,9 +299,10 @@ def capacity_line(checks) -> str:
                                     for c in checks if c.name in ("memory", "cpus"))
 
 
-def check_memory(lab: Lab, running: frozenset[str] = frozenset()) -> Check:
-    """Memory for the guests lab.up will start: MemAvailable already counts the running ones out."""
-    need = sum(d.memory_mib + QEMU_OVERHEAD_MIB for d in lab.domains if d.power_on and d.name not in running)
+def check_memory(lab: Lab, running: frozenset[str] = frozenset(), locked: bool = False) -> Check:
+    """Memory for the guests lab.up will start (footprint_mib each): MemAvailable already counts
+    the running ones out."""
+    need = sum(footprint_mib(d, locked) for d in lab.domains if d.power_on and d.name not in running)
     available = _meminfo_mib("MemAvailable")
     if need > available:
         return Check("memory", FAIL, f"lab needs {need} MiB, {available} MiB available ({need / max(available, 1):.1f}x)",
@@ -296,12 +310,16 @@ def check_memory(lab: Lab, running: frozenset[str] = frozenset()) -> Check:
     return Check("memory", PASS, f"lab needs {need} MiB of {available} MiB available")
 
 
-def check_cpus(lab: Lab, other_vcpus: int = 0, limit: float = MAX_OVERSUBSCRIPTION) -> Check:
-    """vCPU oversubscription with the lab up: its guests' vCPUs plus every other running guest's, per core."""
-    mine, cores = sum(d.vcpus for d in lab.domains if d.power_on), os.cpu_count() or 1
-    ratio = (mine + other_vcpus) / cores
-    detail = (f"{mine} vCPUs of this lab + {other_vcpus} of other running guests on {cores} cores: "
-              f"{ratio:.1f} per core (limit {limit:g})")
+def check_cpus(lab: Lab, others: GuestLoad = GuestLoad(), limit: float = MAX_OVERSUBSCRIPTION) -> Check:
+    """vCPU oversubscription with the lab up, every running guest counted: a vCPU of a built-in
+    guest counts BUILTIN_VCPU (idle, it costs next to nothing), any other a whole one."""
+    mine = [d for d in lab.domains if d.power_on]
+    builtin = sum(d.vcpus for d in mine if d.image is None) + others.builtin
+    whole = sum(d.vcpus for d in mine if d.image is not None) + others.vcpus
+    cores = os.cpu_count() or 1
+    ratio = (whole + builtin * BUILTIN_VCPU) / cores
+    detail = (f"{sum(d.vcpus for d in mine)} vCPUs of this lab + {others.vcpus + others.builtin} of other running guests "
+              f"on {cores} cores: {ratio:.1f} per core, a built-in guest's vCPU counted {BUILTIN_VCPU:g} (limit {limit:g})")
     if ratio > limit:
         return Check("cpus", FAIL, detail, "use fewer VMs or vCPUs, bring another lab down, "
                                            "or raise the limit (lab.up --max-oversubscription)")

@@ -7,6 +7,7 @@ A guest that does not come up is reported by name; the others are verified all t
 from __future__ import annotations
 
 import ipaddress
+import os
 from concurrent.futures import ThreadPoolExecutor
 
 from typing import TYPE_CHECKING
@@ -19,6 +20,9 @@ if TYPE_CHECKING:
     from ..verify import Outcome
 
 RUN_SLACK = 10.0  # seconds for the agent to run lkping beyond lkping's own bound
+# Guests probing at once: TCG guests share the host's cores, and a hundred probing together each get
+# too little CPU for their probes' own timers (a few per core keep every probe's timing honest).
+GUESTS_AT_ONCE = int(os.environ.get("LABKIT_GUESTS_AT_ONCE", 8 * (os.cpu_count() or 1)))
 
 
 def wait_for_guests(lab: Lab, timeout: float, say=print, names: list[str] | None = None) -> list[str]:
@@ -39,8 +43,9 @@ def wait_for_guests(lab: Lab, timeout: float, say=print, names: list[str] | None
         return [n for n in pool.map(one, domains) if n]
 
 
-def run(lab: Lab, down: list[str] = ()) -> tuple[list[Outcome], list[DhcpOutcome]]:
-    """Every probe and DHCP check of the lab; those from a guest in `down` fail without being tried."""
+def run(lab: Lab, down: list[str] = (), only: tuple[set, set] | None = None) -> tuple[list[Outcome], list[DhcpOutcome]]:
+    """Every probe and DHCP check of the lab (or, with `only`, those probes and DHCP checks); those
+    from a guest in `down` fail without being tried."""
     from .. import dhcpcheck  # these and pyroute2: not for commands that only wait for agents
     from ..dhcpcheck import DhcpCheck, DhcpOutcome
     from ..host.ping import ping_many
@@ -48,6 +53,10 @@ def run(lab: Lab, down: list[str] = ()) -> tuple[list[Outcome], list[DhcpOutcome
 
     todo = probes(lab)
     dhcp_todo, rogues = dhcpcheck.checks(lab)
+    if only is not None:
+        todo = [p for p in todo if p in only[0]]
+        dhcp_todo = [c for c in dhcp_todo if c in only[1]]
+        rogues = [r for r in rogues if any(c.rogue == r for c in dhcp_todo)]
     rogues_up = _start_rogues(lab, [r for r in rogues if r.source.name not in down])
     # Reaching a guest that is not up is known to fail: not tried, so that it costs no timeout.
     unreachable = {str(ipaddress.IPv4Interface(a).ip) for name in down for nic in lab.domain(name).nics
@@ -84,7 +93,7 @@ def run(lab: Lab, down: list[str] = ()) -> tuple[list[Outcome], list[DhcpOutcome
                 dhcpcheck.evaluate(dhcp, result.output))
 
     from_netns = [p for p in todo if p.source.kind == "netns" and p not in results]
-    with ThreadPoolExecutor(max_workers=max(1, len(by_guest))) as pool:
+    with ThreadPoolExecutor(max_workers=max(1, min(len(by_guest), GUESTS_AT_ONCE))) as pool:
         futures = [pool.submit(guest, name) for name in by_guest]
         answered = ping_many([(p.source.name, p.address) for p in from_netns], timeout=REACH_MS / 1000)
         for future in futures:
@@ -94,6 +103,21 @@ def run(lab: Lab, down: list[str] = ()) -> tuple[list[Outcome], list[DhcpOutcome
     results.update((p, Outcome(p, reached)) for p, reached in zip(from_netns, answered))
     order = {c: i for i, c in enumerate(dhcp_todo)}
     return [results[p] for p in todo], sorted(dhcp_results, key=lambda o: order[o.check])
+
+
+def host_busy(seconds: float) -> float:
+    """The share of the host's CPU time spent busy over the next `seconds` (from /proc/stat): TCG
+    guests that are still booting, or a host doing other work, show here."""
+    import time
+
+    def sample() -> tuple[int, int]:
+        fields = [int(v) for v in open("/proc/stat").readline().split()[1:]]
+        return sum(fields), fields[3] + fields[4]  # total, idle + iowait
+
+    total, idle = sample()
+    time.sleep(seconds)
+    total2, idle2 = sample()
+    return 1 - (idle2 - idle) / max(1, total2 - total)
 
 
 def _start_rogues(lab: Lab, rogues: list) -> set:

@@ -23,6 +23,12 @@ DAEMONS = {
 }
 
 
+def datapath_type() -> str:
+    """OVS's datapath for the lab's bridges: the kernel's where its openvswitch module is loaded,
+    else the userspace one (netdev)."""
+    return "system" if os.path.exists("/sys/module/openvswitch") else "netdev"
+
+
 class Connection:
     """A connection to one system, usable in `with`: closed when the block ends."""
 

@@ -20,7 +20,7 @@ import threading
 import time
 
 from .. import state
-from . import DEADLINE, bounded, hung
+from . import DEADLINE, bounded, datapath_type, hung
 
 
 def _read_links():
@@ -75,10 +75,9 @@ class Reading:
         """The HostState the readers saw (waits for them; raises what a reader raised)."""
         from ..hoststate import HostState
         from . import dhcp
-        from ..features.preflight import check_datapath_type
 
         (links, namespaces), bridges, (networks, domains) = (self.part(system) for system in READERS)
-        return HostState(bridges, links, namespaces, networks, domains, check_datapath_type(), dhcp.observe())
+        return HostState(bridges, links, namespaces, networks, domains, datapath_type(), dhcp.observe())
 
     def fresh(self) -> bool:
         """No labkit command changed the host since the reading began."""
@@ -107,10 +106,9 @@ def read_with(netlink, ovs, virt):
     """The HostState, read through connections already open."""
     from ..hoststate import HostState
     from . import dhcp
-    from ..features.preflight import check_datapath_type
 
     (links, namespaces), bridges, (networks, domains) = netlink.observe(), ovs.observe(), virt.observe()
-    return HostState(bridges, links, namespaces, networks, domains, check_datapath_type(), dhcp.observe())
+    return HostState(bridges, links, namespaces, networks, domains, datapath_type(), dhcp.observe())
 
 
 def _fork(reader) -> tuple[int, int]:

@@ -20,6 +20,7 @@ from ..errors import HostError
 from . import DEADLINE, Connection, bounded, hung, stats
 from ..hoststate import SeenDomain, SeenNetwork
 from ..names import metadata_of
+from ..paths import IMAGES
 
 URI = "qemu:///system"
 
@@ -98,9 +99,10 @@ class Virt(Connection):
                 meta = metadata_of(inactive)
                 live = etree.fromstring(dom.XMLDesc(0).encode())
                 ifnames = tuple(t.get("dev") for t in live.findall("devices/interface/target") if t.get("dev"))
+                builtin = (live.findtext("os/kernel") or "").startswith(f"{IMAGES}/")
                 domains.append(SeenDomain(dom.name(), meta.get("name"), meta.get("digest", ""), bool(dom.isActive()), ifnames,
                                           int(live.findtext("vcpu") or 0),
-                                          readback.domain(inactive) if meta.get("name") else None))
+                                          readback.domain(inactive) if meta.get("name") else None, builtin))
         return tuple(sorted(networks, key=lambda n: n.name)), tuple(sorted(domains, key=lambda d: d.name))
 
     def domain(self, name: str):

@@ -25,12 +25,13 @@ LAB_KEY = "labkit-lab"
 FLOWS_KEY = "labkit-flows"  # digest of the OpenFlow rules labkit set on the bridge
 
 
-def _describe(exc: Exception) -> str:
-    """An ovsdbapp exception as text (some of theirs fail in __str__)."""
+def _describe(exc: BaseException) -> str:
+    """An ovsdbapp exception as text (some of theirs fail in __str__), with what caused it."""
     try:
-        return str(exc) or type(exc).__name__
+        text = str(exc) or type(exc).__name__
     except Exception:
-        return type(exc).__name__
+        text = type(exc).__name__
+    return f"{text}: {_describe(exc.__cause__)}" if exc.__cause__ is not None else text
 
 
 def _opt(value):
@@ -60,32 +61,43 @@ class Ovs(Connection):
     # observe --------------------------------------------------------------
 
     def observe(self) -> tuple[SeenBridge, ...]:
-        """Every bridge: its lab's ports read back into model types, the names of all others."""
-        bridges = []
-        for br in self.api.tables["Bridge"].rows.values():
-            lab = br.external_ids.get(LAB_KEY)
-            ours, others, vm_ports, bonds = [], [], [], []
-            for port in br.ports:
-                if lab is not None and port.external_ids.get(LAB_KEY) == lab:
-                    ours.append(_read_port(port))
-                    if len(port.interfaces) > 1:
-                        bonds.append((port.name, _bond_problems(port)))
-                else:
-                    others.append(port.name)
-                    iface = next((i for i in port.interfaces if i.external_ids.get("iface-id")), None)
-                    if iface is not None:
-                        problem = _opt(iface.error) or ("" if _opt(iface.link_state) in (None, "up") else "link down")
-                        vm_ports.append(SeenVmPort(port.name, iface.external_ids["iface-id"], _opt(port.tag),
-                                                   tuple(sorted(port.trunks)), _opt(port.vlan_mode), problem or ""))
-            digest = br.external_ids.get(FLOWS_KEY, "")
-            bridges.append(SeenBridge(br.name, lab, br.datapath_type or "system",
-                                      tuple(sorted(ours, key=lambda p: p.name)), tuple(sorted(others)),
-                                      digest, flow_count(br.name, lab) if digest and lab else 0,
-                                      tuple(sorted(vm_ports, key=lambda v: v.name)), tuple(sorted(bonds))))
+        """Every bridge: its lab's ports read back into model types, the names of all others. Read
+        under the connection's lock: its thread applies OVSDB's updates to the rows meanwhile (a
+        lab.down destroying domains removes their ports while we read)."""
+        from dataclasses import replace
+
+        with self.api.ovsdb_connection.lock:
+            bridges = [self._read_bridge(br) for br in list(self.api.tables["Bridge"].rows.values())]
+        # the rules live in ovs-vswitchd: counted outside the lock
+        bridges = [replace(b, flow_count=flow_count(b.name, b.lab)) if b.flows_digest and b.lab else b for b in bridges]
         return tuple(sorted(bridges, key=lambda b: b.name))
+
+    @staticmethod
+    def _read_bridge(br) -> SeenBridge:
+        lab = br.external_ids.get(LAB_KEY)
+        ours, others, vm_ports, bonds = [], [], [], []
+        for port in br.ports:
+            if lab is not None and port.external_ids.get(LAB_KEY) == lab:
+                ours.append(_read_port(port))
+                if len(port.interfaces) > 1:
+                    bonds.append((port.name, _bond_problems(port)))
+            else:
+                others.append(port.name)
+                iface = next((i for i in port.interfaces if i.external_ids.get("iface-id")), None)
+                if iface is not None:
+                    problem = _opt(iface.error) or ("" if _opt(iface.link_state) in (None, "up") else "link down")
+                    vm_ports.append(SeenVmPort(port.name, iface.external_ids["iface-id"], _opt(port.tag),
+                                               tuple(sorted(port.trunks)), _opt(port.vlan_mode), problem or ""))
+        return SeenBridge(br.name, lab, br.datapath_type or "system", tuple(sorted(ours, key=lambda p: p.name)),
+                          tuple(sorted(others)), br.external_ids.get(FLOWS_KEY, ""), 0,
+                          tuple(sorted(vm_ports, key=lambda v: v.name)), tuple(sorted(bonds)))
 
     def bonds(self, lab: str, node: str) -> list:
         """The bonds on `node`'s bridges as manage_ovs shows them."""
+        with self.api.ovsdb_connection.lock:
+            return self._bonds(lab, node)
+
+    def _bonds(self, lab: str, node: str) -> list:
         from ..manage_ovs import BondState
 
         out = []

@@ -130,3 +130,17 @@ def test_a_dhcp_server_that_ignores_sigterm_is_killed(tmp_path, monkeypatch):
     dhcp.stop("stubborn", "node1")
     assert stubborn.wait(5) == -signal.SIGKILL and time.monotonic() - started < 3
     assert not conf.exists() and not (folder / "node1.pid").exists()
+
+
+def test_a_configuration_dnsmasq_refuses_leaves_the_running_one_serving(lab, monkeypatch):
+    """The new configuration is tested by dnsmasq before the running one is stopped: a refused one
+    is one sentence, and the node keeps its DHCP."""
+    from labkit import pipeline
+    from labkit.errors import HostError
+
+    pid = dnsmasq_pid()
+    (server,) = pipeline.resolved(EFFECTIVE).dhcp_servers
+    monkeypatch.setattr(dhcp, "config", lambda _lab, _server: "no-such-option=1\n")
+    with pytest.raises(HostError, match="^dnsmasq refuses the configuration for node node1 .*the running one keeps serving$"):
+        dhcp.start(LAB, server)
+    assert dnsmasq_pid() == pid and status_rows() == {}

@@ -26,12 +26,15 @@ FLOWS_KEY = "labkit-flows"  # digest of the OpenFlow rules labkit set on the bri
 
 
 def _describe(exc: BaseException) -> str:
-    """An ovsdbapp exception as text (some of theirs fail in __str__), with what caused it."""
+    """An ovsdbapp exception as text (some of theirs cannot format themselves), with its cause."""
     try:
         text = str(exc) or type(exc).__name__
     except Exception:
         text = type(exc).__name__
-    return f"{text}: {_describe(exc.__cause__)}" if exc.__cause__ is not None else text
+    if "object has no attribute" in text:  # ovsdbapp's own message template failed
+        text = type(exc).__name__
+    cause = exc.__cause__ or exc.__context__
+    return f"{text}: {_describe(cause)}" if cause is not None else text
 
 
 def _opt(value):
@@ -51,12 +54,17 @@ class Ovs(Connection):
         try:
             idl = connection.OvsdbIdl.from_server(remote, "Open_vSwitch")
             conn = connection.Connection(idl=idl, timeout=min(timeout, DEADLINE))
-            return conn, impl_idl.OvsdbIdl(conn)
+            # ovsdbapp keeps one connection per API class, the first ever given, for the whole process:
+            # a class of its own per connection, so that this one is used and closing it closes it
+            return conn, type("LabkitOvsdb", (impl_idl.OvsdbIdl,), {"_ovsdb_connection": None})(conn)
         except Exception as exc:  # ovsdbapp raises bare Exception/TimeoutException on connect
             raise HostError(f"cannot reach ovsdb-server at {remote} ({_describe(exc)}); run `invoke host.bootstrap`") from None
 
     def close(self) -> None:
-        self._conn.stop()
+        """Stop the connection's thread (which closes the IDL), then its wake-up pipe (ovsdbapp's
+        stop() leaves that open: a process that connects often would run out of descriptors)."""
+        if self._conn.stop(timeout=DEADLINE) and self._conn.thread is None:  # its run() closed the IDL
+            self._conn.txns.close()
 
     # observe --------------------------------------------------------------
 

@@ -443,8 +443,8 @@ def verify_lab(lab: model.Lab, timeout: float, say=print, phase=None) -> Verific
         outcomes, dhcp = verifier.run(lab, late)
         pause, settled = 0.5, 0
         while True:
-            failed = ({o.probe for o in outcomes if not o.ok and o.probe.source.name not in late},
-                      {o.check for o in dhcp if not o.ok and o.check.source.name not in late})
+            failed = ({o.probe for o in outcomes if not o.ok and o.detail != verifier.DID_NOT_COME_UP},
+                      {o.check for o in dhcp if not o.ok and o.detail != verifier.DID_NOT_COME_UP})
             if not any(failed) or settled >= SETTLED_TRIES or time.monotonic() + pause > started + timeout:
                 break
             busy = verifier.host_busy(pause)

@@ -20,6 +20,7 @@ if TYPE_CHECKING:
     from ..verify import Outcome
 
 RUN_SLACK = 10.0  # seconds for the agent to run lkping beyond lkping's own bound
+DID_NOT_COME_UP = "the VM did not come up"  # a check not tried: its guest, or its target, is not up
 # Guests probing at once: TCG guests share the host's cores, and a hundred probing together each get
 # too little CPU for their probes' own timers (a few per core keep every probe's timing honest).
 GUESTS_AT_ONCE = int(os.environ.get("LABKIT_GUESTS_AT_ONCE", 8 * (os.cpu_count() or 1)))
@@ -61,7 +62,7 @@ def run(lab: Lab, down: list[str] = (), only: tuple[set, set] | None = None) -> 
     # Reaching a guest that is not up is known to fail: not tried, so that it costs no timeout.
     unreachable = {str(ipaddress.IPv4Interface(a).ip) for name in down for nic in lab.domain(name).nics
                    for a in nic.addresses + tuple(cidr for _, cidr in nic.vlan_addresses)}
-    results: dict[Probe, Outcome] = {p: Outcome(p, False, "the VM did not come up", ran=False)
+    results: dict[Probe, Outcome] = {p: Outcome(p, False, DID_NOT_COME_UP, ran=False)
                                      for p in todo if p.expect and p.address in unreachable}
     by_guest: dict[str, tuple[list[Probe], list[DhcpCheck]]] = {}
     for p in todo:
@@ -77,8 +78,8 @@ def run(lab: Lab, down: list[str] = (), only: tuple[set, set] | None = None) -> 
     def guest(name: str) -> tuple[list[Outcome], list[DhcpOutcome]]:
         mine, dhcp = by_guest[name]
         if name in down:
-            return ([Outcome(p, False, "the VM did not come up", ran=False) for p in mine],
-                    [DhcpOutcome(c, False, "the VM did not come up", ran=False) for c in dhcp])
+            return ([Outcome(p, False, DID_NOT_COME_UP, ran=False) for p in mine],
+                    [DhcpOutcome(c, False, DID_NOT_COME_UP, ran=False) for c in dhcp])
         dom = lab.domain(name)
         script = dhcpcheck.guest_script(dhcp) + " " + (guest_script(mine) + "; " if mine else "") + "wait"
         try:

@@ -28,3 +28,14 @@ if [ ! -x .venv/bin/python ] || [ "$(cat "$stamp" 2>/dev/null)" != "$want" ]; th
   .venv/bin/pip install -q -e '.[test]'
   echo "$want" > "$stamp"
 fi
+
+# The official v4 SDKs at 4.0.x (the first GA; path v4.0, no version negotiation), apart: the tests
+# drive the lab's Prism with them too. Their own dependencies come with them (urllib3 1.x).
+sdk40=.venv/sdk-4.0
+if [ ! -f "$sdk40/.labkit-installed" ]; then
+  echo "bootstrap: the Nutanix v4 SDKs 4.0.1 in $sdk40" >&2
+  rm -rf "$sdk40"
+  .venv/bin/pip install -q --target "$sdk40" ntnx-networking-py-client==4.0.1 ntnx-vmm-py-client==4.0.1 \
+    ntnx-clustermgmt-py-client==4.0.1 ntnx-prism-py-client==4.0.1
+  touch "$sdk40/.labkit-installed"
+fi

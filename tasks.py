@@ -125,6 +125,10 @@ def up(c, topology=None, profile=None, strict=False, verify=False, no_verify=Fal
             say("deviations from AHV on this host:")
             for d in result.desired.deviations:
                 say(f"  {d}")
+    from labkit import users
+
+    if made := users.ensure_admin(lab.name):
+        say(f"Prism (invoke lab.serve): user admin of lab {lab.name}, its password in {made} (root's only)")
     verification, late = None, []
     if not no_verify:
         if result.plan.empty and not verify:
@@ -473,6 +477,71 @@ def acli(c, lab=None, cmd=None, output=None, yes=False):
         raise Exit(code=status)
 
 
+# --------------------------------------------------------------------------- Prism
+
+
+@task(help={"port": "TCP port (default 9440, Prism's)", "bind": "address to listen on (default 127.0.0.1: this host only)",
+            "insecure_http": "plain HTTP instead of HTTPS (for tests and local scripts)"})
+@user_errors
+def serve(c, port=9440, bind="127.0.0.1", insecure_http=False):
+    """Prism for every lab on this host: REST API v4 (the official SDKs), v3 and v2.0, and a web page.
+
+    In the foreground; Ctrl-C stops it. HTTPS with a self-signed certificate labkit makes once
+    (/var/lib/labkit/prism/); each lab is a cluster, its users log in as NAME (or NAME@LAB)."""
+    need_root()
+    from labkit.api import serve as serve_mod
+
+    try:
+        serve_mod.serve(bind, int(port), insecure_http, say=say)
+    except KeyboardInterrupt:
+        say("stopped")
+
+
+@task(help={"lab": LAB_HELP, "role": "admin (every change) or viewer (reads only), with add",
+            "action": "list (default), add NAME, remove NAME, key NAME (a new X-ntnx-api-key)"},
+      positional=["action", "name"])
+@user_errors
+def users(c, action=None, name=None, lab=None, role="viewer"):
+    """A lab's Prism users: list, add NAME --role admin|viewer, remove NAME, key NAME.
+
+    add reads the password from the terminal (twice), or from standard input when that is not a
+    terminal: echo PW | invoke lab.users --lab L add NAME --role viewer."""
+    need_root()
+    from labkit import state, users as users_mod
+
+    name_of_lab = commands.lab_name(None, lab)
+    if state.read_effective(name_of_lab) is None:
+        raise LabkitError(f"lab {name_of_lab} is not up; bring it up first (invoke lab.up)")
+    if action in (None, "list"):  # a positional with a default would never be filled (invoke fills empty ones)
+        for user in users_mod.listed(name_of_lab):
+            print(f"{user.name:<24} {user.role:<7} {'api key' if user.key_hash else ''}".rstrip())
+        return
+    if name is None:
+        raise LabkitError(f"lab.users {action} needs a user name: invoke lab.users --lab {name_of_lab} {action} NAME")
+    if action == "add":
+        users_mod.add(name_of_lab, users_mod.check_name(name), _password(), role)
+        say(f"user {name} ({role}) added to lab {name_of_lab}")
+    elif action == "remove":
+        users_mod.remove(name_of_lab, name)
+        say(f"user {name} removed from lab {name_of_lab}")
+    elif action == "key":
+        print(users_mod.new_key(name_of_lab, name))
+        say(f"a new API key for {name} (X-ntnx-api-key); the old one no longer works")
+    else:
+        raise LabkitError(f"{action!r} is not an action of lab.users; use list, add, remove or key")
+
+
+def _password() -> str:
+    import getpass
+
+    if not sys.stdin.isatty():
+        return sys.stdin.readline().rstrip("\n")
+    first = getpass.getpass("password: ")
+    if getpass.getpass("again: ") != first:
+        raise LabkitError("the two passwords differ; nothing was changed")
+    return first
+
+
 # --------------------------------------------------------------------------- host and images
 
 
@@ -543,7 +612,8 @@ def test(c, pytest_args=""):
 
 lab = Collection("lab")
 for t, name in ((up, "up"), (down, "down"), (status, "status"), (verify, "verify"), (console, "console"),
-                (render_, "render"), (plan_, "plan"), (link_down, "link-down"), (link_up, "link-up"), (export, "export"), (list_, "list"), (diagram, "diagram")):
+                (render_, "render"), (plan_, "plan"), (link_down, "link-down"), (link_up, "link-up"), (export, "export"), (list_, "list"), (diagram, "diagram"),
+                (serve, "serve"), (users, "users")):
     lab.add_task(t, name)
 host = Collection("host")
 host.add_task(bootstrap, "bootstrap")

@@ -343,7 +343,8 @@ def execute(session: Session, line: str, confirm: Callable[[str], bool] | None =
 
 
 def _names(change) -> list[str]:
-    return [key.split(":", 1)[1] for key in (*change.touched, *change.deleted)]
+    """The VMs and networks a change touched, as acli's task lines name them."""
+    return [key.split(":", 1)[1] for key in (*change.touched, *change.deleted) if not key.startswith("nic:")]
 
 
 def as_json(output: Output | None, error: str | None) -> str:

@@ -114,10 +114,38 @@ def export(lab_name: str) -> str:
     return state.topology_yaml(lab_name, addressed(topo, effective).assigned.topo)
 
 
-def apply_change(change, say=print) -> UpResult:
-    """Apply a control-plane change (inside `controlled`) the way lab.up applies a topology; the
-    records it altered count one more in their logical timestamps (pipeline.save_effective)."""
-    return up_topology(change.topo, state.load(change.topo.name).get("source"), say=say)
+def apply_change(change, say=print, task=None, user: str = "", client: str = "acli"):
+    """Apply a control-plane change (inside `controlled`) the way lab.up applies a topology, as a
+    task of the lab's (tasklog: RUNNING, then SUCCEEDED with the entities it touched, or FAILED and
+    the error raised); the records it altered count one more in their logical timestamps
+    (pipeline.save_effective). Returns the finished task."""
+    from . import tasklog
+
+    lab = change.topo.name
+    task = tasklog.running(lab, task or tasklog.new(change.operation, user=user, client=client))
+    try:
+        up_topology(change.topo, state.load(lab).get("source"), say=say)
+    except LabkitError as exc:
+        tasklog.finished(lab, task, error=str(exc))
+        raise
+    return tasklog.finished(lab, task, entities=entities(change))
+
+
+def entities(change) -> tuple:
+    """The task entities of a change: what it made, changed or deleted, by UUID and v4 kind."""
+    from . import control, tasklog
+
+    lab, out = change.topo.name, []
+    for key in (*change.touched, *change.deleted):
+        kind, _, name = key.partition(":")
+        if kind == "vm":
+            out.append(tasklog.Entity(names.uuid_for(lab, name), "vmm:ahv:config:vm", name))
+        elif kind == "net":
+            out.append(tasklog.Entity(control.network_uuid(lab, name), "networking:config:subnet", name))
+        elif kind == "nic":
+            vm, _, mac = name.partition(":")
+            out.append(tasklog.Entity(control.nic_uuid(lab, vm, mac), "vmm:ahv:config:vm:nic", mac))
+    return tuple(out)
 
 
 def manage_ovs_show(path: str | None, node: str | None, action: str) -> str:

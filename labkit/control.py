@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import fnmatch
 import ipaddress
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 from . import ipam, ledger, names, nic_identity
 from .errors import LabkitError
@@ -133,11 +133,28 @@ class HostRecord:
 
 @dataclass(frozen=True)
 class Change:
-    """A new topology and the objects it touched ("vm:NAME", "net:NAME"), for the task lines."""
+    """A new topology and the objects it touched ("vm:NAME", "net:NAME", "nic:VM:MAC"), for the
+    task lines and the task's entities; `verb` names the operation (OPERATIONS)."""
 
     topo: Topology
     touched: tuple[str, ...]
     deleted: tuple[str, ...] = ()
+    verb: str = ""
+
+    @property
+    def operation(self) -> str:
+        return OPERATIONS.get(self.verb, self.verb)
+
+
+# Task operations, as Prism lists them (Ergon's operation types without their k: kVmCreate is
+# VmCreate). Inferred from AHV's acli task lines and Prism's task list; not checked on a cluster.
+OPERATIONS = {
+    "net.create": "NetworkCreate", "subnet.create": "NetworkCreate", "subnet.update": "NetworkUpdate",
+    "net.add_dhcp_pool": "NetworkUpdate", "net.update_dhcp_dns": "NetworkUpdate", "net.delete": "NetworkDelete",
+    "vm.create": "VmCreate", "vm.update": "VmUpdate", "vm.delete": "VmDelete", "vm.on": "VmSetPowerState",
+    "vm.off": "VmSetPowerState", "vm.nic_create": "NicCreate", "vm.nic_update": "NicUpdate",
+    "vm.nic_delete": "NicDelete",
+}
 
 
 # --------------------------------------------------------------------------- the control plane
@@ -221,24 +238,46 @@ class Control:
     # networks ----------------------------------------------------------------
 
     def net_create(self, name: str, vlan: int, ip_config: str | None = None, vswitch_name: str | None = None) -> Change:
+        """acli's net.create: a network, managed with `ip_config=GW/PREFIX` (the gateway's address)."""
+        managed = None
+        if ip_config is not None:
+            gateway = _interface(ip_config, "ip_config")
+            managed = {"network": str(gateway.network), "gateway": str(gateway.ip)}
+        return self.subnet_create(name, vlan, vswitch_name or "br0", managed, verb="net.create")
+
+    def subnet_create(self, name: str, vlan: int, bridge: str = "br0", managed: dict | None = None,
+                      verb: str = "subnet.create") -> Change:
+        """A network on `bridge`'s VLAN; managed when `managed` gives IPAM's settings (the keys of
+        topology.IpConfig: network, gateway, pool ["START END"], dhcp_server, dns, domain_name,
+        domain_search, tftp_server, boot_file). Its VLAN reaches the switch, with a gateway for a
+        managed network's subnet where the VLAN has none."""
         if any(n.name == name for n in self.topo.networks):
             raise ControlError(f"network {name} already exists; choose another name or net.delete it first")
-        bridge = vswitch_name or "br0"
         clash = next((n for n in self.topo.networks if n.vlan == vlan and n.bridge == bridge), None)
         if clash:
             raise ControlError(f"network {clash.name} already carries VLAN {vlan} on {bridge}; use it or another VLAN")
-        ipc = None
+        ipc = _build(IpConfig, **managed) if managed is not None else None
         switch = self.topo.switch
-        if ip_config is not None:
-            gateway = _interface(ip_config, "ip_config")
-            ipc = IpConfig(network=gateway.network, gateway=gateway.ip)
-            if vlan not in switch.gateways:  # the lab's router for the new subnet, on the top-of-rack switch
-                switch = switch.model_copy(update={"gateways": {**switch.gateways, vlan: gateway}})
+        if ipc is not None and vlan not in switch.gateways:  # the lab's router for the new subnet, on the switch
+            gateway = ipaddress.IPv4Interface(f"{ipc.gateway}/{ipc.network.prefixlen}")
+            switch = switch.model_copy(update={"gateways": {**switch.gateways, vlan: gateway}})
         if vlan not in switch.vlans:  # the switch carries every VLAN a network uses
             switch = switch.model_copy(update={"vlans": sorted({*switch.vlans, vlan})})
         net = _build(Network, name=name, vlan=vlan, bridge=bridge, ip_config=ipc)
-        return self._change("net.create", {"switch": switch, "networks": [*self.topo.networks, net]},
-                            touched=(f"net:{name}",))
+        return self._change(verb, {"switch": switch, "networks": [*self.topo.networks, net]}, touched=(f"net:{name}",))
+
+    def subnet_update(self, ref: str, managed: dict | None) -> Change:
+        """A network's IPAM settings replaced (the REST API's PUT: the whole subnet, as read and
+        changed); its name, VLAN and bridge stay (renaming is not modelled: a NIC names its network)."""
+        record = self.network(ref)
+        if (managed is None) != (record.ip_config is None):
+            raise ControlError(f"network {record.name} is {'managed' if record.ip_config else 'unmanaged'}; a network "
+                               f"cannot become {'unmanaged' if record.ip_config else 'managed'}: create another")
+        if managed is None:
+            return self._change("subnet.update", {}, touched=())
+        ipc = _build(IpConfig, **managed)
+        nets = [n.model_copy(update={"ip_config": ipc}) if n.name == record.name else n for n in self.topo.networks]
+        return self._change("subnet.update", {"networks": nets}, touched=(f"net:{record.name}",))
 
     def net_add_dhcp_pool(self, ref: str, start: str, end: str) -> Change:
         record = self.network(ref)
@@ -287,15 +326,30 @@ class Control:
 
     # VMs -------------------------------------------------------------------
 
-    def vm_create(self, name: str, memory: int | None = None, num_vcpus: int | None = None) -> Change:
-        """A new VM, powered off (as AHV creates them), on the node with the fewest VMs."""
+    def vm_create(self, name: str, memory: int | None = None, num_vcpus: int | None = None,
+                  nics: list[dict] = ()) -> Change:
+        """A new VM, powered off (as AHV creates them), on the node with the fewest VMs; with `nics`
+        (each: network, and optionally ip, mac, trunked_networks), its NICs too (the REST API's)."""
         if any(vm.name == name for vm in self.topo.vms):
             raise ControlError(f"VM {name} already exists; choose another name or vm.delete it first")
         node = min(self.hosts(), key=lambda h: h.vms).name
         spec = {"name": name, "node": node, "power": "off"}
         spec |= {"memory": memory} if memory is not None else {}
         spec |= {"vcpus": num_vcpus} if num_vcpus is not None else {}
-        return self._change("vm.create", {"vms": [*self.topo.vms, _build(Vm, **spec)]}, touched=(f"vm:{name}",))
+        made: list[Nic] = []
+        for nic in nics:
+            made.append(self._nic(name, nic["network"], nic.get("ip"), nic.get("trunked_networks"), nic.get("mac"),
+                                  taken=[n.mac for n in made]))
+        spec["nics"] = made
+        vlans = {v for nic in made for v in nic.trunk or ()}
+        return self._change("vm.create", {"vms": [*self.topo.vms, _build(Vm, **spec)], **self._switch_with(vlans)},
+                            touched=(f"vm:{name}",))
+
+    def vm_update(self, ref: str, memory: int | None = None, num_vcpus: int | None = None) -> Change:
+        record = self.vm(ref)
+        update = {k: v for k, v in (("memory", memory), ("vcpus", num_vcpus)) if v is not None}
+        vms = [_build(Vm, **{**vm.model_dump(), **update}) if vm.name == record.name else vm for vm in self.topo.vms]
+        return self._change("vm.update", {"vms": vms}, touched=(f"vm:{record.name}",))
 
     def vm_delete(self, pattern: str) -> Change:
         gone = {r.name for r in self.vms(pattern)}
@@ -316,15 +370,22 @@ class Control:
         """A NIC; on a managed network IPAM binds it an address now: the requested one, else the
         pool's lowest free one (the ledger decides it when the change is made)."""
         record = self.vm(vm)
-        net = self.network(network)
-        if (ip is not None or request_ip) and not net.managed:
+        if request_ip and not self.network(network).managed:
             raise ControlError("Cannot assign IP address on an unmanaged network")  # AHV's words
-        mac = _mac(mac) if mac else self._new_mac(record.name)
-        if any(n.mac == mac for v in self.topo.vms for n in v.nics):
+        nic = self._nic(record.name, network, ip, trunked_networks, mac)
+        change = self._edit_nics(record.name, "vm.nic_create", lambda nics: [*nics, nic],
+                                 switch_vlans=trunked_networks or ())
+        return replace(change, touched=(*change.touched, f"nic:{record.name}:{nic.mac}"))
+
+    def _nic(self, vm_name: str, network: str, ip: str | None, trunked_networks: list[int] | None, mac: str | None,
+             taken: list[str] = ()) -> Nic:
+        net = self.network(network)
+        if ip is not None and not net.managed:
+            raise ControlError("Cannot assign IP address on an unmanaged network")  # AHV's words
+        mac = _mac(mac) if mac else self._new_mac(vm_name, taken)
+        if mac in taken or any(n.mac == mac for v in self.topo.vms for n in v.nics):
             raise ControlError(f"MAC address {mac} is already used by a NIC of this lab; give another mac= or leave it out")
-        nic = _build(Nic, network=net.name, mac=mac, trunk=trunked_networks, ip=self._request(net, ip))
-        return self._edit_nics(record.name, "vm.nic_create", lambda nics: [*nics, nic],
-                               switch_vlans=trunked_networks or ())
+        return _build(Nic, network=net.name, mac=mac, trunk=trunked_networks, ip=self._request(net, ip))
 
     def nic_update(self, vm: str, mac: str, network: str | None = None, ip: str | None = None,
                    trunked_networks: list[int] | None = None, access: bool = False) -> Change:
@@ -353,11 +414,14 @@ class Control:
 
     def _edit_nics(self, vm_name: str, verb: str, edit, switch_vlans=()) -> Change:
         vms = [vm.model_copy(update={"nics": edit(list(vm.nics))}) if vm.name == vm_name else vm for vm in self.topo.vms]
-        update: dict = {"vms": vms}
-        missing = set(switch_vlans) - set(self.topo.switch.vlans)
-        if missing:  # trunked VLANs reach the switch, as the networks' do
-            update["switch"] = self.topo.switch.model_copy(update={"vlans": sorted({*self.topo.switch.vlans, *missing})})
-        return self._change(verb, update, touched=(f"vm:{vm_name}",))
+        return self._change(verb, {"vms": vms, **self._switch_with(switch_vlans)}, touched=(f"vm:{vm_name}",))
+
+    def _switch_with(self, vlans) -> dict:
+        """The update that makes the switch carry `vlans` too (trunked VLANs reach it, as networks' do)."""
+        missing = set(vlans) - set(self.topo.switch.vlans)
+        if not missing:
+            return {}
+        return {"switch": self.topo.switch.model_copy(update={"vlans": sorted({*self.topo.switch.vlans, *missing})})}
 
     def _request(self, net: NetworkRecord, requested: str | None, mine: str | None = None) -> ipaddress.IPv4Interface | None:
         """A requested address (acli's ip=), checked as AHV checks it, with the network's prefix;
@@ -372,8 +436,8 @@ class Control:
         ipam.check_request(net.name, net.ip_config, address, taken)
         return ipaddress.IPv4Interface(f"{address}/{net.ip_config.network.prefixlen}")
 
-    def _new_mac(self, vm_name: str) -> str:
-        used = {nic.mac for vm in self.topo.vms for nic in vm.nics}
+    def _new_mac(self, vm_name: str, taken=()) -> str:
+        used = {nic.mac for vm in self.topo.vms for nic in vm.nics} | set(taken)
         bump = 0
         while (mac := names.mac(names.UVM_OUI, self.topo.name, vm_name, "acli", bump=bump)) in used:
             bump += 1
@@ -388,7 +452,7 @@ class Control:
             path, message = problems[0]
             raise ControlError(f"{verb} would make the lab invalid: {dotted(path)}: {message}")
         ledger.assign(topo, self.ledger)  # IPAM can bind every NIC (raises its one sentence if not)
-        return Change(topo, touched, deleted)
+        return Change(topo, touched, deleted, verb)
 
 
 def after(before: Control | None, topo: Topology, bindings: Ledger) -> Control:

@@ -28,7 +28,8 @@ APT_PACKAGES = (
     # building the guest: its kernel from Debian's linux-source (labkit/kernel.py), its agent with musl
     "make", "gcc", "flex", "bison", "bc", "libelf-dev", "libssl-dev", "patch", "xz-utils", "musl-tools",
     "tini",  # runs libvirtd as a subreaper (see SERVICES)
-    "graphviz",  # lab.diagram's layout (dot)
+    "graphviz",  # lab.diagram's layout (dot), also on Prism's web page
+    "chromium", "chromium-driver",  # the tests of Prism's web page: a real browser, headless, nothing downloaded
 )
 
 

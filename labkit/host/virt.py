@@ -166,6 +166,15 @@ class Virt(Connection):
 
         self._parallel(one, names)
 
+    def reset_domain(self, name: str) -> None:
+        """Reset a running domain, as pressing its reset button (AHV's vm.reset)."""
+        dom = self._call(f"find domain {name}", self.conn.lookupByName, name)
+        self._call(f"reset domain {name}", dom.reset, 0)
+
+    def is_active(self, name: str) -> bool:
+        dom = self.domain(name)
+        return bool(dom is not None and dom.isActive())
+
     def start_domains(self, names: list[str], say=print) -> None:
         def one(name: str) -> None:
             dom = self._call(f"find domain {name}", self.conn.lookupByName, name)

@@ -57,6 +57,11 @@ TARGETS = {  # issue 9's targets: (metric, bound, how it is compared)
     # issue 17: the 100-guest lab comes up and verifies in one lab.up, in the time its guests take
     "hundred: up and verified / baseline up": 1.2,
     "hundred: peak RSS, QEMUs + labkit (MB)": 12288,
+    # issue 18: Prism's API on the 3-node lab (bench/api.py)
+    "api: list VMs p50, 50 clients (ms)": 5.0,
+    "api: list VMs p99, 50 clients (ms)": 25.0,
+    "api: server peak RSS (MB)": 100,
+    "api: SDK create-to-lease / acli's": 1.5,
 }
 
 
@@ -390,6 +395,19 @@ def main() -> int:
         results.append(scenario("3 nodes x 10 VMs (33 domains)", CLUSTER, rounds=1))
         results.append(scenario("4 nodes x 24 VMs (100 domains)", HUNDRED, rounds=1))
     m = measurements(results[0], results[1] if len(results) > 1 else None, list_s, results[2] if len(results) > 2 else None)
+    if not args.quick:
+        import api
+
+        figures = api.measure(CLUSTER, say=say)
+        m.update({"api: list VMs p50, 1 client (ms)": figures["list 1 client"]["p50 ms"],
+                  "api: list VMs p99, 1 client (ms)": figures["list 1 client"]["p99 ms"],
+                  "api: list VMs p50, 50 clients (ms)": figures["list 50 clients"]["p50 ms"],
+                  "api: list VMs p99, 50 clients (ms)": figures["list 50 clients"]["p99 ms"],
+                  "api: list VMs, requests/s at 50 clients": figures["list 50 clients"]["rps"],
+                  "api: server peak RSS (MB)": figures["server peak RSS MB"],
+                  "api: SDK create to DHCP lease (s)": figures["sdk create to lease s"],
+                  "api: acli create to DHCP lease (s)": figures["acli create to lease s"],
+                  "api: SDK create-to-lease / acli's": figures["sdk create to lease s"] / figures["acli create to lease s"]})
     soaked = None
     if args.soak:
         import soak

@@ -14,8 +14,9 @@ import asyncio
 import urllib.parse
 
 from fastapi import APIRouter, Body, Depends, FastAPI, Path, Request
+from pydantic import BaseModel, ConfigDict, Field
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import JSONResponse
+from fastapi.responses import JSONResponse, Response
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from .. import names, tasklog
@@ -28,6 +29,52 @@ from .jobs import Jobs
 from .views import View, Views
 
 VERSION = r"^v4\.\d+(\.[ab]\d+)?$"
+
+
+class AppMessage(BaseModel):
+    object_type: str = Field(alias="$objectType")
+    message: str
+    severity: str
+    code: str
+    locale: str
+
+
+class ErrorData(BaseModel):
+    object_type: str = Field(alias="$objectType")
+    error: list[AppMessage]
+
+
+class ErrorResponse(BaseModel):
+    """Prism's error body (an ErrorResponse of AppMessages), on every answer that is not a success."""
+
+    data: ErrorData
+
+
+class TaskReferenceData(BaseModel):
+    object_type: str = Field(alias="$objectType")
+    ext_id: str = Field(alias="extId", pattern=r"^ZXJnb24=:[0-9a-f-]{36}$")
+
+
+class TaskReference(BaseModel):
+    """A change's answer (202): the task that carries it out."""
+
+    data: TaskReferenceData
+
+
+class Envelope(BaseModel):
+    """A v4 answer: `data` (an entity, or a list of them, each with its $objectType), `metadata`."""
+
+    model_config = ConfigDict(extra="allow")
+    object_type: str = Field(alias="$objectType")
+    metadata: dict
+    data: dict | list | None = None
+
+
+ERRORS = {code: {"model": ErrorResponse, "description": text} for code, text in (
+    (400, "the request is not understood, or the lab refuses the change"), (401, "no valid credentials"),
+    (403, "a viewer asked for a change"), (404, "no such object in the caller's lab, or no such API"),
+    (409, "the change conflicts with what is there"), (412, "If-Match does not match the object's ETag"),
+    (428, "this change needs If-Match"), (500, "a labkit bug"))}
 HIGHEST = "v4.4"
 NAMESPACES = ("networking", "vmm", "clustermgmt", "prism")
 
@@ -89,12 +136,43 @@ def create_app(context: Context | None = None) -> FastAPI:
 
     for namespace in NAMESPACES:
         app.add_api_route(f"/api/{namespace}/unversioned/info", _info, methods=["OPTIONS", "GET"], include_in_schema=False)
+    app.add_middleware(CachedReads, context=context)
     app.include_router(v4_router())
     from . import legacy, web
 
     app.include_router(legacy.router())
     app.include_router(web.router())
     return app
+
+
+class CachedReads:
+    """The API's hot path, before FastAPI: a GET of a list asked for before, by a caller verified
+    within the minute, for the lab's state as it still stands, is answered with the very bytes the
+    full path made then (listing() keeps them). Everything else goes the full way."""
+
+    def __init__(self, app, context: Context):
+        self.app, self.context = app, context
+
+    async def __call__(self, scope, receive, send):
+        if scope["type"] == "http" and scope["method"] == "GET":
+            body = self._cached(scope)
+            if body is not None:
+                await send({"type": "http.response.start", "status": 200, "headers": [
+                    (b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]})
+                await send({"type": "http.response.body", "body": body})
+                return
+        await self.app(scope, receive, send)
+
+    def _cached(self, scope) -> bytes | None:
+        headers = {k.decode("latin-1"): v.decode("latin-1") for k, v in scope["headers"]
+                   if k in (b"authorization", b"x-ntnx-api-key", b"cookie")}
+        if "x-ntnx-api-key" in headers or "cookie" in headers:
+            return None
+        who = self.context.auth.known(headers)
+        if who is None:
+            return None
+        view = self.context.views.current(who.lab)
+        return view.cache.get((scope["path"], scope["query_string"].decode("latin-1"))) if view else None
 
 
 async def _info():
@@ -112,6 +190,8 @@ async def principal(request: Request) -> Principal:
     context: Context = request.app.state.context
     client = request.client.host if request.client else "-"
     headers = request.headers
+    if (known := context.auth.known(headers)) is not None:  # verified within the minute: no thread, no scrypt
+        return known
     cookie = request.cookies.get("labkit_session")
     try:
         who = await asyncio.to_thread(context.auth.principal, headers, client, cookie)
@@ -183,12 +263,20 @@ def envelope(kind: str, data, tag: str | None = None, total: int | None = None) 
     return JSONResponse(body, headers={"ETag": tag} if tag else None)
 
 
-def listing(request: Request, kind: str, entities: list[dict]) -> JSONResponse:
+def listing(request: Request, kind: str, entities: list[dict], view: View | None = None) -> Response:
+    """A page of a list; with `view`, the answer is kept as bytes for this state of the lab and this
+    query (a list is asked for again and again: by pollers, by the web page)."""
+    key = (request.url.path, request.url.query)
+    if view is not None and key in view.cache:
+        return Response(view.cache[key], media_type="application/json")
     try:
         page, total = query.select(entities, dict(request.query_params))
     except shapes.BadRequest as exc:
         raise ApiError(400, str(exc)) from None
-    return envelope(kind, page or None, total=total)  # an empty list leaves `data` out, as Prism Central does
+    response = envelope(kind, page or None, total=total)  # an empty list leaves `data` out, as Prism Central does
+    if view is not None:
+        view.cache[key] = response.body
+    return response
 
 
 def one(kind: str, entity: dict) -> JSONResponse:
@@ -206,21 +294,22 @@ def _find(entities: list[dict], ext_id: str, what: str) -> dict:
 
 
 def v4_router() -> APIRouter:
-    r = APIRouter()
+    r = APIRouter(responses=ERRORS)
     V = Path(pattern=VERSION, description="any v4 version: v4.0 to v4.4")
     Who = Depends(principal)
 
     # networking ----------------------------------------------------------
 
-    @r.get("/api/networking/{version}/config/subnets", tags=["networking"])
-    def list_subnets(request: Request, version: str = V, who: Principal = Who):
-        return listing(request, "networking.v4.config.ListSubnetsApiResponse", view_of(request, who).subnets)
+    @r.get("/api/networking/{version}/config/subnets", tags=["networking"], response_model=Envelope)
+    async def list_subnets(request: Request, version: str = V, who: Principal = Who):
+        view = view_of(request, who)
+        return listing(request, "networking.v4.config.ListSubnetsApiResponse", view.subnets, view)
 
-    @r.get("/api/networking/{version}/config/subnets/{ext_id}", tags=["networking"])
+    @r.get("/api/networking/{version}/config/subnets/{ext_id}", tags=["networking"], response_model=Envelope)
     def get_subnet(request: Request, ext_id: str, version: str = V, who: Principal = Who):
         return one("networking.v4.config.GetSubnetApiResponse", _find(view_of(request, who).subnets, ext_id, "subnet"))
 
-    @r.post("/api/networking/{version}/config/subnets", tags=["networking"], status_code=202)
+    @r.post("/api/networking/{version}/config/subnets", tags=["networking"], status_code=202, response_model=TaskReference)
     def create_subnet(request: Request, version: str = V, body: dict = Body(...), who: Principal = Who):
         changer(who)
         view = view_of(request, who)
@@ -230,7 +319,7 @@ def v4_router() -> APIRouter:
         entity = tasklog.Entity(network_uuid(who.lab, name), shapes.REL["net"], name)
         return queued(request, who, make, "NetworkCreate", (entity,))
 
-    @r.put("/api/networking/{version}/config/subnets/{ext_id}", tags=["networking"], status_code=202)
+    @r.put("/api/networking/{version}/config/subnets/{ext_id}", tags=["networking"], status_code=202, response_model=TaskReference)
     def update_subnet(request: Request, ext_id: str, version: str = V, body: dict = Body(...), who: Principal = Who):
         changer(who)
         view = view_of(request, who)
@@ -244,7 +333,7 @@ def v4_router() -> APIRouter:
         try_change(view, make)
         return queued(request, who, make, "NetworkUpdate", (tasklog.Entity(ext_id, shapes.REL["net"], name),))
 
-    @r.delete("/api/networking/{version}/config/subnets/{ext_id}", tags=["networking"], status_code=202)
+    @r.delete("/api/networking/{version}/config/subnets/{ext_id}", tags=["networking"], status_code=202, response_model=TaskReference)
     def delete_subnet(request: Request, ext_id: str, version: str = V, who: Principal = Who):
         changer(who)
         view = view_of(request, who)
@@ -256,15 +345,16 @@ def v4_router() -> APIRouter:
 
     # vmm ---------------------------------------------------------------------
 
-    @r.get("/api/vmm/{version}/ahv/config/vms", tags=["vmm"])
-    def list_vms(request: Request, version: str = V, who: Principal = Who):
-        return listing(request, "vmm.v4.ahv.config.ListVmsApiResponse", view_of(request, who).vms)
+    @r.get("/api/vmm/{version}/ahv/config/vms", tags=["vmm"], response_model=Envelope)
+    async def list_vms(request: Request, version: str = V, who: Principal = Who):
+        view = view_of(request, who)
+        return listing(request, "vmm.v4.ahv.config.ListVmsApiResponse", view.vms, view)
 
-    @r.get("/api/vmm/{version}/ahv/config/vms/{ext_id}", tags=["vmm"])
+    @r.get("/api/vmm/{version}/ahv/config/vms/{ext_id}", tags=["vmm"], response_model=Envelope)
     def get_vm(request: Request, ext_id: str, version: str = V, who: Principal = Who):
         return one("vmm.v4.ahv.config.GetVmApiResponse", _find(view_of(request, who).vms, ext_id, "VM"))
 
-    @r.post("/api/vmm/{version}/ahv/config/vms", tags=["vmm"], status_code=202)
+    @r.post("/api/vmm/{version}/ahv/config/vms", tags=["vmm"], status_code=202, response_model=TaskReference)
     def create_vm(request: Request, version: str = V, body: dict = Body(...), who: Principal = Who):
         changer(who)
         view = view_of(request, who)
@@ -273,7 +363,7 @@ def v4_router() -> APIRouter:
         try_change(view, make)
         return queued(request, who, make, "VmCreate", (tasklog.Entity(names.uuid_for(who.lab, name), shapes.REL["vm"], name),))
 
-    @r.put("/api/vmm/{version}/ahv/config/vms/{ext_id}", tags=["vmm"], status_code=202)
+    @r.put("/api/vmm/{version}/ahv/config/vms/{ext_id}", tags=["vmm"], status_code=202, response_model=TaskReference)
     def update_vm(request: Request, ext_id: str, version: str = V, body: dict = Body(...), who: Principal = Who):
         changer(who)
         view = view_of(request, who)
@@ -286,7 +376,7 @@ def v4_router() -> APIRouter:
         try_change(view, make)
         return queued(request, who, make, "VmUpdate", (tasklog.Entity(ext_id, shapes.REL["vm"], name),))
 
-    @r.delete("/api/vmm/{version}/ahv/config/vms/{ext_id}", tags=["vmm"], status_code=202)
+    @r.delete("/api/vmm/{version}/ahv/config/vms/{ext_id}", tags=["vmm"], status_code=202, response_model=TaskReference)
     def delete_vm(request: Request, ext_id: str, version: str = V, who: Principal = Who):
         changer(who)
         view = view_of(request, who)
@@ -296,7 +386,7 @@ def v4_router() -> APIRouter:
         try_change(view, make)
         return queued(request, who, make, "VmDelete", (tasklog.Entity(ext_id, shapes.REL["vm"], current["name"]),))
 
-    @r.post("/api/vmm/{version}/ahv/config/vms/{ext_id}/$actions/{action}", tags=["vmm"], status_code=202)
+    @r.post("/api/vmm/{version}/ahv/config/vms/{ext_id}/$actions/{action}", tags=["vmm"], status_code=202, response_model=TaskReference)
     def vm_action(request: Request, ext_id: str, action: str, version: str = V, who: Principal = Who):
         changer(who)
         view = view_of(request, who)
@@ -318,17 +408,17 @@ def v4_router() -> APIRouter:
         task = request.app.state.context.jobs.action(who, lambda lab: act(lab, current["name"]), operation, entity)
         return JSONResponse(shapes.task_reference(task), status_code=202)
 
-    @r.get("/api/vmm/{version}/ahv/config/vms/{vm_id}/nics", tags=["vmm"])
+    @r.get("/api/vmm/{version}/ahv/config/vms/{vm_id}/nics", tags=["vmm"], response_model=Envelope)
     def list_nics(request: Request, vm_id: str, version: str = V, who: Principal = Who):
         vm = _find(view_of(request, who).vms, vm_id, "VM")
         return listing(request, "vmm.v4.ahv.config.ListNicsApiResponse", vm["nics"])
 
-    @r.get("/api/vmm/{version}/ahv/config/vms/{vm_id}/nics/{ext_id}", tags=["vmm"])
+    @r.get("/api/vmm/{version}/ahv/config/vms/{vm_id}/nics/{ext_id}", tags=["vmm"], response_model=Envelope)
     def get_nic(request: Request, vm_id: str, ext_id: str, version: str = V, who: Principal = Who):
         vm = _find(view_of(request, who).vms, vm_id, "VM")
         return envelope("vmm.v4.ahv.config.GetNicApiResponse", _find(vm["nics"], ext_id, "NIC"), vm["$reserved"]["ETag"])
 
-    @r.post("/api/vmm/{version}/ahv/config/vms/{vm_id}/nics", tags=["vmm"], status_code=202)
+    @r.post("/api/vmm/{version}/ahv/config/vms/{vm_id}/nics", tags=["vmm"], status_code=202, response_model=TaskReference)
     def create_nic(request: Request, vm_id: str, version: str = V, body: dict = Body(...), who: Principal = Who):
         changer(who)
         view = view_of(request, who)
@@ -345,7 +435,7 @@ def v4_router() -> APIRouter:
                                                                trunked_networks=spec.get("trunked_networks")),
                       "NicCreate", entities)
 
-    @r.put("/api/vmm/{version}/ahv/config/vms/{vm_id}/nics/{ext_id}", tags=["vmm"], status_code=202)
+    @r.put("/api/vmm/{version}/ahv/config/vms/{vm_id}/nics/{ext_id}", tags=["vmm"], status_code=202, response_model=TaskReference)
     def update_nic(request: Request, vm_id: str, ext_id: str, version: str = V, body: dict = Body(...),
                    who: Principal = Who):
         changer(who)
@@ -361,7 +451,7 @@ def v4_router() -> APIRouter:
         try_change(view, make)
         return queued(request, who, make, "NicUpdate", (tasklog.Entity(ext_id, shapes.REL["nic"], mac),))
 
-    @r.delete("/api/vmm/{version}/ahv/config/vms/{vm_id}/nics/{ext_id}", tags=["vmm"], status_code=202)
+    @r.delete("/api/vmm/{version}/ahv/config/vms/{vm_id}/nics/{ext_id}", tags=["vmm"], status_code=202, response_model=TaskReference)
     def delete_nic(request: Request, vm_id: str, ext_id: str, version: str = V, who: Principal = Who):
         changer(who)
         view = view_of(request, who)
@@ -375,25 +465,25 @@ def v4_router() -> APIRouter:
 
     # clustermgmt ---------------------------------------------------------------
 
-    @r.get("/api/clustermgmt/{version}/config/clusters", tags=["clustermgmt"])
+    @r.get("/api/clustermgmt/{version}/config/clusters", tags=["clustermgmt"], response_model=Envelope)
     def list_clusters(request: Request, version: str = V, who: Principal = Who):
         return listing(request, "clustermgmt.v4.config.ListClustersApiResponse", [view_of(request, who).cluster])
 
-    @r.get("/api/clustermgmt/{version}/config/clusters/{ext_id}", tags=["clustermgmt"])
+    @r.get("/api/clustermgmt/{version}/config/clusters/{ext_id}", tags=["clustermgmt"], response_model=Envelope)
     def get_cluster(request: Request, ext_id: str, version: str = V, who: Principal = Who):
         return one("clustermgmt.v4.config.GetClusterApiResponse", _find([view_of(request, who).cluster], ext_id, "cluster"))
 
-    @r.get("/api/clustermgmt/{version}/config/hosts", tags=["clustermgmt"])
+    @r.get("/api/clustermgmt/{version}/config/hosts", tags=["clustermgmt"], response_model=Envelope)
     def list_hosts(request: Request, version: str = V, who: Principal = Who):
         return listing(request, "clustermgmt.v4.config.ListHostsApiResponse", view_of(request, who).hosts)
 
-    @r.get("/api/clustermgmt/{version}/config/clusters/{cluster_id}/hosts", tags=["clustermgmt"])
+    @r.get("/api/clustermgmt/{version}/config/clusters/{cluster_id}/hosts", tags=["clustermgmt"], response_model=Envelope)
     def list_cluster_hosts(request: Request, cluster_id: str, version: str = V, who: Principal = Who):
         view = view_of(request, who)
         _find([view.cluster], cluster_id, "cluster")
         return listing(request, "clustermgmt.v4.config.ListHostsApiResponse", view.hosts)
 
-    @r.get("/api/clustermgmt/{version}/config/clusters/{cluster_id}/hosts/{ext_id}", tags=["clustermgmt"])
+    @r.get("/api/clustermgmt/{version}/config/clusters/{cluster_id}/hosts/{ext_id}", tags=["clustermgmt"], response_model=Envelope)
     def get_host(request: Request, cluster_id: str, ext_id: str, version: str = V, who: Principal = Who):
         view = view_of(request, who)
         _find([view.cluster], cluster_id, "cluster")
@@ -401,12 +491,12 @@ def v4_router() -> APIRouter:
 
     # prism ---------------------------------------------------------------------
 
-    @r.get("/api/prism/{version}/config/tasks", tags=["prism"])
+    @r.get("/api/prism/{version}/config/tasks", tags=["prism"], response_model=Envelope)
     def list_tasks(request: Request, version: str = V, who: Principal = Who):
         return listing(request, "prism.v4.config.ListTasksApiResponse",
                        [shapes.task(who.lab, t) for t in tasklog.listed(who.lab)])
 
-    @r.get("/api/prism/{version}/config/tasks/{ext_id}", tags=["prism"])
+    @r.get("/api/prism/{version}/config/tasks/{ext_id}", tags=["prism"], response_model=Envelope)
     def get_task(request: Request, ext_id: str, version: str = V, who: Principal = Who):
         task_id = urllib.parse.unquote(ext_id).removeprefix(shapes.TASK_PREFIX)
         found = tasklog.get(who.lab, task_id)

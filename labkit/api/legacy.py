@@ -16,7 +16,7 @@ from fastapi.responses import JSONResponse
 from .. import ipam, names, tasklog
 from ..control import VmRecord, network_uuid
 from . import shapes
-from .app import ApiError, changer, principal, try_change, view_of
+from .app import ERRORS, ApiError, changer, principal, try_change, view_of
 from .auth import Principal
 
 V2 = ("/PrismGateway/services/rest/v2.0", "/api/nutanix/v2.0")
@@ -25,7 +25,7 @@ WAIT_SECONDS = 120.0  # a v2.0 network create answers when it is done
 
 
 def router() -> APIRouter:
-    r = APIRouter()
+    r = APIRouter(responses=ERRORS)
     Who = Depends(principal)
     for base in V2:
         _v2(r, base, Who)

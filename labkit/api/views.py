@@ -48,6 +48,15 @@ class Views:
         self._views: dict[str, tuple[str, View]] = {}
         self._lock = threading.Lock()
 
+    def current(self, lab: str) -> View | None:
+        """The lab's view if it was made for the state that stands now (None otherwise): no reading."""
+        try:
+            version = os.readlink(state.lab_dir(lab) / state.EFFECTIVE)
+        except OSError:
+            return None
+        cached = self._views.get(lab)
+        return cached[1] if cached and cached[0] == version else None
+
     def of(self, lab: str) -> View:
         """The lab's view as its effective state stands now (HostError if the lab is not up)."""
         try:

@@ -95,7 +95,8 @@ def _state(request: Request, who: Principal) -> dict:
     leases = _leases(who.lab)
     nets = [{"name": n.name, "uuid": n.uuid, "vlan": n.vlan_id, "managed": n.managed,
              "subnet": str(n.ip_config.network) if n.ip_config else "", "gateway": str(n.ip_config.gateway) if n.ip_config else "",
-             "pools": [p["range"] for p in n.v2()["ip_config"]["pool"]], "free": n.v2()["ip_config"]["free_ips"],
+             "pools": [p["range"] for p in n.v2()["ip_config"]["pool"]],
+             "free": sum(p["num_free_ips"] for p in n.v2()["ip_config"]["pool"]),
              "leases": [lease for lease in leases if n.ip_config and lease["ip"] in {str(a) for a in n.assigned}]}
             for n in ctl.networks()]
     vms = [{"name": v.name, "uuid": v.uuid, "power": v.power_state, "host": v.host, "memory": v.memory_mb,

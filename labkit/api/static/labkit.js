@@ -24,6 +24,8 @@ async function vmAction(uuid, action) {
     const current = await call("GET", `${api}/${uuid}`);
     if (action === "delete") await call("DELETE", `${api}/${uuid}`, null, current.etag);
     else await call("POST", `${api}/${uuid}/$actions/${action}`, null, current.etag);
+    say(`${action}: a task; the table follows it`);
+    setTimeout(() => say(""), 5000);
   } catch (error) { say(error.message); }
 }
 

@@ -10,6 +10,7 @@ applies changes to the lab; tests use an in-memory one to check the output.
 
 from __future__ import annotations
 
+import difflib
 import json
 import re
 import shlex
@@ -32,16 +33,33 @@ class Session(Protocol):
     def apply(self, change: Change) -> None:
         ...
 
+    def act(self, action: "HostAction") -> None:  # a power action on running guests (no change of the topology)
+        ...
+
+
+@dataclass(frozen=True)
+class HostAction:
+    """What acli does to running guests besides the lab's topology: `verb` (shutdown, reboot, reset,
+    power_cycle, pause, resume) on `vms` (AHV names); `then`: the change that follows (a shutdown
+    records the VMs powered off)."""
+
+    verb: str
+    vms: tuple[str, ...]
+    operation: str
+    then: Change | None = None
+
 
 @dataclass(frozen=True)
 class Command:
     name: str
-    positional: tuple[str, ...]  # what the positional arguments are: "net", "vm", "mac", "name"
+    positional: tuple[str, ...]  # what the positional arguments are: "net", "vm", "mac", "name", "host"
     keywords: tuple[str, ...] = ()
     required: tuple[str, ...] = ()
     run: Callable = None
     help: str = ""
     confirm: bool = False  # asks before it deletes (-y skips, as acli's)
+    # keywords AHV's acli has that this lab does not model: accepted, and a note says so
+    unmodelled: tuple[str, ...] = ()
 
 
 @dataclass
@@ -58,6 +76,7 @@ class Call:
     command: Command
     args: tuple[str, ...]
     kw: dict
+    notes: tuple[str, ...] = ()  # keywords accepted and not modelled
 
 
 MAX_LINE = 4096
@@ -79,23 +98,30 @@ def parse(line: str) -> Call:
     if command is None:
         close = [c for c in COMMANDS if c.split(".")[0] == words[0].split(".")[0]] or sorted(COMMANDS)
         raise AcliError(f"Unknown command: {echo(words[0])}; commands: {', '.join(close)}")
-    args, kw = [], {}
+    args, kw, notes = [], {}, []
     for word in words[1:]:
         key, eq, value = word.partition("=")
         if not eq:
             args.append(word)
+        elif key in command.unmodelled:
+            notes.append(f"not modelled in this lab: {key}")
         elif key not in command.keywords:
-            raise AcliError(f"Unknown keyword argument: {echo(key)}")  # AHV's words
+            close = difflib.get_close_matches(key, command.keywords + command.unmodelled, n=1, cutoff=0.6)
+            hint = f"; did you mean {close[0]}?" if close else ""
+            raise AcliError(f"Unknown keyword argument: {echo(key)}{hint}")  # AHV's words, and a hint
         else:
             kw[key] = value
     if len(args) != len(command.positional):
         wanted = " ".join(p.upper() for p in command.positional)
-        raise AcliError(f"usage: {command.name} {wanted} {_keywords_usage(command)}".rstrip())
+        raise AcliError(_usage(command))
     missing = [k for k in command.required if k not in kw]
     if missing:
-        raise AcliError(f"{command.name} needs {', '.join(f'{k}=' for k in missing)}; "
-                        f"usage: {command.name} {' '.join(p.upper() for p in command.positional)} {_keywords_usage(command)}")
-    return Call(command, tuple(args), kw)
+        raise AcliError(f"{command.name} needs {', '.join(f'{k}=' for k in missing)}; {_usage(command)}")
+    return Call(command, tuple(args), kw, tuple(notes))
+
+
+def _usage(command: Command) -> str:
+    return " ".join(["usage:", command.name, *(p.upper() for p in command.positional), _keywords_usage(command)]).rstrip()
 
 
 def _keywords_usage(command: Command) -> str:
@@ -198,10 +224,12 @@ def nic_fields(nic: NicRecord) -> dict:
     return fields
 
 
-def vm_fields(vm: VmRecord) -> dict:
+def vm_fields(vm: VmRecord, host_uuid: str = "") -> dict:
+    # boot and host_name/host_uuid are inferred from AHV's VM spec (not from a capture)
     config = {"memory_mb": vm.memory_mb, "name": vm.name, "nic_list": [nic_fields(n) for n in vm.nics],
-              "num_cores_per_vcpu": 1, "num_vcpus": vm.num_vcpus, "vm_type": "kGuestVM"}
-    return {"config": config, "logical_timestamp": vm.logical_timestamp,
+              "num_cores_per_vcpu": vm.cores_per_vcpu, "num_vcpus": vm.num_vcpus, "vm_type": "kGuestVM",
+              "boot": {"uefi_boot": False}}
+    return {"config": config, "host_name": vm.host, "host_uuid": host_uuid, "logical_timestamp": vm.logical_timestamp,
             "state": "kOn" if vm.power_state == "on" else "kOff", "uuid": vm.uuid}
 
 
@@ -228,17 +256,15 @@ def _net_list_vms(ctl: Control, args, _kw) -> Output:
 
 
 def _net_create(ctl: Control, args, kw) -> Change:
-    return ctl.net_create(args[0], _int(kw, "vlan", 0, 4094), kw.get("ip_config"), kw.get("vswitch_name"))
-
-
-def _vm_list(ctl: Control, _args, _kw) -> Output:
-    vms = ctl.vms()
-    return Output(table(["VM name", "VM UUID"], [[v.name, v.uuid] for v in vms]), [v.v2() for v in vms])
+    return ctl.net_create(args[0], _int(kw, "vlan", 0, 4094), kw.get("ip_config"), kw.get("vswitch_name"),
+                          kw.get("dhcp_address"))
 
 
 def _vm_get(ctl: Control, args, _kw) -> Output:
     vms = ctl.vms(args[0])
-    return Output([line for vm in vms for line in proto(vm.name, vm_fields(vm))], [v.v2() for v in vms])
+    hosts = {h.name: h.uuid for h in ctl.hosts()}
+    return Output([line for vm in vms for line in proto(vm.name, vm_fields(vm, hosts.get(vm.host, "")))],
+                  [v.v2() for v in vms])
 
 
 def _vm_nic_get(ctl: Control, args, _kw) -> Output:
@@ -271,42 +297,179 @@ def _vm_nic_update(ctl: Control, args, kw) -> Change:
 
 
 def _host_list(ctl: Control, _args, _kw) -> Output:
-    # AHV's full host.list header is not known (ahv-formats.md §2): column 1 is the hypervisor IP and
-    # there are Node state and Schedulable columns; the other columns are labkit's choice.
+    # AHV's nine columns in AHV's order: public scripts read a row's split()[3] as the node state,
+    # split()[6] as Schedulable and its last field as the CVM IP. Each cell is one word.
     hosts = ctl.hosts()
-    return Output(table(["Hypervisor IP", "Hypervisor name", "Host UUID", "Node state", "Schedulable", "CVM IP"],
-                        [[h.ip, h.name, h.uuid, "AcropolisNormal", "True", h.cvm_ip] for h in hosts]),
-                  [{"name": h.name, "uuid": h.uuid, "hypervisor_address": h.ip, "service_vmexternal_ip": h.cvm_ip,
-                    "num_vms": h.vms} for h in hosts])
+    return Output(table(["Hypervisor address", "Hypervisor DNS Name", "Host UUID", "Node state", "Connected",
+                         "Node type", "Schedulable", "Hypervisor Name", "CVM IP"],
+                        [[h.ip, h.ip, h.uuid, "AcropolisNormal", "True", "Hyperconverged", "True", "AHV", h.cvm_ip]
+                         for h in hosts]), [_host_data(h) for h in hosts])
 
 
-NET_KW = ("vlan", "ip_config", "vswitch_name")
+def _host_data(h) -> dict:
+    return {"name": h.name, "uuid": h.uuid, "hypervisor_address": h.ip, "service_vmexternal_ip": h.cvm_ip,
+            "num_vms": h.vms, "node_state": "AcropolisNormal", "schedulable": True}
+
+
+def _host(ctl: Control, ref: str):
+    found = next((h for h in ctl.hosts() if ref in (h.name, h.uuid, h.ip)), None)
+    if found is None:
+        raise AcliError(f"host {echo(ref)} does not exist; hosts: {', '.join(h.name for h in ctl.hosts())}")
+    return found
+
+
+def _host_get(ctl: Control, args, _kw) -> Output:
+    # host.get's field names are inferred from AHV's v2 host (no real capture is known)
+    h = _host(ctl, args[0])
+    fields = {"hypervisor_address": h.ip, "hypervisor_name": h.name, "uuid": h.uuid, "node_state": "kAcropolisNormal",
+              "schedulable": True, "service_vmexternal_ip": h.cvm_ip, "num_vms": h.vms, "hypervisor_type": "kKvm"}
+    return Output(proto(h.name, fields), _host_data(h))
+
+
+def _host_list_vms(ctl: Control, args, _kw) -> Output:
+    h = _host(ctl, args[0])
+    vms = [v for v in ctl.vms() if v.host == h.name]
+    return Output(table(["VM name", "VM UUID"], [[v.name, v.uuid] for v in vms]), [v.v2() for v in vms])
+
+
+def _vm_list(ctl: Control, _args, kw) -> Output:
+    state = kw.get("power_state")
+    if state not in (None, "on", "off"):
+        raise AcliError(f"power_state={echo(state)} is not on or off")
+    vms = [v for v in ctl.vms() if state is None or v.power_state == state]
+    return Output(table(["VM name", "VM UUID"], [[v.name, v.uuid] for v in vms]), [v.v2() for v in vms])
+
+
+def _vm_nic_list(ctl: Control, args, _kw) -> Output:
+    # vm.nic_list's columns are labkit's (no AHV capture is known)
+    vm = ctl.vm(args[0])
+    rows = [[n.mac, n.network or "-", n.ip or "-", n.vlan_mode, ",".join(map(str, n.trunked_networks)) or "-"]
+            for n in vm.nics]
+    return Output(table(["MAC address", "Network", "IP address", "VLAN mode", "Trunked networks"], rows),
+                  [n.v2() for n in vm.nics])
+
+
+def _bulk(text: str) -> list[str]:
+    """AHV's bulk names: web[1..5] is web1 to web5, testVM[000..999] zero-padded; else the one name."""
+    match = re.fullmatch(r"(.*)\[(\d{1,4})\.\.(\d{1,4})\](.*)", text)
+    if not match:
+        return [text]
+    head, start, end, tail = match.groups()
+    low, high = int(start), int(end)
+    if high < low or high - low >= 1000:
+        raise AcliError(f"{echo(text)}: a range counts up, 1000 names at most (web[1..5], testVM[000..099])")
+    width = len(start) if start.startswith("0") else 0
+    return [f"{head}{n:0{width}d}{tail}" for n in range(low, high + 1)]
+
+
+def _vm_create(ctl: Control, args, kw) -> Change:
+    memory, vcpus, cores = _memory(kw.get("memory")), _int(kw, "num_vcpus", 1, 256), _int(kw, "num_cores_per_vcpu", 1, 256)
+    return ctl.vm_create_many(_bulk(args[0]), memory, vcpus, cores)
+
+
+def _vm_clone(ctl: Control, args, kw) -> Change:
+    return ctl.vm_clone(_bulk(args[0]), kw["clone_from_vm"])
+
+
+def _vm_update(ctl: Control, args, kw) -> Change:
+    if not kw:
+        raise AcliError("vm.update needs something to change: memory=, num_vcpus=, num_cores_per_vcpu= or name=")
+    return ctl.vm_update(args[0], _memory(kw.get("memory")), _int(kw, "num_vcpus", 1, 256),
+                         _int(kw, "num_cores_per_vcpu", 1, 256), kw.get("name"))
+
+
+def _power(verb: str, operation: str, off: bool = False):
+    """vm.shutdown and its kin: a host action on the running VMs the pattern matches."""
+    def run(ctl: Control, args, _kw) -> HostAction:
+        matched = ctl.vms(args[0])
+        off_ones = [v.name for v in matched if v.power_state != "on"]
+        if off_ones:
+            raise AcliError(f"vm.{verb}: {', '.join(off_ones)} {'is' if len(off_ones) == 1 else 'are'} powered off")
+        return HostAction(verb, tuple(v.name for v in matched), operation, ctl.vm_power(args[0], False) if off else None)
+    return run
+
+
+def _net_update(ctl: Control, args, kw) -> Change:
+    return ctl.net_update(args[0], _int(kw, "vlan", 0, 4094))
+
+
+def _vswitch_list(ctl: Control, _args, _kw) -> Output:
+    switches = ctl.virtual_switches()
+    return Output(table(["Virtual switch", "UUID", "Bridge"], [[v["name"], v["uuid"], v["bridge"]] for v in switches]),
+                  switches)
+
+
+def _vswitch_get(ctl: Control, args, _kw) -> Output:
+    # field names are labkit's, after Prism's virtual switch (no acli capture is known)
+    found = next((v for v in ctl.virtual_switches() if args[0] in (v["name"], v["uuid"], v["bridge"])), None)
+    if found is None:
+        raise AcliError(f"virtual switch {echo(args[0])} does not exist; virtual switches: "
+                        f"{', '.join(v['name'] for v in ctl.virtual_switches())}")
+    fields = {"name": found["name"], "uuid": found["uuid"], "bridge_name": found["bridge"],
+              "host_list": [{"host_name": h["host"], "bond_name": h["bond"], "bond_mode": h["bond_mode"],
+                             "lacp": h["lacp"], "mtu": h["mtu"], "uplinks": h["uplinks"]} for h in found["hosts"]]}
+    return Output(proto(found["name"], fields), found)
+
+
+NET_KW = ("vlan", "ip_config", "vswitch_name", "dhcp_address")
 NIC_KW = ("network", "ip", "request_ip", "vlan_mode", "trunked_networks", "mac", "model", "connected")
+# Keywords AHV's vm.create and vm.update take that this lab does not model: accepted with a note.
+VM_UNMODELLED = ("uefi_boot", "secure_boot", "ha_priority", "virtual_tpm", "machine_type", "hwclock_timezone",
+                 "cpu_passthrough", "vcpu_hard_pin", "agent_vm", "annotation", "description", "extra_flags",
+                 "gpu", "vga_console", "memory_overcommit", "num_threads_per_core", "hardware_virtualization",
+                 "windows_credential_guard", "disable_branding", "cbr_not_capable", "vnuma_nodes")
 COMMANDS = {c.name: c for c in (
-    Command("net.create", ("name",), NET_KW, ("vlan",), _net_create, "create a network (managed with ip_config=GW/PREFIX)"),
+    Command("net.create", ("name",), NET_KW, ("vlan",), _net_create,
+            "create a network (managed with ip_config=GW/PREFIX; its DHCP server dhcp_address=, else the last address)",
+            unmodelled=("annotation",)),
+    Command("net.update", ("net",), ("vlan",), (), _net_update, "move a network to another VLAN (its ports are tagged anew)",
+            unmodelled=("annotation",)),
     Command("net.add_dhcp_pool", ("net",), ("start", "end"), ("start", "end"),
             lambda ctl, a, kw: ctl.net_add_dhcp_pool(a[0], kw["start"], kw["end"]), "add an address range to a managed network"),
+    # net.del_dhcp_pool and net.clear_dhcp_dns: labkit's names for what Prism's network page does (no acli source known)
+    Command("net.del_dhcp_pool", ("net",), ("start", "end"), ("start", "end"),
+            lambda ctl, a, kw: ctl.net_del_dhcp_pool(a[0], kw["start"], kw["end"]), "remove an address range from a managed network"),
     Command("net.update_dhcp_dns", ("net",), ("servers", "domains"), (),
             lambda ctl, a, kw: ctl.net_update_dhcp_dns(a[0], kw.get("servers"), kw.get("domains")),
             "set the DNS servers and search domains the network's DHCP hands out"),
+    Command("net.clear_dhcp_dns", ("net",), (), (), lambda ctl, a, kw: ctl.net_clear_dhcp_dns(a[0]),
+            "remove the DNS servers, search domains and domain name the network's DHCP hands out"),
     Command("net.list", (), (), (), _net_list, "list the networks"),
     Command("net.get", ("net",), (), (), _net_get, "show a network"),
     Command("net.list_vms", ("net",), (), (), _net_list_vms, "list the VM NICs on a network"),
     Command("net.delete", ("net",), (), (), lambda ctl, a, kw: ctl.net_delete(a[0]), "delete a network without NICs", True),
-    Command("vm.create", ("name",), ("memory", "num_vcpus", "num_cores_per_vcpu"), (),
-            lambda ctl, a, kw: ctl.vm_create(a[0], _memory(kw.get("memory")), _int(kw, "num_vcpus", 1, 256)),
-            "create a VM (powered off) running the built-in guest"),
+    Command("net.list_virtual_switch", (), (), (), _vswitch_list, "list the virtual switches (vs0 is br0)"),
+    Command("net.get_virtual_switch", ("vswitch",), (), (), _vswitch_get,
+            "show a virtual switch: its bridge, bond and uplinks per host"),
+    Command("vm.create", ("name",), ("memory", "num_vcpus", "num_cores_per_vcpu"), (), _vm_create,
+            "create VMs (powered off; bulk: web[1..5]) running the built-in guest", unmodelled=VM_UNMODELLED),
+    Command("vm.clone", ("name",), ("clone_from_vm",), ("clone_from_vm",), _vm_clone,
+            "clone a VM (bulk: web[001..010]): its size and NICs, with MACs and addresses of their own",
+            unmodelled=VM_UNMODELLED + ("clone_from_snapshot",)),
+    Command("vm.update", ("vm",), ("memory", "num_vcpus", "num_cores_per_vcpu", "name"), (), _vm_update,
+            "change a VM's memory, vCPUs, cores per vCPU or name (a running VM restarts)", unmodelled=VM_UNMODELLED),
     Command("vm.nic_create", ("vm",), NIC_KW, ("network",), _vm_nic_create, "add a NIC to a VM"),
     Command("vm.nic_get", ("vm",), (), (), _vm_nic_get, "show a VM's NICs"),
+    Command("vm.nic_list", ("vm",), (), (), _vm_nic_list, "list a VM's NICs"),
     Command("vm.nic_update", ("vm", "mac"), ("network", "ip", "vlan_mode", "trunked_networks", "update_vlan_trunk_info"),
             (), _vm_nic_update, "move a NIC to another network, change its address or its VLAN mode"),
     Command("vm.nic_delete", ("vm", "mac"), (), (), lambda ctl, a, kw: ctl.nic_delete(a[0], a[1]), "remove a VM's NIC"),
     Command("vm.on", ("vm",), (), (), lambda ctl, a, kw: ctl.vm_power(a[0], True), "power VMs on (globs: web*)"),
-    Command("vm.off", ("vm",), (), (), lambda ctl, a, kw: ctl.vm_power(a[0], False), "power VMs off (globs: web*)"),
-    Command("vm.list", (), (), (), _vm_list, "list the user VMs"),
+    Command("vm.off", ("vm",), (), (), lambda ctl, a, kw: ctl.vm_power(a[0], False), "power VMs off, at once (globs: web*)"),
+    Command("vm.shutdown", ("vm",), (), (), _power("shutdown", "VmSetPowerState", off=True),
+            "shut VMs down: each guest powers itself off (powered off after 30 s if it does not)"),
+    Command("vm.reboot", ("vm",), (), (), _power("reboot", "VmReboot"), "reboot VMs: each guest restarts itself"),
+    Command("vm.reset", ("vm",), (), (), _power("reset", "VmReset"), "reset VMs, as their reset button"),
+    Command("vm.power_cycle", ("vm",), (), (), _power("power_cycle", "VmPowerCycle"), "power VMs off and on again"),
+    Command("vm.pause", ("vm",), (), (), _power("pause", "VmPause"), "pause VMs (their guests stop where they are)"),
+    Command("vm.resume", ("vm",), (), (), _power("resume", "VmResume"), "resume paused VMs"),
+    Command("vm.list", (), ("power_state",), (), _vm_list, "list the user VMs (power_state=on|off)"),
     Command("vm.get", ("vm",), (), (), _vm_get, "show VMs (globs: web*)"),
-    Command("vm.delete", ("vm",), (), (), lambda ctl, a, kw: ctl.vm_delete(a[0]), "delete VMs (globs: web*)", True),
+    Command("vm.delete", ("vm",), (), (), lambda ctl, a, kw: ctl.vm_delete(a[0]), "delete VMs (globs: web*)", True,
+            unmodelled=("delete_snapshots",)),
     Command("host.list", (), (), (), _host_list, "list the lab's nodes"),
+    Command("host.get", ("host",), (), (), _host_get, "show a node"),
+    Command("host.list_vms", ("host",), (), (), _host_list_vms, "list the VMs on a node"),
 )}
 
 
@@ -318,6 +481,7 @@ def execute(session: Session, line: str, confirm: Callable[[str], bool] | None =
     the lab's lock released: the answer may take a while, other commands need not wait for it.
     `say` prints task lines as the change goes (pending before it, complete after)."""
     call = parse(line)
+    notes = list(call.notes)  # keywords taken and not modelled: said with the answer, not before a refusal
     asked = None
     if call.command.confirm and confirm is not None:
         with session.controlled() as ctl:  # what it would delete, to ask about
@@ -331,19 +495,34 @@ def execute(session: Session, line: str, confirm: Callable[[str], bool] | None =
     with session.controlled() as ctl:
         result = call.command.run(ctl, call.args, call.kw)
         if isinstance(result, Output):
-            return result
+            return Output(notes + result.text, result.data)
         names = _names(result)
         if asked is not None and names != asked:
             raise AcliError(f"{call.command.name}: the lab changed while you were asked (now {', '.join(names) or 'nothing'}); "
                               "nothing deleted, run it again")
+        for note in notes:  # said before the change goes, once the command is taken
+            say(note)
         for name in names:
             say(f"{name}: pending")
-        session.apply(result)
+        if isinstance(result, HostAction):
+            session.act(result)
+            if result.then is not None:
+                session.apply(result.then)
+        else:
+            session.apply(result)
     return Output([f"{name}: complete" for name in names], [{"name": n, "status": "complete"} for n in names])
 
 
+SUB_ENTITY = ("vm.nic_create", "vm.nic_update", "vm.nic_delete", "vm.clone")
+
+
 def _names(change) -> list[str]:
-    """The VMs and networks a change touched, as acli's task lines name them."""
+    """What acli's task lines name: the VMs and networks a change touched, or, for a change of a
+    VM's part or a clone, the operation (NicCreate: complete, as AHV prints it)."""
+    if isinstance(change, HostAction):
+        return list(change.vms)
+    if change.verb in SUB_ENTITY:
+        return [change.operation] * max(1, sum(1 for key in change.touched if key.startswith("vm:")) if change.verb == "vm.clone" else 1)
     return [key.split(":", 1)[1] for key in (*change.touched, *change.deleted) if not key.startswith("nic:")]
 
 

@@ -30,6 +30,11 @@ class LiveSession:
     def apply(self, change) -> None:
         commands.apply_change(change, say=self.say)
 
+    def act(self, action) -> None:
+        """A power action on running guests, a task of the lab's per VM (commands.act)."""
+        for message in commands.act(self.lab, action.verb, action.vms, action.operation, client="acli"):
+            self.say(message)
+
 
 def run_one(session, line: str, as_json: bool, yes: bool, out=print) -> int:
     """One command line (`invoke acli -c`): its output, or its error as one line; returns the exit status."""

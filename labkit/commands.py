@@ -131,6 +131,28 @@ def apply_change(change, say=print, task=None, user: str = "", client: str = "ac
     return tasklog.finished(lab, task, entities=entities(change))
 
 
+def act(lab_name: str, verb: str, vms, operation: str, user: str = "", client: str = "acli") -> list[str]:
+    """A power action (features/power.BY_VERB) on the lab's VMs, each a task; returns what it said
+    (a guest that did not shut down in time)."""
+    from . import tasklog
+    from .features import power
+
+    said = []
+    for vm in vms:
+        dom = find_domain(str(state.topology_file(lab_name)), vm)
+        entity = (tasklog.Entity(dom.uuid, "vmm:ahv:config:vm", vm),)
+        task = tasklog.running(lab_name, tasklog.new(operation, entity, user=user, client=client))
+        try:
+            message = power.BY_VERB[verb](dom)
+        except LabkitError as exc:
+            tasklog.finished(lab_name, task, error=str(exc))
+            raise
+        tasklog.finished(lab_name, task)
+        if message:
+            said.append(message)
+    return said
+
+
 def entities(change) -> tuple:
     """The task entities of a change: what it made, changed or deleted, by UUID and v4 kind."""
     from . import control, tasklog
@@ -139,12 +161,12 @@ def entities(change) -> tuple:
     for key in (*change.touched, *change.deleted):
         kind, _, name = key.partition(":")
         if kind == "vm":
-            out.append(tasklog.Entity(names.uuid_for(lab, name), "vmm:ahv:config:vm", name))
+            out.append(tasklog.Entity(change.vm_uuid(name), "vmm:ahv:config:vm", name))
         elif kind == "net":
             out.append(tasklog.Entity(control.network_uuid(lab, name), "networking:config:subnet", name))
         elif kind == "nic":
             vm, _, mac = name.partition(":")
-            out.append(tasklog.Entity(control.nic_uuid(lab, vm, mac), "vmm:ahv:config:vm:nic", mac))
+            out.append(tasklog.Entity(control.nic_uuid(lab, mac), "vmm:ahv:config:vm:nic", mac))
     return tuple(out)
 
 
@@ -207,7 +229,7 @@ def find_domain(path: str | None, vm: str, reading=None) -> model.Domain:
     """A domain of the lab by its domain name, its topology VM name, or `cvm` (the first node's CVM)."""
     lab = resolved(path, reading)
     for dom in lab.domains:
-        if vm in (dom.name, dom.hostname) or (vm == "cvm" and dom.role == "cvm"):
+        if vm in (dom.name, dom.hostname, dom.ahv_name) or (vm == "cvm" and dom.role == "cvm"):
             return dom
     raise LabkitError(f"lab {lab.name} has no VM {vm!r}; its VMs: {', '.join(d.name for d in lab.domains)} (or cvm)")
 

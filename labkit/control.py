@@ -63,10 +63,11 @@ class VmRecord:
     host: str  # the node it runs on
     nics: tuple[NicRecord, ...]
     logical_timestamp: int = 1
+    cores_per_vcpu: int = 1
 
     def v2(self) -> dict:
         return {"name": self.name, "uuid": self.uuid, "memory_mb": self.memory_mb, "num_vcpus": self.num_vcpus,
-                "num_cores_per_vcpu": 1, "power_state": self.power_state, "host_name": self.host,
+                "num_cores_per_vcpu": self.cores_per_vcpu, "power_state": self.power_state, "host_name": self.host,
                 "vm_logical_timestamp": self.logical_timestamp, "vm_nics": [n.v2() for n in self.nics]}
 
 
@@ -140,6 +141,10 @@ class Change:
     touched: tuple[str, ...]
     deleted: tuple[str, ...] = ()
     verb: str = ""
+    uuids: tuple[tuple[str, str], ...] = ()  # (VM name, UUID) before and after: a deleted or renamed VM's too
+
+    def vm_uuid(self, name: str) -> str:
+        return dict(self.uuids).get(name) or names.uuid_for(self.topo.name, name)
 
     @property
     def operation(self) -> str:
@@ -153,7 +158,8 @@ OPERATIONS = {
     "net.add_dhcp_pool": "NetworkUpdate", "net.update_dhcp_dns": "NetworkUpdate", "net.delete": "NetworkDelete",
     "vm.create": "VmCreate", "vm.update": "VmUpdate", "vm.delete": "VmDelete", "vm.on": "VmSetPowerState",
     "vm.off": "VmSetPowerState", "vm.nic_create": "NicCreate", "vm.nic_update": "NicUpdate",
-    "vm.nic_delete": "NicDelete",
+    "vm.nic_delete": "NicDelete", "vm.clone": "VmClone", "net.update": "NetworkUpdate", "net.del_dhcp_pool": "NetworkUpdate",
+    "net.clear_dhcp_dns": "NetworkUpdate",
 }
 
 
@@ -164,8 +170,9 @@ def network_uuid(lab: str, name: str) -> str:
     return names.uuid_for(lab, "network", name)
 
 
-def nic_uuid(lab: str, vm: str, mac: str) -> str:
-    return names.uuid_for(lab, vm, "nic", mac)
+def nic_uuid(lab: str, mac: str) -> str:
+    """A NIC's UUID, from its MAC (its identity: nic_identity.py), whatever its VM is called."""
+    return names.uuid_for(lab, "nic", mac)
 
 
 class Control:
@@ -192,7 +199,7 @@ class Control:
     def vms(self, pattern: str = "*") -> list[VmRecord]:
         """VMs whose name matches `pattern` (AHV's globs: `web*`, `vm[0-9]`) or whose UUID it is."""
         found = [self._vm_record(vm) for vm in self.topo.vms
-                 if fnmatch.fnmatchcase(vm.name, pattern) or pattern == names.uuid_for(self.topo.name, vm.name)]
+                 if fnmatch.fnmatchcase(vm.name, pattern) or pattern == vm.uuid]
         if not found and pattern != "*":
             known = ", ".join(v.name for v in self.topo.vms) or "none yet"
             raise ControlError(f"no VM matches {shown(pattern)}; VMs: {known}")
@@ -228,21 +235,27 @@ class Control:
             net = networks.get(nic.network)
             bound = self.ledger.of(nic.mac)
             address = bound.address if bound else nic.ip.ip if nic.ip else None
-            nics.append(NicRecord(nic.mac, nic_uuid(self.topo.name, vm.name, nic.mac), nic.network,
+            nics.append(NicRecord(nic.mac, nic_uuid(self.topo.name, nic.mac), nic.network,
                                   network_uuid(self.topo.name, nic.network) if net else None, net.vlan if net else None,
                                   str(address) if address else None, bool(net and net.ip_config),
                                   tuple(nic.trunk or ()), nic.trunk is not None))
-        return VmRecord(vm.name, names.uuid_for(self.topo.name, vm.name), vm.memory, vm.vcpus, vm.power, vm.node,
-                        tuple(nics), self.timestamps.get(f"vm:{vm.name}", 1))
+        return VmRecord(vm.name, vm.uuid, vm.memory, vm.vcpus, vm.power, vm.node, tuple(nics),
+                        self.timestamps.get(f"vm:{vm.uuid}", 1), vm.cores_per_vcpu)
 
     # networks ----------------------------------------------------------------
 
-    def net_create(self, name: str, vlan: int, ip_config: str | None = None, vswitch_name: str | None = None) -> Change:
-        """acli's net.create: a network, managed with `ip_config=GW/PREFIX` (the gateway's address)."""
+    def net_create(self, name: str, vlan: int, ip_config: str | None = None, vswitch_name: str | None = None,
+                   dhcp_address: str | None = None) -> Change:
+        """acli's net.create: a network, managed with `ip_config=GW/PREFIX` (the gateway's address)
+        and its DHCP server on `dhcp_address` (default: the network's last usable address)."""
         managed = None
         if ip_config is not None:
             gateway = _interface(ip_config, "ip_config")
             managed = {"network": str(gateway.network), "gateway": str(gateway.ip)}
+            if dhcp_address is not None:
+                managed["dhcp_server"] = str(_address(dhcp_address, "dhcp_address"))
+        elif dhcp_address is not None:
+            raise ControlError("dhcp_address= needs ip_config= (a managed network); add ip_config=GW/PREFIX")
         return self.subnet_create(name, vlan, vswitch_name or "br0", managed, verb="net.create")
 
     def subnet_create(self, name: str, vlan: int, bridge: str = "br0", managed: dict | None = None,
@@ -297,6 +310,51 @@ class Control:
             update["domain_search"] = [d for d in domains.split(",") if d]
         return self._update_ip_config(record.name, "net.update_dhcp_dns", **update)
 
+    def net_update(self, ref: str, vlan: int | None = None) -> Change:
+        """A network moved to another VLAN (its VMs' ports are tagged anew; the switch carries it)."""
+        record = self.network(ref)
+        if vlan is None or vlan == record.vlan_id:
+            return self._change("net.update", {}, touched=())
+        clash = next((n for n in self.topo.networks if n.vlan == vlan and n.bridge == record.vswitch_name), None)
+        if clash:
+            raise ControlError(f"network {clash.name} already carries VLAN {vlan} on {record.vswitch_name}; use another VLAN")
+        nets = [n.model_copy(update={"vlan": vlan}) if n.name == record.name else n for n in self.topo.networks]
+        return self._change("net.update", {"networks": nets, **self._switch_with({vlan})}, touched=(f"net:{record.name}",))
+
+    def net_del_dhcp_pool(self, ref: str, start: str, end: str) -> Change:
+        record = self.network(ref)
+        if record.ip_config is None:
+            raise ControlError(f"network {record.name} is not managed (no ip_config); it has no DHCP pool")
+        text = f"{_address(start, 'start')} {_address(end, 'end')}"
+        if text not in record.ip_config.pool:
+            raise ControlError(f"network {record.name} has no pool {start}-{end}; its pools: "
+                               f"{', '.join(p.replace(' ', '-') for p in record.ip_config.pool) or 'none'}")
+        return self._update_ip_config(record.name, "net.del_dhcp_pool",
+                                      pool=[p for p in record.ip_config.pool if p != text])
+
+    def net_clear_dhcp_dns(self, ref: str) -> Change:
+        record = self.network(ref)
+        if record.ip_config is None:
+            raise ControlError(f"network {record.name} is not managed (no ip_config); it has no DHCP options")
+        return self._update_ip_config(record.name, "net.clear_dhcp_dns", dns=[], domain_search=[], domain_name=None)
+
+    def virtual_switches(self) -> list[dict]:
+        """AHV's virtual switches: a bridge of the lab's nodes (br0 is vs0), its bond and uplinks per node."""
+        out = []
+        for index, bridge in enumerate(sorted({b for n in self.topo.nodes for b in n.bridges})):
+            hosts = []
+            for node in self.topo.nodes:
+                spec = node.bridges.get(bridge)
+                if spec is None:
+                    continue
+                bond = spec.bond
+                hosts.append({"host": node.name, "bridge": bridge, "mtu": spec.mtu,
+                              "bond": bond.name if bond else "", "bond_mode": bond.mode if bond else "",
+                              "lacp": bond.lacp if bond else "off", "uplinks": list(bond.interfaces) if bond else []})
+            out.append({"name": f"vs{index}", "bridge": bridge, "uuid": names.uuid_for(self.topo.name, "vswitch", bridge),
+                        "hosts": hosts})
+        return out
+
     def net_delete(self, ref: str) -> Change:
         record = self.network(ref)
         users = [f"{vm.name} ({nic.mac})" for vm in self.topo.vms for nic in vm.nics if nic.network == record.name]
@@ -327,15 +385,15 @@ class Control:
     # VMs -------------------------------------------------------------------
 
     def vm_create(self, name: str, memory: int | None = None, num_vcpus: int | None = None,
-                  nics: list[dict] = ()) -> Change:
+                  nics: list[dict] = (), cores_per_vcpu: int | None = None) -> Change:
         """A new VM, powered off (as AHV creates them), on the node with the fewest VMs; with `nics`
         (each: network, and optionally ip, mac, trunked_networks), its NICs too (the REST API's)."""
         if any(vm.name == name for vm in self.topo.vms):
             raise ControlError(f"VM {name} already exists; choose another name or vm.delete it first")
         node = min(self.hosts(), key=lambda h: h.vms).name
         spec = {"name": name, "node": node, "power": "off"}
-        spec |= {"memory": memory} if memory is not None else {}
-        spec |= {"vcpus": num_vcpus} if num_vcpus is not None else {}
+        spec |= {k: v for k, v in (("memory", memory), ("vcpus", num_vcpus), ("cores_per_vcpu", cores_per_vcpu))
+                 if v is not None}
         made: list[Nic] = []
         for nic in nics:
             made.append(self._nic(name, nic["network"], nic.get("ip"), nic.get("trunked_networks"), nic.get("mac"),
@@ -345,11 +403,43 @@ class Control:
         return self._change("vm.create", {"vms": [*self.topo.vms, _build(Vm, **spec)], **self._switch_with(vlans)},
                             touched=(f"vm:{name}",))
 
-    def vm_update(self, ref: str, memory: int | None = None, num_vcpus: int | None = None) -> Change:
+    def vm_update(self, ref: str, memory: int | None = None, num_vcpus: int | None = None,
+                  cores_per_vcpu: int | None = None, name: str | None = None) -> Change:
+        """A VM's size, CPU topology or name (a renamed VM keeps its UUID, NICs and addresses)."""
         record = self.vm(ref)
-        update = {k: v for k, v in (("memory", memory), ("vcpus", num_vcpus)) if v is not None}
+        if name is not None and name != record.name and any(vm.name == name for vm in self.topo.vms):
+            raise ControlError(f"VM {name} already exists; choose another name")
+        update = {k: v for k, v in (("memory", memory), ("vcpus", num_vcpus), ("cores_per_vcpu", cores_per_vcpu),
+                                    ("name", name)) if v is not None}
         vms = [_build(Vm, **{**vm.model_dump(), **update}) if vm.name == record.name else vm for vm in self.topo.vms]
-        return self._change("vm.update", {"vms": vms}, touched=(f"vm:{record.name}",))
+        return self._change("vm.update", {"vms": vms}, touched=(f"vm:{name or record.name}",))
+
+    def vm_create_many(self, vm_names: list[str], memory: int | None = None, num_vcpus: int | None = None,
+                       cores_per_vcpu: int | None = None) -> Change:
+        """acli's bulk vm.create (web[1..5]): one change, each VM on the node with the fewest VMs then."""
+        ctl, changes = self, []
+        for name in vm_names:
+            change = ctl.vm_create(name, memory, num_vcpus, cores_per_vcpu=cores_per_vcpu)
+            changes.append(change)
+            ctl = Control(change.topo, self.ledger, self.timestamps)
+        return self._merged("vm.create", changes)
+
+    def vm_clone(self, vm_names: list[str], source: str) -> Change:
+        """vm.clone NAME[...] clone_from_vm=SRC: VMs like SRC (memory, CPUs, NICs on the same networks
+        with MACs of their own; a managed NIC takes a pool address), powered off."""
+        src = next(vm for vm in self.topo.vms if vm.name == self.vm(source).name)
+        ctl, changes = self, []
+        for name in vm_names:
+            nics = [{"network": nic.network, "trunked_networks": nic.trunk} for nic in src.nics if nic.network]
+            change = ctl.vm_create(name, src.memory, src.vcpus, nics, src.cores_per_vcpu)
+            changes.append(change)
+            ctl = Control(change.topo, self.ledger, self.timestamps)
+        return self._merged("vm.clone", changes)
+
+    def _merged(self, verb: str, changes: list[Change]) -> Change:
+        last = changes[-1]
+        return Change(last.topo, tuple(k for c in changes for k in c.touched), (), verb,
+                      tuple(sorted({pair for c in changes for pair in c.uuids})))
 
     def vm_delete(self, pattern: str) -> Change:
         gone = {r.name for r in self.vms(pattern)}
@@ -452,7 +542,9 @@ class Control:
             path, message = problems[0]
             raise ControlError(f"{verb} would make the lab invalid: {dotted(path)}: {message}")
         ledger.assign(topo, self.ledger)  # IPAM can bind every NIC (raises its one sentence if not)
-        return Change(topo, touched, deleted, verb)
+        topo = nic_identity.pin(topo, self.topo)
+        uuids = {vm.name: vm.uuid for vm in self.topo.vms} | {vm.name: vm.uuid for vm in topo.vms}
+        return Change(topo, touched, deleted, verb, tuple(sorted(uuids.items())))
 
 
 def after(before: Control | None, topo: Topology, bindings: Ledger) -> Control:
@@ -464,12 +556,12 @@ def after(before: Control | None, topo: Topology, bindings: Ledger) -> Control:
 
 
 def advance(before: Control | None, after: Control) -> dict[str, int]:
-    """The logical timestamps after a change (a record's ETag): each VM or network whose spec or
-    bindings changed, by any road, counts one more; a new one starts at 1; a gone one is dropped."""
+    """The logical timestamps after a change (a record's ETag): each VM (by UUID) or network whose
+    spec or bindings changed, by any road, counts one more; a new one starts at 1; a gone one is dropped."""
     def specs(ctl: Control) -> dict[str, object]:
         out: dict[str, object] = {f"net:{n.name}": n for n in ctl.topo.networks}
         for vm in ctl.topo.vms:
-            out[f"vm:{vm.name}"] = (vm, tuple(ctl.ledger.of(nic.mac) for nic in vm.nics))
+            out[f"vm:{vm.uuid}"] = (vm, tuple(ctl.ledger.of(nic.mac) for nic in vm.nics))  # by UUID: a rename counts
         return out
 
     old, new = specs(before) if before else {}, specs(after)

@@ -217,6 +217,8 @@ class Domain:
     overlay: str | None = None
     seed: str | None = None  # cloud-init NoCloud ISO
     power_on: bool = True  # off: defined, not running (acli vm.off)
+    ahv_name: str = ""  # a user VM's name on AHV (acli, the API): any printable text; `name` derives from it
+    cores: int = 1  # cores per socket (AHV's num_cores_per_vcpu); `vcpus` is every vCPU, sockets x cores
 
 
 # --------------------------------------------------------------------------- the lab
@@ -533,13 +535,21 @@ class _Builder:
                     mtu=bridge.mtu, guest_name=f"eth{index}", addresses=(str(nic.ip),) if nic.ip else (),
                     vlan_addresses=tuple((v, str(a)) for v, a in sorted(nic.ips.items())),
                     network=nic.network, dhcp=bool(net and net.ip_config), native=native))
-            name = self.global_name(vm.name, vm.node, self.facts.taken_domains, {d.name for d in self.domains}, "VM")
+            name = self.global_name(names.domain_name(vm.name), vm.node, self.facts.taken_domains,
+                                    {d.name for d in self.domains}, "VM")
             disks = dict(image=vm.image, overlay=f"{DISK_DIR}/{lab}/{name}.qcow2",
                          seed=f"{DISK_DIR}/{lab}/{name}-cidata.iso") if vm.image else {}
-            self.domains.append(Domain(name, names.uuid_for(lab, vm.name), "uvm", vm.node, vm.memory, vm.vcpus,
-                                       tuple(nics), hostname=vm.name, gateway=self._uvm_gateway(vm),
+            self.domains.append(Domain(name, vm.uuid or names.uuid_for(lab, vm.name), "uvm", vm.node, vm.memory,
+                                       vm.vcpus * vm.cores_per_vcpu, tuple(nics), hostname=self._hostname(vm.name),
+                                       gateway=self._uvm_gateway(vm), ahv_name=vm.name, cores=vm.cores_per_vcpu,
                                        serial_log=f"{LOG_DIR}/{lab}/{name}.serial.log",
                                        agent_socket=agent_socket(lab, name), power_on=vm.power == "on", **disks))
+
+    def _hostname(self, ahv_name: str) -> str:
+        """The guest's host name (its DHCP binding's too): one per VM of the lab."""
+        used = {d.hostname for d in self.domains}
+        name = names.hostname(ahv_name)
+        return name if name not in used else f"{name[:58]}-{names.short(ahv_name)}"
 
     def _uvm_gateway(self, vm) -> str | None:
         """The default route of a VM with static addresses (a managed network's comes by DHCP)."""

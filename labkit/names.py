@@ -44,6 +44,25 @@ def fallback(ahv_name: str, lab: str, node: str, limit: int = IFNAME_MAX, salt: 
     return f"{ahv_name[: limit - 5]}-{tag}"
 
 
+_DOMAIN_SAFE = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}")
+
+
+def domain_name(ahv_name: str) -> str:
+    """The libvirt domain name of a VM named `ahv_name` on AHV (any printable text up to 80
+    characters, SQL_User05, "web 1"): the AHV name itself where it is a plain name, else a slug of
+    it with 4 hex digits of its hash (stable, and distinct from any plain name)."""
+    if _DOMAIN_SAFE.fullmatch(ahv_name):
+        return ahv_name
+    slug = re.sub(r"[^A-Za-z0-9._-]+", "-", ahv_name).strip("-._")[:40] or "vm"
+    return f"{slug}-{short(ahv_name)}"
+
+
+def hostname(ahv_name: str) -> str:
+    """A DNS host name (one label) for a VM's guest and its DHCP binding, from its AHV name."""
+    label = re.sub(r"[^A-Za-z0-9-]+", "-", ahv_name).strip("-")[:63].rstrip("-")
+    return label or f"vm-{short(ahv_name)}"
+
+
 def uuid_for(*parts: str) -> str:
     return str(uuid.uuid5(LABKIT_UUID_NS, "/".join(parts)))
 

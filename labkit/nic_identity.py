@@ -1,4 +1,5 @@
-"""Which NIC is which, across changes (pure): every user VM NIC gets a MAC once and keeps it.
+"""Which VM and NIC is which, across changes (pure): every VM gets a UUID once and every user VM
+NIC a MAC once, and keeps it.
 
 The MAC is a NIC's identity: the IPAM ledger binds addresses to it, the guest sees it, the
 control plane's NIC UUID derives from it. A NIC that names its MAC keeps it. One that does not
@@ -18,12 +19,31 @@ if TYPE_CHECKING:
     from .topology import Nic, Topology
 
 
+def _pin_uuids(topo: Topology, previous: Topology | None) -> Topology:
+    """A VM is known by its UUID once it has one: AHV keeps a VM's UUID when it is renamed."""
+    if all(vm.uuid for vm in topo.vms):
+        return topo
+    before = {vm.name: vm.uuid for vm in (previous.vms if previous else []) if vm.uuid}
+    used = {vm.uuid for vm in topo.vms if vm.uuid}
+    vms = []
+    for vm in topo.vms:
+        if not vm.uuid:
+            uuid = before.get(vm.name) if before.get(vm.name) not in used else None
+            uuid = uuid or names.uuid_for(topo.name, vm.name)
+            used.add(uuid)
+            vm = vm.model_copy(update={"uuid": uuid})
+        vms.append(vm)
+    return topo.model_copy(update={"vms": vms})
+
+
 def _same_wire(nic: Nic) -> tuple:
     return nic.network, tuple(sorted(nic.trunk)) if nic.trunk is not None else None
 
 
 def pin(topo: Topology, previous: Topology | None = None) -> Topology:
-    """`topo` with a MAC on every user VM NIC (unchanged where each has one already)."""
+    """`topo` with a UUID on every VM (its own, the previous topology's VM of that name's, or one
+    derived from lab and name) and a MAC on every user VM NIC (unchanged where all have them)."""
+    topo = _pin_uuids(topo, previous)
     if all(nic.mac for vm in topo.vms for nic in vm.nics):
         return topo
     used = {nic.mac for vm in topo.vms for nic in vm.nics if nic.mac}

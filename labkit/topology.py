@@ -20,7 +20,7 @@ from typing import Annotated, Any, Literal
 
 from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, Field, Strict, ValidationError
 
-from . import ipam, values, yamlpos
+from . import ipam, names, values, yamlpos
 from .errors import Problem, TopologyError
 from .values import shown
 
@@ -148,10 +148,12 @@ class Nic(Spec):
 
 
 class Vm(Spec):
-    name: str
+    name: str  # AHV's: any printable text up to 80 characters (values.vm_name)
     node: str
     memory: MiB = 128
-    vcpus: Count = 1
+    vcpus: Count = 1  # AHV's num_vcpus: the guest's sockets
+    cores_per_vcpu: Count = 1  # AHV's num_cores_per_vcpu: cores per socket
+    uuid: Annotated[str, Strict(), AfterValidator(values.uuid_text)] | None = None  # given once, kept (a rename keeps it)
     nics: list[Nic] = []
     power: Literal["on", "off"] = "on"
     # a qcow2 or raw disk to boot instead of the built-in guest (relative to the file)
@@ -277,6 +279,9 @@ def crosscheck(topo: Topology, pools: bool = True) -> list[tuple[tuple, str]]:
         bad(("name",), f"{shown(topo.name)} is not a valid lab name; use 1-12 of a-z, 0-9 and '-', starting with a letter")
     _unique(bad, [(("nodes", i, "name"), n.name) for i, n in enumerate(topo.nodes)], "node")
     _unique(bad, [(("vms", i, "name"), v.name) for i, v in enumerate(topo.vms)], "VM")
+    first = {v.name: i for i, v in reversed(list(enumerate(topo.vms)))}  # a name used twice is said above
+    _unique(bad, [(("vms", i, "name"), names.domain_name(v.name)) for i, v in enumerate(topo.vms) if first[v.name] == i],
+            "VM domain name")
     _unique(bad, [(("networks", i, "name"), n.name) for i, n in enumerate(topo.networks)], "network")
 
     vlans = set(topo.switch.vlans)
@@ -305,7 +310,10 @@ def crosscheck(topo: Topology, pools: bool = True) -> list[tuple[tuple, str]]:
     nodes = {n.name: n for n in topo.nodes}
     for i, vm in enumerate(topo.vms):
         path = ("vms", i)
-        _hostname(bad, path + ("name",), vm.name, "VM")
+        try:
+            values.vm_name(vm.name)
+        except ValueError as exc:
+            bad(path + ("name",), str(exc))
         node = nodes.get(vm.node)
         if node is None:
             bad(path + ("node",), f"node {shown(vm.node)} does not exist; {_choices(vm.node, nodes)}")
@@ -529,4 +537,4 @@ def _choices(value: str, valid) -> str:
         return "none is defined"
     close = difflib.get_close_matches(value, valid, n=1, cutoff=0.5)
     hint = f"did you mean {shown(close[0])}? " if close else ""
-    return f"{hint}defined: {', '.join(valid)}"
+    return f"{hint}defined: {', '.join(values.echo(str(v)) for v in valid)}"

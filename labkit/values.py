@@ -60,6 +60,28 @@ def boot_file(value: str) -> str:
     return value
 
 
+VM_NAME_MAX = 80  # AHV's
+
+
+def vm_name(value: str) -> str:
+    """A VM's name as AHV takes it: any printable text up to 80 characters (SQL_User05, "web 1");
+    labkit derives the names other programs see from it (names.domain_name, names.hostname)."""
+    if (not isinstance(value, str) or not value.strip() or len(value) > VM_NAME_MAX or not printable_text(value)
+            or value != value.strip()):
+        raise ValueError(f"{shown(value)} is not a VM name; use 1-{VM_NAME_MAX} printable characters, "
+                         f"not starting or ending with a space")
+    return value
+
+
+_UUID = re.compile(r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}")
+
+
+def uuid_text(value: str) -> str:
+    if not isinstance(value, str) or not _UUID.fullmatch(value):
+        raise ValueError(f"{shown(value)} is not a UUID; write it like 6a0b4f0e-9a1c-5d2e-8f3b-1a6b5c4d3e2f (lowercase)")
+    return value
+
+
 def file_path(value: str) -> str:
     """A path to a file of the workstation's (a disk image): printable, no control characters."""
     if not isinstance(value, str) or not value or len(value.encode()) > PATH_MAX or not printable_text(value):

@@ -358,8 +358,8 @@ def v4_router() -> APIRouter:
     def create_vm(request: Request, version: str = V, body: dict = Body(...), who: Principal = Who):
         changer(who)
         view = view_of(request, who)
-        name, memory, vcpus, nics = try_change(view, lambda ctl: shapes.vm_spec(body, ctl))
-        make = lambda ctl: ctl.vm_create(name, memory, vcpus, nics)  # noqa: E731
+        name, memory, sockets, cores, nics = try_change(view, lambda ctl: shapes.vm_spec(body, ctl))
+        make = lambda ctl: ctl.vm_create(name, memory, sockets, nics, cores)  # noqa: E731
         try_change(view, make)
         return queued(request, who, make, "VmCreate", (tasklog.Entity(names.uuid_for(who.lab, name), shapes.REL["vm"], name),))
 
@@ -369,10 +369,8 @@ def v4_router() -> APIRouter:
         view = view_of(request, who)
         current = _find(view.vms, ext_id, "VM")
         check_etag(request, current["$reserved"]["ETag"], required=True)
-        name, memory, vcpus, _ = try_change(view, lambda ctl: shapes.vm_spec({**body, "nics": []}, ctl))
-        if name != current["name"]:
-            raise ApiError(400, "renaming a VM is not modelled in this lab yet; create another VM")
-        make = lambda ctl: ctl.vm_update(name, memory, vcpus)  # noqa: E731
+        name, memory, sockets, cores, _ = try_change(view, lambda ctl: shapes.vm_spec({**body, "nics": []}, ctl))
+        make = lambda ctl: ctl.vm_update(ext_id, memory, sockets, cores, name)  # noqa: E731 (a rename keeps the UUID)
         try_change(view, make)
         return queued(request, who, make, "VmUpdate", (tasklog.Entity(ext_id, shapes.REL["vm"], name),))
 
@@ -430,7 +428,7 @@ def v4_router() -> APIRouter:
         change = try_change(view, make)
         mac = next(key.split(":", 2)[2] for key in change.touched if key.startswith("nic:"))  # the MAC it will have
         entities = (tasklog.Entity(vm_id, shapes.REL["vm"], vm["name"]),
-                    tasklog.Entity(nic_uuid(who.lab, vm["name"], mac), shapes.REL["nic"], mac))
+                    tasklog.Entity(nic_uuid(who.lab, mac), shapes.REL["nic"], mac))
         return queued(request, who, lambda ctl: ctl.nic_create(vm_id, spec["network"], ip=spec.get("ip"), mac=mac,
                                                                trunked_networks=spec.get("trunked_networks")),
                       "NicCreate", entities)

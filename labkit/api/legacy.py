@@ -148,7 +148,7 @@ def _v2(r: APIRouter, base: str, Who) -> None:
         changer(who)
         view = view_of(request, who)
         name = _str(body, "name")
-        vcpus = (_int(body, "num_vcpus", 1) or 1) * (_int(body, "num_cores_per_vcpu", 1) or 1)
+        vcpus, cores = _int(body, "num_vcpus", 1) or 1, _int(body, "num_cores_per_vcpu", 1) or 1
         nets = {n.uuid: n for n in view.ctl.networks()}
         nics = []
         for nic in body.get("vm_nics") or []:
@@ -161,7 +161,7 @@ def _v2(r: APIRouter, base: str, Who) -> None:
             if nic.get("mac_address"):
                 spec["mac"] = nic["mac_address"]
             nics.append(spec)
-        task = _queue(request, who, lambda ctl: ctl.vm_create(name, _int(body, "memory_mb"), vcpus, nics), "VmCreate",
+        task = _queue(request, who, lambda ctl: ctl.vm_create(name, _int(body, "memory_mb"), vcpus, nics, cores), "VmCreate",
                       (tasklog.Entity(names.uuid_for(who.lab, name), shapes.REL["vm"], name),))
         return {"task_uuid": task.uuid}
 
@@ -224,7 +224,7 @@ def _v3_vm(lab: str, vm: VmRecord, host_uuids: dict[str, str]) -> dict:
              "vlan_mode": "TRUNKED" if n.trunk else "ACCESS", "trunked_vlan_list": list(n.trunked_networks),
              "ip_endpoint_list": [{"ip": n.ip, "type": "ASSIGNED" if n.managed else "LEARNED"}] if n.ip else []}
             for n in vm.nics]
-    resources = {"num_sockets": vm.num_vcpus, "num_vcpus_per_socket": 1, "memory_size_mib": vm.memory_mb,
+    resources = {"num_sockets": vm.num_vcpus, "num_vcpus_per_socket": vm.cores_per_vcpu, "memory_size_mib": vm.memory_mb,
                  "power_state": "ON" if vm.power_state == "on" else "OFF", "nic_list": nics}
     body = {"name": vm.name, "resources": resources, "cluster_reference": _v3_cluster_ref(lab)}
     status = {**body, "state": "COMPLETE",
@@ -330,7 +330,7 @@ def _v3(r: APIRouter, Who) -> None:
         spec = body.get("spec") if isinstance(body.get("spec"), dict) else {}
         resources = spec.get("resources") if isinstance(spec.get("resources"), dict) else {}
         name = _str(spec, "name")
-        vcpus = (_int(resources, "num_sockets", 1) or 1) * (_int(resources, "num_vcpus_per_socket", 1) or 1)
+        vcpus, cores = _int(resources, "num_sockets", 1) or 1, _int(resources, "num_vcpus_per_socket", 1) or 1
         nets = {n.uuid: n for n in view.ctl.networks()}
         nics = []
         for nic in resources.get("nic_list") or []:
@@ -346,7 +346,7 @@ def _v3(r: APIRouter, Who) -> None:
                 one["mac"] = nic["mac_address"]
             nics.append(one)
         uuid = names.uuid_for(who.lab, name)
-        task = _queue(request, who, lambda ctl: ctl.vm_create(name, _int(resources, "memory_size_mib"), vcpus, nics),
+        task = _queue(request, who, lambda ctl: ctl.vm_create(name, _int(resources, "memory_size_mib"), vcpus, nics, cores),
                       "VmCreate", (tasklog.Entity(uuid, shapes.REL["vm"], name),))
         return _v3_accepted("vm", uuid, task, spec)
 

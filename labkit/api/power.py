@@ -11,17 +11,18 @@ def _domain(lab: str, vm: str):
     return commands.find_domain(str(state.topology_file(lab)), vm)
 
 
-def _shutdown(lab: str, vm: str) -> None:
-    power.guest_poweroff(_domain(lab, vm))  # then the lab powers it off, whether it did or not
+def _on(verb: str):
+    """features/power's action for `verb`, on the VM of the lab (the lab powers it off after a shutdown)."""
+    return lambda lab, vm: power.BY_VERB[verb](_domain(lab, vm))
 
 
 ACTIONS = {
     "power-on": ("VmSetPowerState", True, None),
     "power-off": ("VmSetPowerState", False, None),
-    "shutdown": ("VmSetPowerState", False, _shutdown),
-    "guest-shutdown": ("VmSetPowerState", False, _shutdown),
-    "reboot": ("VmReboot", None, lambda lab, vm: power.guest_reboot(_domain(lab, vm))),
-    "guest-reboot": ("VmReboot", None, lambda lab, vm: power.guest_reboot(_domain(lab, vm))),
-    "reset": ("VmReset", None, lambda lab, vm: power.reset(_domain(lab, vm))),
-    "power-cycle": ("VmPowerCycle", None, lambda lab, vm: power.power_cycle(_domain(lab, vm))),
+    "shutdown": ("VmSetPowerState", False, _on("shutdown")),
+    "guest-shutdown": ("VmSetPowerState", False, _on("shutdown")),
+    "reboot": ("VmReboot", None, _on("reboot")),
+    "guest-reboot": ("VmReboot", None, _on("reboot")),
+    "reset": ("VmReset", None, _on("reset")),
+    "power-cycle": ("VmPowerCycle", None, _on("power_cycle")),
 }

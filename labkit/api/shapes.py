@@ -167,7 +167,8 @@ def nic(lab: str, vm: VmRecord, record: NicRecord) -> dict:
 
 
 def vm(lab: str, record: VmRecord, hosts: dict[str, str]) -> dict:
-    fields = {"extId": record.uuid, "name": record.name, "numSockets": record.num_vcpus, "numCoresPerSocket": 1,
+    fields = {"extId": record.uuid, "name": record.name, "numSockets": record.num_vcpus,
+              "numCoresPerSocket": record.cores_per_vcpu,
               "numThreadsPerCore": 1, "memorySizeBytes": record.memory_mb << 20,
               "powerState": "ON" if record.power_state == "on" else "OFF", "cluster": {"extId": cluster_uuid(lab)},
               "host": {"extId": hosts[record.host]} if record.host in hosts else None,
@@ -212,8 +213,8 @@ def nic_spec(body: dict, ctl: Control) -> dict:
     return spec
 
 
-def vm_spec(body: dict, ctl: Control) -> tuple[str, int | None, int | None, list[dict]]:
-    """(name, memory MiB, vCPUs, NICs) from a v4 Vm body."""
+def vm_spec(body: dict, ctl: Control) -> tuple[str, int | None, int, int, list[dict]]:
+    """(name, memory MiB, sockets, cores per socket, NICs) from a v4 Vm body."""
     if not isinstance(body, dict):
         raise BadRequest("the body is not a JSON object; send a vmm.v4.ahv.config.Vm")
     name = body.get("name")
@@ -228,7 +229,7 @@ def vm_spec(body: dict, ctl: Control) -> tuple[str, int | None, int | None, list
     nics = body.get("nics") or []
     if not isinstance(nics, list):
         raise BadRequest("nics must be a list")
-    return name, (memory >> 20) if memory else None, sockets * cores, [nic_spec(n, ctl) for n in nics]
+    return name, (memory >> 20) if memory else None, sockets, cores, [nic_spec(n, ctl) for n in nics]
 
 
 # --------------------------------------------------------------------------- clustermgmt

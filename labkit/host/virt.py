@@ -171,6 +171,14 @@ class Virt(Connection):
         dom = self._call(f"find domain {name}", self.conn.lookupByName, name)
         self._call(f"reset domain {name}", dom.reset, 0)
 
+    def suspend_domain(self, name: str) -> None:
+        dom = self._call(f"find domain {name}", self.conn.lookupByName, name)
+        self._call(f"pause domain {name}", dom.suspend)
+
+    def resume_domain(self, name: str) -> None:
+        dom = self._call(f"find domain {name}", self.conn.lookupByName, name)
+        self._call(f"resume domain {name}", dom.resume)
+
     def is_active(self, name: str) -> bool:
         dom = self.domain(name)
         return bool(dom is not None and dom.isActive())

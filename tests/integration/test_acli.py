@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import re
+import time
 
 import pytest
 
@@ -129,13 +130,61 @@ def test_vm_off_and_delete_return_the_address_and_the_network_goes(lab):
 def test_the_interactive_shell_prompts_completes_and_keeps_history(lab, tmp_path):
     term = Terminal("acli", "--lab", LAB, home=str(tmp_path))
     term.read_until(b"<acropolis> ")
-    term.write(b"host.li\t")  # Tab completes the command
-    term.read_until(b"host.list ")
-    term.write(b"\r")
-    term.read_until(b"AcropolisNormal")
+    term.write(b"host.list_\t")  # Tab completes the command
+    term.read_until(b"host.list_vms ")
+    term.write(b"node1\r")
+    term.read_until(b"VM name")
     term.read_until(b"<acropolis> ")
     term.write(b"vm.list nope=1\r")
     term.read_until(b"Unknown keyword argument: nope")
     term.write(b"exit\r")
     assert term.exit_status() == 0
-    assert "host.list" in (tmp_path / ".labkit_acli_history").read_text()
+    assert "host.list_vms" in (tmp_path / ".labkit_acli_history").read_text()
+
+
+def test_the_vm_lifecycle_as_ahv_s(lab):
+    """Names AHV takes, CPU topology, clones in bulk, graceful shutdown, reboot, pause, rename: on real guests."""
+    out = acli("vm.create 'SQL User 05' memory=128M num_vcpus=2 num_cores_per_vcpu=2 uefi_boot=true")
+    assert out.startswith("not modelled in this lab: uefi_boot\n") and out.endswith("SQL User 05: complete\n")
+    uuid = re.search(r'^  uuid: "([0-9a-f-]+)"', acli("vm.get 'SQL User 05'"), re.M).group(1)
+    domain = next(line.split()[1] for line in sh("virsh -c qemu:///system list --all --title").splitlines()[2:]
+                  if line.rstrip().endswith("SQL User 05"))
+    xml = sh(f"virsh -c qemu:///system dumpxml {domain}")
+    assert "<vcpu placement='static'>4</vcpu>" in xml and "sockets='2' dies='1' cores='2'" in xml
+    assert re.search(r"^    num_cores_per_vcpu: 2$", acli("vm.get 'SQL User 05'"), re.M)
+    acli("vm.nic_create 'SQL User 05' network=vlan0")
+    assert acli("vm.clone c[1..3] clone_from_vm='SQL User 05'").count("VmClone: complete") == 3
+    acli("vm.on c*")
+    invoke("lab.verify", "--lab", LAB)  # vm.on returns once the VMs run; this waits for their guests
+    for name in ("c1", "c2", "c3"):
+        assert invoke("lab.console", name, "--lab", LAB, "--cmd", "hostname").stdout.strip() == name
+    uptime = lambda vm: float(invoke("lab.console", vm, "--lab", LAB, "--cmd", "cut -d' ' -f1 /proc/uptime").stdout)  # noqa: E731
+    before = uptime("c1")
+    acli("vm.reboot c1")
+    for _ in range(60):  # the guest restarts itself; its agent answers again once it is back
+        try:
+            if uptime("c1") < before:
+                break
+        except AssertionError:
+            pass
+        time.sleep(0.5)
+    assert uptime("c1") < before
+    acli("vm.pause c2")
+    assert sh("virsh -c qemu:///system domstate c2").strip() == "paused"
+    acli("vm.resume c2")
+    assert sh("virsh -c qemu:///system domstate c2").strip() == "running"
+    acli("vm.shutdown c3")
+    assert sh("virsh -c qemu:///system domstate c3").strip() == "shut off"
+    assert "System halted" in open(f"/var/log/labkit/{LAB}/c3.serial.log", errors="replace").read()  # it halted itself
+    assert "c3" in acli("vm.list power_state=off") and "c3" not in acli("vm.list power_state=on")
+    row = acli("host.list").splitlines()[1].split()
+    assert (row[3], row[6], row[-1]) == ("AcropolisNormal", "True", "10.59.30.81")
+    uuid_of = lambda vm: re.search(r'^  uuid: "([0-9a-f-]+)"', acli(f"vm.get {vm}"), re.M).group(1)  # noqa: E731
+    c1 = uuid_of("c1")
+    assert c1 != uuid
+    acli("vm.update c1 name=c-one")
+    assert uuid_of("c-one") == c1  # a rename keeps the VM: same uuid, same running domain
+    assert "c-one" in sh("virsh -c qemu:///system list --name") and "c1" not in sh("virsh -c qemu:///system list --all --name")
+    acli("vm.delete c*")
+    acli("vm.delete 'SQL User 05'")
+    assert domain not in sh("virsh -c qemu:///system list --all --name")

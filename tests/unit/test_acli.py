@@ -44,6 +44,9 @@ class MemorySession:
         pinned = nic_identity.pin(change.topo, self.state.topo)
         self.state = control.after(self.state, pinned, ledger.assign(pinned, self.state.ledger).ledger)
 
+    def act(self, action):
+        self.acted = [*getattr(self, "acted", []), (action.verb, action.vms)]
+
 
 SESSION = [
     "net.list",
@@ -96,8 +99,68 @@ def test_a_training_session_prints_as_ahv_does(golden):
     assert {0, 50, 60, 70, 80} <= set(session.topo.switch.vlans)
 
 
+LIFECYCLE = [
+    "net.create web vlan=50 ip_config=10.50.0.1/24 dhcp_address=10.50.0.250",
+    "net.add_dhcp_pool web start=10.50.0.100 end=10.50.0.109",
+    "net.add_dhcp_pool web start=10.50.0.200 end=10.50.0.209",
+    "net.update_dhcp_dns web servers=10.50.0.53 domains=lab.local",
+    "vm.create SQL_User05 memory=256M num_vcpus=2 num_cores_per_vcpu=2 uefi_boot=true ha_priority=100",
+    "vm.create 'web server 1' memory=128M",
+    "vm.create web[1..3]",
+    "vm.create test[008..010] num_vcpus=1",
+    "vm.nic_create SQL_User05 network=web",
+    "vm.nic_list SQL_User05",
+    "vm.clone clone[1..2] clone_from_vm=SQL_User05",
+    "vm.update web1 memory=192M num_vcpus=2 num_cores_per_vcpu=2",
+    "vm.update web2 name=web-two",
+    "vm.get clone1",
+    "vm.on SQL_User05",
+    "vm.on clone*",
+    "vm.list power_state=on",
+    "vm.list power_state=off",
+    "vm.shutdown clone1",
+    "vm.reboot SQL_User05",
+    "vm.reset SQL_User05",
+    "vm.power_cycle SQL_User05",
+    "vm.pause clone2",
+    "vm.resume clone2",
+    "host.list",
+    "host.get node1",
+    "host.list_vms node1",
+    "net.list_virtual_switch",
+    "net.get_virtual_switch vs0",
+    "net.del_dhcp_pool web start=10.50.0.200 end=10.50.0.209",
+    "net.clear_dhcp_dns web",
+    "net.create app vlan=60",
+    "net.update app vlan=61",
+    "net.get web",
+    "vm.delete test* delete_snapshots=true",
+    "vm.list",
+]
+
+
+def test_the_whole_vm_lifecycle_prints_as_ahv_does(golden):
+    session = MemorySession(topology.load(str(TRAINING)))
+    transcript = []
+    for line in LIFECYCLE:
+        transcript += [f"<acropolis> {line}", *run(session, line)]
+    golden(GOLDEN / "lifecycle.txt", "\n".join(transcript) + "\n")
+    vms = {vm.name: vm for vm in session.topo.vms}
+    assert vms["SQL_User05"].cores_per_vcpu == 2 and vms["clone1"].cores_per_vcpu == 2
+    assert "web-two" in vms and "web2" not in vms
+    assert session.acted == [("shutdown", ("clone1",)), ("reboot", ("SQL_User05",)), ("reset", ("SQL_User05",)),
+                             ("power_cycle", ("SQL_User05",)), ("pause", ("clone2",)), ("resume", ("clone2",))]
+    assert vms["clone1"].power == "off"  # the shutdown recorded it powered off
+    lab = model.resolve(session.topo)
+    sql = next(d for d in lab.domains if d.ahv_name == "SQL_User05")
+    assert (sql.name, sql.hostname, sql.vcpus, sql.cores) == ("SQL_User05", "SQL-User05", 4, 2)
+    spaced = next(d for d in lab.domains if d.ahv_name == "web server 1")
+    assert spaced.name.startswith("web-server-1-") and spaced.hostname == "web-server-1"
+
+
 ERRORS = [
-    ("net.create web vlan=50 dhcp_address=10.50.0.9", "Unknown keyword argument: dhcp_address"),
+    ("net.create web vlan=50 dhcp_adress=10.50.0.9", "Unknown keyword argument: dhcp_adress; did you mean dhcp_address?"),
+    ("net.create other vlan=51 dhcp_address=10.51.0.9", "dhcp_address= needs ip_config= (a managed network); add ip_config=GW/PREFIX"),
     ("vm.create web9 foo=1", "Unknown keyword argument: foo"),
     ("vm.nic_create web1 network=vlan0 ip=10.59.30.9", "Cannot assign IP address on an unmanaged network"),
     ("vm.nic_create web1 network=vlan0 request_ip=true", "Cannot assign IP address on an unmanaged network"),
@@ -122,10 +185,25 @@ ERRORS = [
     ("vm.nic_create web1 network=web trunked_networks=70", "trunked_networks= needs vlan_mode=kTrunked"),
     ("vm.nic_create web1 network=web model=e1000", "lab NICs are virtio and connected; leave model= and connected= out"),
     ("vm.delete", "usage: vm.delete VM"),
-    ("vm.list extra", "usage: vm.list"),
-    ("vm.start web1", "Unknown command: vm.start; commands: vm.create, vm.nic_create, vm.nic_get, vm.nic_update, "
-                      "vm.nic_delete, vm.on, vm.off, vm.list, vm.get, vm.delete"),
+    ("vm.list extra", "usage: vm.list [power_state=]"),
+    ("vm.start web1", "Unknown command: vm.start; commands: vm.create, vm.clone, vm.update, vm.nic_create, vm.nic_get, "
+                      "vm.nic_list, vm.nic_update, vm.nic_delete, vm.on, vm.off, vm.shutdown, vm.reboot, vm.reset, "
+                      "vm.power_cycle, vm.pause, vm.resume, vm.list, vm.get, vm.delete"),
     ("net.create 'web", "cannot read the command line (No closing quotation); check the quotes"),
+    ("vm.create web9 uefi_bot=true", "Unknown keyword argument: uefi_bot; did you mean uefi_boot?"),
+    ("vm.create web[5..1]", "web[5..1]: a range counts up, 1000 names at most (web[1..5], testVM[000..099])"),
+    ("vm.clone web9", "vm.clone needs clone_from_vm=; usage: vm.clone NAME clone_from_vm="),
+    ("vm.clone web9 clone_from_vm=nothing", "no VM matches 'nothing'; VMs: web1"),
+    ("vm.clone web1 clone_from_vm=web1", "VM web1 already exists; choose another name or vm.delete it first"),
+    ("vm.update web1", "vm.update needs something to change: memory=, num_vcpus=, num_cores_per_vcpu= or name="),
+    ("vm.update web1 num_cores_per_vcpu=0", "num_cores_per_vcpu=0 is not a number from 1 to 256"),
+    ("vm.create 'bad\tname'", "the command line holds the control character '\\t'; type printable characters only"),
+    ("vm.shutdown web1", "vm.shutdown: web1 is powered off"),
+    ("vm.list power_state=maybe", "power_state=maybe is not on or off"),
+    ("host.get node9", "host node9 does not exist; hosts: node1"),
+    ("net.get_virtual_switch vs9", "virtual switch vs9 does not exist; virtual switches: vs0"),
+    ("net.del_dhcp_pool web start=10.50.0.1 end=10.50.0.2", "network web has no pool 10.50.0.1-10.50.0.2; its pools: 10.50.0.100-10.50.0.101"),
+    ("net.update web vlan=0", "network vlan0 already carries VLAN 0 on br0; use another VLAN"),
 ]
 
 
@@ -227,7 +305,7 @@ def test_json_output_has_data_error_and_status(web_lab):
 
 def test_tab_completes_commands_keywords_and_names(web_lab):
     ctl = web_lab.control()
-    assert acli.complete("", "net.l", ctl) == ["net.list ", "net.list_vms "]
+    assert acli.complete("", "net.l", ctl) == ["net.list ", "net.list_virtual_switch ", "net.list_vms "]
     assert acli.complete("vm.on ", "w", ctl) == ["web1 "]
     assert acli.complete("vm.nic_create web1 ", "", ctl)[:3] == ["network=", "ip=", "request_ip="]
     assert acli.complete("vm.nic_create web1 network=", "w", ctl) == ["web"]

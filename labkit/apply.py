@@ -176,8 +176,46 @@ class Applier:
         self.virt.stop_domains([a.name for a in actions])
 
     def _update_domain(self, actions: list[Action]) -> None:
-        self.virt.delete_domains([a.name for a in actions], self.lab_name)
-        self._create_domain(actions)
+        live = [a for a in actions if not isinstance(a.obj, str)]
+        for a in live:  # hot-plugged disks, a live migration: the guest keeps running
+            paused = self.virt.update_live(a.name, a.obj, self.lab_name)
+            if paused is not None:
+                self.say(f"  moved {a.name} to node {a.obj.node} live (the guest paused {paused:.2f} s)")
+        self._no_ipv6_on_taps([a for a in live if a.obj.moves])  # its taps were made anew
+        restart = [a for a in actions if isinstance(a.obj, str)]
+        if restart:
+            self.virt.delete_domains([a.name for a in restart], self.lab_name)
+            self._create_domain(restart)
+
+    # storage -------------------------------------------------------------
+
+    def _create_pool(self, actions: list[Action]) -> None:
+        for a in actions:
+            pool, xml = a.obj
+            self._storage().create_pool(pool, xml)
+
+    def _create_volume(self, actions: list[Action]) -> None:
+        for a in actions:  # in plan order: an image's copy before the clones made over it
+            pool, vol, xml = a.obj
+            self._storage().create_volume(pool, vol, xml, say=self.say)
+
+    def _update_volume(self, actions: list[Action]) -> None:
+        for a in actions:
+            pool, vol, _ = a.obj
+            self._storage().grow_volume(pool, vol)
+
+    def _delete_volume(self, actions: list[Action]) -> None:
+        for a in actions:
+            self._storage().delete_volume(a.where, a.name)
+
+    def _delete_pool(self, actions: list[Action]) -> None:
+        for a in actions:
+            self._storage().delete_pool(a.name, self.lab_name)
+
+    def _storage(self):
+        from .host.storage import Storage
+
+        return Storage(self.virt)
 
     def _update_vm_port(self, actions: list[Action]) -> None:
         from .plan import wanted_vlans
@@ -200,8 +238,8 @@ class Applier:
             dom = self.lab.domain(a.name)
             Path(dom.serial_log).parent.mkdir(parents=True, exist_ok=True)
             state.private_dir(Path(dom.agent_socket).parent)
-            if dom.image:
-                from .features import disks  # pycdlib: only for VMs with their own image
+            if dom.image or dom.seed:
+                from .features import disks  # pycdlib: only for VMs that boot their own OS
 
                 disks.prepare(dom)
 
@@ -248,6 +286,11 @@ STEPS = {
     ("update", "domain"): Applier._update_domain,
     ("start", "domain"): Applier._start_domain,
     ("update", "vm-port"): Applier._update_vm_port,
+    ("create", "pool"): Applier._create_pool,
+    ("create", "volume"): Applier._create_volume,
+    ("update", "volume"): Applier._update_volume,
+    ("delete", "volume"): Applier._delete_volume,
+    ("delete", "pool"): Applier._delete_pool,
 }
 
 

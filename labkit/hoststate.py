@@ -8,7 +8,7 @@ and the fields that plan compares with the resolved model.
 from __future__ import annotations
 
 import json
-from dataclasses import asdict, dataclass, replace
+from dataclasses import asdict, dataclass, field, replace
 
 from . import names, readback
 from .model import HostFacts, OvsInterface, OvsPort
@@ -84,6 +84,26 @@ class SeenDomain:
     vcpus: int = 0
     facts: readback.DomainFacts | None = None  # its (inactive) definition, read back
     builtin: bool = False  # it boots labkit's built-in guest (idle, it costs next to no CPU)
+    xml: str = field(default="", compare=False, repr=False)  # its inactive definition: plan works out live changes from it
+
+
+@dataclass(frozen=True)
+class SeenVolume:
+    name: str
+    capacity: int  # bytes
+    format: str = ""
+    backing: str | None = None
+
+
+@dataclass(frozen=True)
+class SeenPool:
+    """A libvirt storage pool; a lab's when its directory is under labkit's storage for that lab."""
+
+    name: str
+    lab: str | None
+    path: str
+    active: bool
+    volumes: tuple[SeenVolume, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -114,6 +134,7 @@ class HostState:
     domains: tuple[SeenDomain, ...] = ()
     datapath_type: str = "system"
     dhcp: tuple[SeenDhcp, ...] = ()
+    pools: tuple[SeenPool, ...] = ()
 
     def ports_not_of(self, lab: str) -> frozenset[str]:
         """OVS port names on bridges that are not `lab`'s (port names are global to ovs-vswitchd)."""
@@ -206,6 +227,8 @@ class HostState:
                           for d in raw["domains"]),
             datapath_type=raw["datapath_type"],
             dhcp=tuple(SeenDhcp(**d) for d in raw.get("dhcp", ())),
+            pools=tuple(SeenPool(**{**p, "volumes": tuple(SeenVolume(**v) for v in p["volumes"])})
+                        for p in raw.get("pools", ())),
         )
 
 

@@ -14,7 +14,7 @@ from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING, Literal
 
 from . import ipam, ledger, names
-from .paths import DISK_DIR, IMAGE_DIR, LOG_DIR, agent_socket
+from .paths import DISK_DIR, IMAGE_DIR, LOG_DIR, STORAGE_DIR, agent_socket
 
 if TYPE_CHECKING:  # the topology's pydantic models: imported by whoever parses one, not by every reader of the model
     from .topology import Bond, Node, Topology
@@ -39,6 +39,7 @@ class HostFacts:
     taken_domains: frozenset[str] = frozenset()  # libvirt domain names
     datapath_type: Literal["system", "netdev"] = "system"
     own_names: frozenset[str] = frozenset()  # names of the lab's objects on the host now: a fallback it holds, it keeps
+    uefi: bool = False  # OVMF is installed: uefi_boot VMs start under UEFI
 
     def taken_ifnames(self) -> frozenset[str]:
         return self.taken_links | self.taken_bridges
@@ -197,6 +198,21 @@ class DomainNic:
 
 
 @dataclass(frozen=True)
+class DomainDisk:
+    """A disk or CD-ROM of a domain at AHV's address (scsi.0: bus and index), as libvirt plugs it."""
+
+    bus: str
+    index: int
+    target: str  # libvirt's device name (sda, hdc): a label; the address below is what the guest sees
+    device: Literal["disk", "cdrom"]
+    path: str | None  # the volume's file; None: an empty CD-ROM
+    format: Literal["qcow2", "raw"] = "qcow2"
+    readonly: bool = False
+    serial: str = ""  # the vmdisk UUID, which the guest reads as the disk's serial (/dev/disk/by-id)
+    boot: bool = False  # the VM's boot device
+
+
+@dataclass(frozen=True)
 class Domain:
     name: str
     uuid: str
@@ -219,6 +235,41 @@ class Domain:
     power_on: bool = True  # off: defined, not running (acli vm.off)
     ahv_name: str = ""  # a user VM's name on AHV (acli, the API): any printable text; `name` derives from it
     cores: int = 1  # cores per socket (AHV's num_cores_per_vcpu); `vcpus` is every vCPU, sockets x cores
+    disks: tuple[DomainDisk, ...] = ()
+    firmware_boot: bool = False  # the firmware boots a disk cloned from a bootable image (or `boot_nic`), not labkit's kernel
+    boot_nic: str | None = None  # the MAC of the NIC the firmware boots from (AHV's boot device kNetwork)
+    uefi: bool = False  # AHV's uefi_boot: OVMF instead of SeaBIOS
+
+
+# --------------------------------------------------------------------------- storage
+
+
+@dataclass(frozen=True)
+class Volume:
+    """A file in the lab's storage container, named by its vmdisk UUID as AHV names them
+    (.acropolis/vmdisk/<uuid>): an image's copy, a clone made over one, or a blank disk."""
+
+    name: str
+    capacity: int  # bytes, the size the guest sees
+    format: Literal["qcow2", "raw"]
+    purpose: str  # "image NAME", "disk scsi.0 of VM"
+    source: str | None = None  # an image: the workstation's file it is copied from
+    source_format: str | None = None
+    backing: str | None = None  # a clone: the image volume under it (copy-on-write; never written)
+    domain: str | None = None  # a VM's disk: its domain and target (a running domain's disk grows live)
+    target: str | None = None
+
+
+@dataclass(frozen=True)
+class Pool:
+    """AHV's storage container as a libvirt directory pool the lab owns (default-container-<id>)."""
+
+    name: str
+    path: str
+    volumes: tuple[Volume, ...]
+
+    def path_of(self, volume: str) -> str:
+        return f"{self.path}/{volume}"
 
 
 # --------------------------------------------------------------------------- the lab
@@ -248,6 +299,7 @@ class Lab:
     node_names: tuple[str, ...] = field(default=())
     linux_bridges: tuple[LinuxBridge, ...] = ()
     dhcp_servers: tuple[DhcpServer, ...] = ()
+    pools: tuple[Pool, ...] = ()
 
     def running(self) -> Lab:
         """The lab as the network sees it: without the VMs powered off (acli vm.off)."""
@@ -270,6 +322,7 @@ def resolve(topo: Topology, facts: HostFacts = HostFacts()) -> Lab:
     for index, node in enumerate(topo.nodes, start=1):
         builder.node(index, node)
     builder.switch()
+    builder.storage()
     builder.user_vms()
     builder.dhcp()
     return builder.lab()
@@ -290,6 +343,7 @@ class _Builder:
         self.tor_ports: dict[str, list[OvsPort]] = {"a": [], "b": []}  # by top-of-rack switch
         self.used_ifnames: set[str] = set()
         self.used_macs: set[str] = set()
+        self.pool: Pool | None = None
 
     # names ---------------------------------------------------------------
 
@@ -537,13 +591,80 @@ class _Builder:
                     network=nic.network, dhcp=bool(net and net.ip_config), native=native))
             name = self.global_name(names.domain_name(vm.name), vm.node, self.facts.taken_domains,
                                     {d.name for d in self.domains}, "VM")
-            disks = dict(image=vm.image, overlay=f"{DISK_DIR}/{lab}/{name}.qcow2",
-                         seed=f"{DISK_DIR}/{lab}/{name}-cidata.iso") if vm.image else {}
+            disks = self._disks(vm)
+            firmware_boot = self._boots_image(vm) or (vm.boot is not None and vm.boot in {n.mac for n in nics})
+            files = dict(image=vm.image, overlay=f"{DISK_DIR}/{lab}/{name}.qcow2") if vm.image else {}
+            if vm.image or firmware_boot:  # the guest's own OS reads its network settings from cloud-init's seed
+                files["seed"] = f"{DISK_DIR}/{lab}/{name}-cidata.iso"
             self.domains.append(Domain(name, vm.uuid or names.uuid_for(lab, vm.name), "uvm", vm.node, vm.memory,
                                        vm.vcpus * vm.cores_per_vcpu, tuple(nics), hostname=self._hostname(vm.name),
                                        gateway=self._uvm_gateway(vm), ahv_name=vm.name, cores=vm.cores_per_vcpu,
                                        serial_log=f"{LOG_DIR}/{lab}/{name}.serial.log",
-                                       agent_socket=agent_socket(lab, name), power_on=vm.power == "on", **disks))
+                                       agent_socket=agent_socket(lab, name), power_on=vm.power == "on",
+                                       disks=disks, firmware_boot=firmware_boot,
+                                       boot_nic=vm.boot if vm.boot in {n.mac for n in nics} else None,
+                                       uefi=vm.uefi and self.facts.uefi, **files))
+            self._attach_volumes(name, disks)
+
+    # storage -------------------------------------------------------------
+
+    def storage(self) -> None:
+        """The lab's storage container: a volume per image (a qcow2 copy of a disk image, a raw copy
+        of an ISO) and per disk (a copy-on-write clone over its image, or blank); CD-ROMs read their
+        ISO's volume and have none of their own."""
+        if not self.topo.images and not any(vm.disks for vm in self.topo.vms):
+            return
+        name = names.container_name(self.lab_name)
+        path = f"{STORAGE_DIR}/{self.lab_name}/{name}"
+        images = {im.name: im for im in self.topo.images}
+        volumes = [Volume(im.vmdisk_uuid, im.size or 0, "qcow2" if im.type == "disk" else "raw", f"image {im.name}",
+                          source=im.source, source_format=im.format) for im in self.topo.images]
+        for vm in self.topo.vms:
+            for disk in vm.disks:
+                if disk.cdrom:
+                    continue
+                image = images.get(disk.image) if disk.image else None
+                volumes.append(Volume(disk.uuid, disk.size or (image.size if image else 0) or 0, "qcow2",
+                                      f"disk {disk.address} of {vm.name}",
+                                      backing=f"{path}/{image.vmdisk_uuid}" if image else None))
+        self.pool = Pool(name, path, tuple(volumes))
+
+    def _disks(self, vm) -> tuple[DomainDisk, ...]:
+        pool = self.pool
+        images = {im.name: im for im in self.topo.images}
+        out = []
+        for disk in vm.disks:
+            image = images.get(disk.image) if disk.image else None
+            if disk.cdrom:
+                path = pool.path_of(image.vmdisk_uuid) if image else None
+                out.append(DomainDisk(disk.bus, disk.index, disk_target(disk.bus, disk.index), "cdrom", path, "raw",
+                                      readonly=True, serial=disk.uuid, boot=vm.boot == disk.address))
+            else:
+                out.append(DomainDisk(disk.bus, disk.index, disk_target(disk.bus, disk.index), "disk",
+                                      pool.path_of(disk.uuid), "qcow2", serial=disk.uuid,
+                                      boot=vm.boot == disk.address or (vm.boot is None and self._boot_disk(vm) is disk)))
+        return tuple(out)
+
+    def _boot_disk(self, vm):
+        """AHV's default boot device: the first disk (not a CD-ROM), by bus order of the BIOS."""
+        return next((d for d in vm.disks if not d.cdrom), None)
+
+    def _boots_image(self, vm) -> bool:
+        """A VM runs its image's OS when its boot disk is a clone of a bootable disk image; with
+        blank disks or a data image it runs labkit's guest, which sees them as its disks."""
+        images = {im.name: im for im in self.topo.images}
+        disk = next((d for d in vm.disks if d.address == vm.boot), None) if vm.boot else self._boot_disk(vm)
+        image = images.get(disk.image) if disk is not None and disk.image else None
+        return bool(image and image.type == "disk" and image.bootable)
+
+    def _attach_volumes(self, domain: str, disks: tuple[DomainDisk, ...]) -> None:
+        """Each disk volume knows its domain and target: a running domain's disk is grown live."""
+        pool = self.pool
+        if pool is None:
+            return
+        where = {d.path: d.target for d in disks if d.device == "disk"}
+        self.pool = replace(pool, volumes=tuple(replace(v, domain=domain, target=where[pool.path_of(v.name)])
+                                                if pool.path_of(v.name) in where else v for v in pool.volumes))
 
     def _hostname(self, ahv_name: str) -> str:
         """The guest's host name (its DHCP binding's too): one per VM of the lab."""
@@ -633,7 +754,20 @@ class _Builder:
     def lab(self) -> Lab:
         return Lab(self.lab_name, self.topo.profile, tuple(self.bridges), tuple(self.veths), tuple(self.namespaces),
                    tuple(self.networks), tuple(self.domains), tuple(self.deviations),
-                   tuple(n.name for n in self.topo.nodes), tuple(self.linux_bridges), tuple(self.dhcp_servers))
+                   tuple(n.name for n in self.topo.nodes), tuple(self.linux_bridges), tuple(self.dhcp_servers),
+                   (self.pool,) if self.pool else ())
+
+
+def disk_target(bus: str, index: int) -> str:
+    """libvirt's device name for AHV's disk address: scsi.N sd*, pci.N vd*, ide.N hd*, sata.N sd*
+    past the SCSI names (both buses are sd to libvirt; the name is only a label)."""
+    prefix, offset = {"scsi": ("sd", 0), "pci": ("vd", 0), "ide": ("hd", 0), "sata": ("sd", 256)}[bus]
+    n, letters = index + offset, ""
+    while True:
+        letters = chr(ord("a") + n % 26) + letters
+        n = n // 26 - 1
+        if n < 0:
+            return prefix + letters
 
 
 def _bond_port(bond: Bond, name: str, uplink_names: dict[str, str], mtu: int) -> OvsPort:

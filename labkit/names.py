@@ -63,6 +63,11 @@ def hostname(ahv_name: str) -> str:
     return label or f"vm-{short(ahv_name)}"
 
 
+def container_name(lab: str) -> str:
+    """The lab's storage container, named as AHV names the one it makes: default-container-<14 digits>."""
+    return f"default-container-{int(digest(lab, 'container'), 16) % 10**14:014d}"
+
+
 def uuid_for(*parts: str) -> str:
     return str(uuid.uuid5(LABKIT_UUID_NS, "/".join(parts)))
 

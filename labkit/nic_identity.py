@@ -36,14 +36,37 @@ def _pin_uuids(topo: Topology, previous: Topology | None) -> Topology:
     return topo.model_copy(update={"vms": vms})
 
 
+def _pin_storage(topo: Topology, previous: Topology | None) -> Topology:
+    """Every disk gets an index on its bus and a vmdisk UUID once (the previous topology's disk at
+    the same address of the same VM keeps its own), every image its UUIDs: volumes are named by them."""
+    from .topology import indexed
+
+    if all(im.uuid and im.vmdisk_uuid for im in topo.images) and all(d.uuid and d.index is not None
+                                                                      for vm in topo.vms for d in vm.disks):
+        return topo
+    before = {(vm.uuid, d.address): d.uuid for vm in (previous.vms if previous else []) for d in vm.disks if d.uuid}
+    images = [im if im.uuid and im.vmdisk_uuid else im.model_copy(update={
+        "uuid": im.uuid or names.uuid_for(topo.name, "image", im.name, im.source),
+        "vmdisk_uuid": im.vmdisk_uuid or names.uuid_for(topo.name, "image-vmdisk", im.name, im.source)})
+        for im in topo.images]
+    vms = []
+    for vm in topo.vms:
+        disks = [d if d.uuid else d.model_copy(update={
+            "uuid": before.get((vm.uuid, d.address)) or names.uuid_for(topo.name, "vmdisk", vm.uuid, d.address)})
+            for d in indexed(vm.disks)]
+        vms.append(vm.model_copy(update={"disks": disks}) if disks != vm.disks else vm)
+    return topo.model_copy(update={"images": images, "vms": vms})
+
+
 def _same_wire(nic: Nic) -> tuple:
     return nic.network, tuple(sorted(nic.trunk)) if nic.trunk is not None else None
 
 
 def pin(topo: Topology, previous: Topology | None = None) -> Topology:
     """`topo` with a UUID on every VM (its own, the previous topology's VM of that name's, or one
-    derived from lab and name) and a MAC on every user VM NIC (unchanged where all have them)."""
-    topo = _pin_uuids(topo, previous)
+    derived from lab and name), an index and UUID on every disk, UUIDs on every image, and a MAC
+    on every user VM NIC (unchanged where all have them)."""
+    topo = _pin_storage(_pin_uuids(topo, previous), previous)
     if all(nic.mac for vm in topo.vms for nic in vm.nics):
         return topo
     used = {nic.mac for vm in topo.vms for nic in vm.nics if nic.mac}

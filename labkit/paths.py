@@ -21,6 +21,7 @@ RUN_DIR = Path("/run/labkit")  # per lab: lock, state, effective topology, inten
 IMAGES = Path("/var/lib/labkit/images")  # built guest images by digest; `guest` is the current one
 IMAGE_DIR = IMAGES / "guest"
 DISK_DIR = Path("/var/lib/labkit/disks")  # per lab: copy-on-write overlays and cloud-init seeds of VMs with their own image
+STORAGE_DIR = Path("/var/lib/labkit/storage")  # per lab: its storage container (a libvirt pool) of images and vmdisks
 LOG_DIR = Path("/var/log/labkit")  # per lab: the guests' serial logs
 DEB_CACHE = Path("/var/cache/labkit/debs")  # Debian packages labkit downloads (the kernel's source)
 KERNEL_CACHE = Path("/var/cache/labkit/kernel")  # built guest kernels by digest

@@ -204,7 +204,7 @@ def up(path: str | None, profile: str | None = None, *, strict: bool = False, sa
         result, decided = _converge(wanted, inputs.effective, lambda: parse_inputs(inputs), path, strict=strict,
                                     say=say, phases=phases, reading=reading, max_oversubscription=max_oversubscription)
         if decided is not None and not memo.remember(inputs, *decided):
-            say(f"the topology file changed while lab.up ran; run lab.up again to apply the change")
+            say("the topology file changed while lab.up ran; run lab.up again to apply the change")
     return result
 
 

@@ -15,10 +15,11 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from . import names, readback
+from . import livechange, names, readback
 from .errors import PlanError
 from .hoststate import HostState, SeenLink
-from .model import DhcpServer, Lab, LinuxBridge, OvsBridge, Veth
+from .model import DhcpServer, Lab, LinuxBridge, OvsBridge, Pool, Veth
+from .values import size_text
 from .names import flows_digest, metadata_of
 
 # Execution order. Deletes run first, leaves before what they hang on.
@@ -32,8 +33,11 @@ ORDER = [
     ("create", "dhcp"), ("update", "dhcp"),
     ("create", "network"), ("update", "network"), ("start", "network"),
     ("attach", "veth"),
+    ("create", "pool"), ("create", "volume"), ("update", "volume"),
     ("create", "domain"), ("update", "domain"), ("start", "domain"),
     ("update", "vm-port"),
+    # volumes go once no domain uses them (a disk deleted from a running VM is unplugged first)
+    ("delete", "volume"), ("delete", "pool"),
 ]
 SYMBOL = {"create": "+", "update": "~", "delete": "-", "start": ">", "stop": "x", "attach": "="}
 
@@ -88,6 +92,7 @@ def plan(lab: Lab, host: HostState, docs: dict[str, str], dhcp_configs: dict[str
     planner.bridges(lab.bridges)
     planner.dhcp(lab.dhcp_servers, dhcp_configs or {})
     planner.libvirt("network", {n.name: docs[n.name] for n in lab.networks}, host.networks)
+    planner.storage(lab.pools, docs)
     planner.libvirt("domain", {d.name: docs[d.name] for d in lab.domains}, host.domains,
                     running={d.name for d in lab.domains if d.power_on})
     planner.vm_ports(lab)
@@ -111,6 +116,7 @@ def plan_down(lab_name: str, host: HostState) -> Plan:
     planner.dhcp((), {})
     planner.libvirt("network", {}, host.networks)
     planner.libvirt("domain", {}, host.domains)
+    planner.storage((), {})
     return planner.finish()
 
 
@@ -300,7 +306,12 @@ class _Planner:
             elif have is None:
                 self.add("create", kind, name, obj=xml)
             elif have.digest != metadata_of(xml)["digest"]:
-                self.add("update", kind, name, detail="definition changed", obj=xml)
+                live = livechange.classify(have.xml, xml) if kind == "domain" and have.active and \
+                    (running is None or name in running) else None
+                if live is not None:
+                    self.add("update", kind, name, detail=live.summary(), obj=live)
+                else:
+                    self.add("update", kind, name, detail="definition changed", obj=xml)
             elif have.facts is not None and (drift := readback.differences(
                     have.facts, readback.domain(xml) if kind == "domain" else readback.network(xml))):
                 self.add("update", kind, name, detail="changed on the host: " + "; ".join(drift), obj=xml)
@@ -309,6 +320,44 @@ class _Planner:
             elif have.active and running is not None and name not in running:
                 self.add("stop", kind, name)
 
+
+    # storage --------------------------------------------------------------
+
+    def storage(self, wanted: tuple[Pool, ...], docs: dict[str, str]) -> None:
+        """The lab's storage container and its volumes: made when missing, grown when smaller than
+        wanted; volumes and pools of the lab's that are not wanted go (a volume only grows: one
+        larger than wanted is a conflict, never shrunk)."""
+        seen = {p.name: p for p in self.host.pools}
+        for name, pool in sorted(seen.items()):
+            if pool.lab == self.lab and name not in {p.name for p in wanted}:
+                for vol in pool.volumes:
+                    self.add("delete", "volume", vol.name, where=name)
+                self.add("delete", "pool", name)
+        for pool in wanted:
+            have = seen.get(pool.name)
+            if have is not None and (have.lab != self.lab or have.path != pool.path):
+                self.conflicts.append(f"libvirt storage pool {pool.name} already exists and is not lab {self.lab}'s; "
+                                      f"remove it (virsh pool-destroy {pool.name}; virsh pool-undefine {pool.name}) "
+                                      f"or rename the lab")
+                continue
+            if have is None or not have.active:
+                self.add("create", "pool", pool.name, detail=f"{len(pool.volumes)} volumes, {pool.path}",
+                         obj=(pool, docs[f"pool:{pool.name}"]))
+            volumes = {v.name: v for v in have.volumes} if have is not None else {}
+            # images first: a clone is made over its image's volume
+            for vol in sorted(pool.volumes, key=lambda v: (v.backing is not None, v.name)):
+                old = volumes.get(vol.name)
+                if old is None:
+                    self.add("create", "volume", vol.name, where=pool.name, detail=vol.purpose,
+                             obj=(pool, vol, docs[f"volume:{vol.name}"]))
+                elif old.capacity < vol.capacity:
+                    self.add("update", "volume", vol.name, where=pool.name, obj=(pool, vol, docs[f"volume:{vol.name}"]),
+                             detail=f"{vol.purpose}: grow {size_text(old.capacity)} to {size_text(vol.capacity)}")
+                elif old.capacity > vol.capacity and vol.backing is None and vol.source is None:
+                    self.conflicts.append(f"volume {vol.name} ({vol.purpose}) is {size_text(old.capacity)}, larger than "
+                                          f"{size_text(vol.capacity)}; a disk only grows: give its size as at least that")
+            for name in sorted(set(volumes) - {v.name for v in pool.volumes}):
+                self.add("delete", "volume", name, where=pool.name)
 
     def vm_ports(self, lab: Lab) -> None:
         """Ports of running domains whose VLANs someone changed in OVS (libvirt set them at start):

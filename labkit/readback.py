@@ -29,10 +29,23 @@ class NicFacts:
 
 
 @dataclass(frozen=True)
+class DiskFacts:
+    target: str
+    device: str  # disk, cdrom
+    bus: str
+    source: str | None  # its file; None: an empty CD-ROM
+    readonly: bool = False
+
+    def __str__(self) -> str:
+        return f"{self.device} {self.target} ({self.bus}) {self.source or 'empty'}"
+
+
+@dataclass(frozen=True)
 class DomainFacts:
     memory_kib: int
     vcpus: int
     nics: tuple[NicFacts, ...]
+    disks: tuple[DiskFacts, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -56,7 +69,14 @@ def domain(xml: str) -> DomainFacts:
             (iface.find("mac").get("address") if iface.find("mac") is not None else "").lower(),
             (source.get("bridge") or source.get("network") or "") if source is not None else "",
             tuple(sorted(tags)), vlan is not None and vlan.get("trunk") == "yes", native))
-    return DomainFacts(kib, int(root.findtext("vcpu") or 0), tuple(sorted(nics, key=lambda n: n.mac)))
+    disks = []
+    for disk in root.findall("devices/disk"):
+        target, source = disk.find("target"), disk.find("source")
+        disks.append(DiskFacts(target.get("dev", "") if target is not None else "", disk.get("device", "disk"),
+                               target.get("bus", "") if target is not None else "",
+                               source.get("file") if source is not None else None, disk.find("readonly") is not None))
+    return DomainFacts(kib, int(root.findtext("vcpu") or 0), tuple(sorted(nics, key=lambda n: n.mac)),
+                       tuple(sorted(disks, key=lambda d: d.target)))
 
 
 def network(xml: str) -> NetworkFacts:
@@ -73,7 +93,8 @@ def domain_from_dict(d: dict | None) -> DomainFacts | None:
     """From the JSON of a recorded host state (HostState.to_json)."""
     if d is None:
         return None
-    return DomainFacts(d["memory_kib"], d["vcpus"], tuple(NicFacts(**{**n, "vlans": tuple(n["vlans"])}) for n in d["nics"]))
+    return DomainFacts(d["memory_kib"], d["vcpus"], tuple(NicFacts(**{**n, "vlans": tuple(n["vlans"])}) for n in d["nics"]),
+                       tuple(DiskFacts(**k) for k in d.get("disks", ())))
 
 
 def network_from_dict(d: dict | None) -> NetworkFacts | None:
@@ -94,6 +115,12 @@ def differences(have, want) -> list[str]:
                 if wanted.get(nic.mac) != nic:
                     out.append(f"NIC {nic}, want {wanted[nic.mac] if nic.mac in wanted else 'none'}")
             out += [f"no NIC {n}" for n in want.nics if n.mac not in {h.mac for h in have.nics}]
+        if have.disks != want.disks:
+            wanted = {d.target: d for d in want.disks}
+            for disk in have.disks:
+                if wanted.get(disk.target) != disk:
+                    out.append(f"disk {disk}, want {wanted[disk.target] if disk.target in wanted else 'none'}")
+            out += [f"no disk {d}" for d in want.disks if d.target not in {h.target for h in have.disks}]
     else:
         if have.bridge != want.bridge:
             out.append(f"bridge {have.bridge}, want {want.bridge}")

@@ -17,16 +17,20 @@ import jinja2
 from lxml import etree
 
 from .adaptation import Adaptation
-from .model import Domain, Lab, VirtNetwork
+from .model import Domain, Lab, Pool, VirtNetwork, Volume
 from .names import METADATA_NS
 from .paths import TEMPLATE_DIR
 
 AGENT_CHANNEL = "org.labkit.agent.0"
 # The serial console; quiet, since every console line is emulated port I/O. labkit's kernel
-# (images/kernel/) has no ACPI (acpi=off tells its early code), skips the IO-APIC timer test that
+# (images/kernel/) runs without ACPI (acpi=off: the MP table lists the CPUs; see ACPI_CORES), skips the IO-APIC timer test that
 # waits for ticks, and takes the APIC timer's period instead of calibrating it for 100 ms: QEMU's
 # APIC timer counts at 1 GHz, so a tick (CONFIG_HZ=1000) is 1,000,000 counts.
-BASE_CMDLINE = "console=ttyS0,115200n8 quiet acpi=off no_timer_check lapic_timer_period=1000000"
+# SeaBIOS's MP table lists one CPU per socket, so a guest with several cores per socket reads
+# ACPI's MADT instead; its AML interpreter evaluating the PCI interrupt links took 1.5 s under
+# TCG, so PCI interrupts keep the MP table's routing (the virtio devices use MSI-X anyway).
+ACPI_CORES = "acpi=noirq"
+BASE_CMDLINE = "console=ttyS0,115200n8 quiet {acpi} no_timer_check lapic_timer_period=1000000"
 
 _env = jinja2.Environment(
     loader=jinja2.FileSystemLoader(str(TEMPLATE_DIR)),
@@ -52,17 +56,34 @@ def render_network(net: VirtNetwork, lab: Lab, adapt: Adaptation) -> str:
     return _finish(text, lab.name, net.node, net.kind)
 
 
+def render_pool(pool: Pool) -> str:
+    return _normalized(_env.get_template("pool.xml.j2").render(pool=pool))
+
+
+def render_volume(vol: Volume) -> str:
+    """A volume libvirt creates (a blank disk, a clone); an image's copy is written by qemu-img."""
+    return _normalized(_env.get_template("volume.xml.j2").render(vol=vol))
+
+
+def _normalized(text: str) -> str:
+    parser = etree.XMLParser(remove_blank_text=True, remove_comments=True)
+    return etree.tostring(etree.fromstring(text.encode(), parser), pretty_print=True, encoding="unicode")
+
+
 def render_all(lab: Lab, adapt: Adaptation) -> dict[str, str]:
-    """Every libvirt document of the lab by object name: networks first, then domains."""
+    """Every libvirt document of the lab by object name: networks first, then domains, then storage."""
     docs = {net.name: render_network(net, lab, adapt) for net in lab.networks}
     docs.update({dom.name: render_domain(dom, lab, adapt) for dom in lab.domains})
+    for pool in lab.pools:  # storage documents by "pool:NAME" and "volume:NAME" (names apart from the others)
+        docs[f"pool:{pool.name}"] = render_pool(pool)
+        docs.update({f"volume:{vol.name}": render_volume(vol) for vol in pool.volumes})
     return docs
 
 
 def kernel_cmdline(dom: Domain, adapt: Adaptation | None = None) -> str:
     """The guest's role, read by the guest agent's init: hostname, gateway, and per NIC (found by MAC)
     its addresses (or `dhcp` on a managed network); a trunk NIC lists its VLANs."""
-    parts = [BASE_CMDLINE]
+    parts = [BASE_CMDLINE.format(acpi=ACPI_CORES if dom.cores > 1 else "acpi=off")]
     if adapt is not None and adapt.tsc_khz:
         parts.append(f"tsc_early_khz={adapt.tsc_khz} tsc=reliable")
     if adapt is not None and adapt.guest_image:
@@ -86,12 +107,30 @@ def _finish(text: str, lab: str, node: str, role: str) -> str:
     digest = hashlib.sha256(etree.tostring(root, method="c14n")).hexdigest()[:16]
     metadata = etree.Element("metadata")
     mark = etree.SubElement(metadata, f"{{{METADATA_NS}}}lab", nsmap={"labkit": METADATA_NS})
-    for key, value in (("name", lab), ("node", node), ("role", role), ("digest", digest)):
+    marks = [("name", lab), ("node", node), ("role", role), ("digest", digest)]
+    if root.tag == "domain":
+        marks.append(("core", core_digest(root)))
+    for key, value in marks:
         mark.set(key, value)
     # libvirt's schemas want <metadata> right after name/uuid/title/description.
     anchor = root.find("uuid")
     anchor.addnext(metadata)
     return etree.tostring(root, pretty_print=True, encoding="unicode")
+
+
+def core_digest(root) -> str:
+    """A domain's definition but for what a running domain takes without a restart: its disks
+    (hot-plugged) and the bridges its NICs plug into (moved by a live migration). Two definitions
+    with the same core differ only there (livechange.py)."""
+    core = etree.fromstring(etree.tostring(root))
+    for disk in core.findall("devices/disk"):
+        if disk.find("source") is None or "cidata" not in (disk.find("source").get("file") or ""):
+            disk.getparent().remove(disk)
+    for source in core.findall("devices/interface/source"):
+        source.attrib.pop("bridge", None)
+    for metadata in core.findall("metadata"):
+        core.remove(metadata)
+    return hashlib.sha256(etree.tostring(core, method="c14n")).hexdigest()[:16]
 
 
 @dataclass(frozen=True)

@@ -10,6 +10,7 @@ from lxml import etree
 from .errors import HostError
 
 SCHEMA_DIR = Path("/usr/share/libvirt/schemas")
+SCHEMAS = {"pool": "storagepool", "volume": "storagevol"}  # a document's root element -> its schema
 
 
 @functools.cache
@@ -23,7 +24,7 @@ def _schema(kind: str) -> etree.RelaxNG:
 def problems(xml: str) -> list[str]:
     """Schema errors of one libvirt document (domain or network); [] when valid."""
     root = etree.fromstring(xml.encode())
-    schema = _schema(root.tag)
+    schema = _schema(SCHEMAS.get(root.tag, root.tag))
     if schema.validate(root):
         return []
     return [f"line {e.line}: {e.message}" for e in schema.error_log]

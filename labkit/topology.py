@@ -18,7 +18,7 @@ from importlib import resources
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
-from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, Field, Strict, ValidationError
+from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, Field, PlainSerializer, Strict, ValidationError
 
 from . import ipam, names, values, yamlpos
 from .errors import Problem, TopologyError
@@ -57,6 +57,10 @@ def _mac(value: str) -> str:
 
 
 MiB = Annotated[int, BeforeValidator(_mebibytes), Strict(), Field(ge=16, le=1024 * 1024)]
+# A disk's size: 20G as acli writes it, or bytes; written back as acli would write it.
+DiskBytes = Annotated[int, BeforeValidator(lambda v: values.disk_size(v) if isinstance(v, str) else v), Strict(),
+                      Field(ge=values.DISK_MIN, le=values.DISK_MAX), PlainSerializer(values.size_text, return_type=str)]
+Uuid = Annotated[str, Strict(), AfterValidator(values.uuid_text)]
 # Values that reach other programs (dnsmasq's configuration, qemu-img's command line, XML) are
 # checked for them here, at the model's edge: a topology file, acli and the API alike.
 DnsName = Annotated[str, Strict(), AfterValidator(values.dns_name)]
@@ -98,6 +102,10 @@ class Cvm(Spec):
 class Node(Spec):
     name: str
     host_ip: ipaddress.IPv4Interface
+    # What placement counts: the host's memory (the CVM's is taken from it), and whether it is in
+    # maintenance mode (AHV's EnteredMaintenanceMode: no VM runs or is placed there).
+    memory: MiB = 256 * 1024
+    maintenance: Annotated[bool, Strict()] = False
     host_vlan: Vlan = 0
     gateway: ipaddress.IPv4Address | None = None
     cvm: Cvm
@@ -147,6 +155,42 @@ class Nic(Spec):
     mac: Annotated[str, AfterValidator(_mac)] | None = None  # default: derived from the VM's name
 
 
+class Image(Spec):
+    """An image of AHV's image service: a disk image or an ISO file of the workstation's, copied
+    into the lab's storage container (the source is only read). `size`, `format` and `bootable`
+    are what qemu-img and the first sector say of the source (labkit fills them in)."""
+
+    name: Annotated[str, Strict(), AfterValidator(values.entity_name)]
+    source: Annotated[str, Strict(), AfterValidator(values.file_path)]  # relative to the topology file
+    type: Literal["disk", "iso"] = "disk"
+    uuid: Uuid | None = None
+    vmdisk_uuid: Uuid | None = None  # its disk in the container, which clones are made over
+    size: DiskBytes | None = None
+    format: Literal["qcow2", "raw", "vmdk", "vdi", "vhdx", "vpc"] | None = None
+    bootable: Annotated[bool, Strict()] | None = None  # its first sector ends in the boot signature
+    annotation: Annotated[str, Strict(), AfterValidator(values.annotation)] = ""
+
+
+Bus = Literal["scsi", "pci", "ide", "sata"]
+BUS_SLOTS = {"scsi": 256, "pci": 16, "ide": 4, "sata": 6}  # indexes a bus offers (ide: two channels of two)
+
+
+class Disk(Spec):
+    """A VM's disk (AHV's vmdisk at an address such as scsi.0): blank (`size`), cloned from an
+    image (`image`, copy-on-write; `size` grows it), or a CD-ROM, empty or holding an ISO image."""
+
+    bus: Bus = "scsi"
+    index: Annotated[int, Strict(), Field(ge=0, le=255)] | None = None  # default: the bus's next free one
+    cdrom: Annotated[bool, Strict()] = False
+    size: DiskBytes | None = None
+    image: Annotated[str, Strict(), AfterValidator(values.entity_name)] | None = None
+    uuid: Uuid | None = None  # the vmdisk's, kept for its life
+
+    @property
+    def address(self) -> str:
+        return f"{self.bus}.{self.index}"
+
+
 class Vm(Spec):
     name: str  # AHV's: any printable text up to 80 characters (values.vm_name)
     node: str
@@ -158,6 +202,10 @@ class Vm(Spec):
     power: Literal["on", "off"] = "on"
     # a qcow2 or raw disk to boot instead of the built-in guest (relative to the file)
     image: Annotated[str, Strict(), AfterValidator(values.file_path)] | None = None
+    disks: list[Disk] = Field([], max_length=64)
+    boot: Annotated[str, Strict(), Field(max_length=32)] | None = None  # AHV's boot device: a disk's address (scsi.0) or a NIC's MAC
+    uefi: Annotated[bool, Strict()] = False
+    affinity: list[str] = Field([], max_length=64)  # AHV's VM-host affinity: the nodes it may run on
 
 
 class Topology(Spec):
@@ -166,6 +214,7 @@ class Topology(Spec):
     switch: Switch = Switch()
     nodes: list[Node] = Field(min_length=1)
     networks: list[Network] = []
+    images: list[Image] = Field([], max_length=256)
     vms: list[Vm] = []
 
 
@@ -195,7 +244,8 @@ def load_bytes(data: bytes, path: str | Path | None) -> Topology:
     topo = parse(text, str(path))
     base = Path(path).resolve().parent  # images are relative to the topology file
     vms = [vm.model_copy(update={"image": str(base / vm.image)}) if vm.image else vm for vm in topo.vms]
-    return topo.model_copy(update={"vms": vms})
+    images = [im.model_copy(update={"source": str(base / im.source)}) for im in topo.images]
+    return topo.model_copy(update={"vms": vms, "images": images})
 
 
 def parse(text: str, file: str) -> Topology:
@@ -307,6 +357,8 @@ def crosscheck(topo: Topology, pools: bool = True) -> list[tuple[tuple, str]]:
     for i, net in enumerate(topo.networks):
         _check_network(bad, ("networks", i), net, topo)
 
+    _unique(bad, [(("images", i, "name"), im.name) for i, im in enumerate(topo.images)], "image")
+    images = {im.name: im for im in topo.images}
     nodes = {n.name: n for n in topo.nodes}
     for i, vm in enumerate(topo.vms):
         path = ("vms", i)
@@ -321,12 +373,77 @@ def crosscheck(topo: Topology, pools: bool = True) -> list[tuple[tuple, str]]:
             _check_nic(bad, path + ("nics", j), nic, node, networks, vlans, addresses)
         if vm.image is not None and not re.search(r"\.(qcow2|img|raw)\Z", vm.image):
             bad(path + ("image",), f"{shown(vm.image)} is not a disk image; give a .qcow2, .img or .raw file")
+        _check_placement(bad, path, vm, nodes)
+        _check_disks(bad, path, vm, images)
 
     _unique(bad, [(p, str(a)) for p, a in addresses], "IP address")
     _unique(bad, [(("vms", i, "nics", j, "mac"), nic.mac) for i, vm in enumerate(topo.vms)
                   for j, nic in enumerate(vm.nics) if nic.mac], "MAC address")
     if pools:
         _check_pools(bad, topo)
+    return out
+
+
+def _check_placement(bad, path: tuple, vm: Vm, nodes: dict) -> None:
+    for k, name in enumerate(vm.affinity):
+        if name not in nodes:
+            bad(path + ("affinity", k), f"node {shown(name)} does not exist; {_choices(name, nodes)}")
+    if vm.affinity and vm.node in nodes and vm.node not in vm.affinity:
+        bad(path + ("node",), f"node {vm.node} is not in the VM's affinity {vm.affinity}; place it on one of them")
+    node = nodes.get(vm.node)
+    if node is not None and node.maintenance and vm.power == "on":
+        bad(path + ("node",), f"node {vm.node} is in maintenance mode; run the VM on another node or power it off")
+
+
+def _check_disks(bad, path: tuple, vm: Vm, images: dict) -> None:
+    """Each disk one kind (blank, a clone, a CD-ROM) at its own address; the boot device one of the VM's."""
+    addresses = []
+    for k, disk in enumerate(vm.disks):
+        dpath = path + ("disks", k)
+        image = images.get(disk.image) if disk.image else None
+        if disk.image is not None and image is None:
+            bad(dpath + ("image",), f"image {shown(disk.image)} does not exist; {_choices(disk.image, images)}")
+        if disk.cdrom:
+            if disk.bus not in ("ide", "sata"):
+                bad(dpath + ("bus",), f"a CD-ROM sits on bus ide or sata, not {disk.bus}; set bus: ide")
+            if disk.size is not None:
+                bad(dpath + ("size",), "does not apply to a CD-ROM (its size is its ISO's); remove it")
+            if image is not None and image.type != "iso":
+                bad(dpath + ("image",), f"image {image.name} is a disk image; a CD-ROM holds an ISO image")
+        else:
+            if disk.image is None and disk.size is None:
+                bad(dpath, "needs `size` (a blank disk) or `image` (a clone of it); or set cdrom: true")
+            if image is not None and image.type == "iso":
+                bad(dpath + ("image",), f"image {image.name} is an ISO; clone it to a CD-ROM (cdrom: true)")
+            if image is not None and image.size and disk.size is not None and disk.size < image.size:
+                bad(dpath + ("size",), f"{values.size_text(disk.size)} is smaller than image {image.name} "
+                                       f"({values.size_text(image.size)}); a clone can only grow")
+        if disk.index is not None:
+            if disk.index >= BUS_SLOTS[disk.bus]:
+                bad(dpath + ("index",), f"bus {disk.bus} has indexes 0-{BUS_SLOTS[disk.bus] - 1}; use one of them")
+            addresses.append((dpath + ("index",), disk.address))
+    _unique(bad, addresses, "disk address")
+    placed = indexed(vm.disks)
+    for k, disk in enumerate(placed):
+        if disk.index >= BUS_SLOTS[disk.bus] and vm.disks[k].index is None:
+            bad(path + ("disks", k), f"bus {disk.bus} has no free index left; put the disk on another bus")
+    if vm.boot is not None:
+        known = [d.address for d in placed] + [n.mac for n in vm.nics if n.mac]
+        if vm.boot not in known:
+            bad(path + ("boot",), f"{shown(vm.boot)} is not one of the VM's disks or NICs; {_choices(vm.boot, known)}")
+
+
+def indexed(disks: list[Disk]) -> list[Disk]:
+    """The disks with an index each: a disk without one takes its bus's lowest index no disk holds
+    (AHV's way), in the order they are listed."""
+    taken = {(d.bus, d.index) for d in disks if d.index is not None}
+    out = []
+    for disk in disks:
+        if disk.index is None:
+            index = next(i for i in range(BUS_SLOTS[disk.bus] + 1) if (disk.bus, i) not in taken)
+            taken.add((disk.bus, index))
+            disk = disk.model_copy(update={"index": index})
+        out.append(disk)
     return out
 
 

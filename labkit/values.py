@@ -101,3 +101,51 @@ def bounded_digits(text: str, max_digits: int = 9) -> int:
     if not re.fullmatch(rf"[0-9]{{1,{max_digits}}}", text):
         raise ValueError(f"{shown(text)} is not a number of at most {max_digits} digits")
     return int(text)
+
+
+SIZE_UNITS = {"": 1, "K": 1 << 10, "M": 1 << 20, "G": 1 << 30, "T": 1 << 40}  # AHV's sizes are binary: 20G is 20 GiB
+DISK_MIN = 1 << 20
+DISK_MAX = 16 << 40  # a lab's volumes are sparse; a guest that filled one would fill the workstation first
+_SIZE = re.compile(r"([0-9]{1,15})([KMGT]?)(?:i?B)?")
+
+
+def disk_size(value: object) -> int:
+    """A disk size as acli takes it (create_size=20G, new_size=512M; a bare number is bytes), in bytes."""
+    if isinstance(value, bool):
+        value = None
+    if isinstance(value, int):
+        size = value
+    else:
+        match = _SIZE.fullmatch(value.strip()) if isinstance(value, str) else None
+        if match is None:
+            raise ValueError(f"{shown(value)} is not a size; write it like 20G, 512M or 1T (binary units)")
+        size = int(match.group(1)) * SIZE_UNITS[match.group(2)]
+    if not DISK_MIN <= size <= DISK_MAX:
+        raise ValueError(f"{shown(value)} is not a disk size this lab makes; use 1M to 16T")
+    return size
+
+
+def size_text(size: int) -> str:
+    """Bytes as acli writes a size back: the largest binary unit that divides it (20G, 1536M)."""
+    for unit in ("T", "G", "M", "K"):
+        if size % SIZE_UNITS[unit] == 0:
+            return f"{size // SIZE_UNITS[unit]}{unit}"
+    return str(size)
+
+
+ENTITY_NAME_MAX = 80
+
+
+def entity_name(value: str) -> str:
+    """An image's name as AHV takes it: printable text up to 80 characters, like a VM's."""
+    if (not isinstance(value, str) or not value.strip() or len(value) > ENTITY_NAME_MAX or not printable_text(value)
+            or value != value.strip()):
+        raise ValueError(f"{shown(value)} is not an image name; use 1-{ENTITY_NAME_MAX} printable characters, "
+                         f"not starting or ending with a space")
+    return value
+
+
+def annotation(value: str) -> str:
+    if not isinstance(value, str) or len(value) > 1000 or not printable_text(value):
+        raise ValueError(f"{shown(value)} is not a description; use at most 1000 printable characters")
+    return value

@@ -16,6 +16,15 @@ from ..model import Domain
 
 
 def prepare(dom: Domain) -> None:
+    """The overlay of a VM booting its `image` file, and the cloud-init seed of every VM that
+    boots its own OS (from that file, or from a disk cloned from a bootable image)."""
+    if dom.image:
+        _overlay(dom)
+    Path(dom.seed).parent.mkdir(parents=True, exist_ok=True)
+    write_seed(dom, Path(dom.seed))
+
+
+def _overlay(dom: Domain) -> None:
     image = Path(dom.image)
     if not image.is_file():
         raise HostError(f"VM {dom.hostname}: image {image} does not exist; fix vms[].image in the topology")
@@ -28,7 +37,6 @@ def prepare(dom: Domain) -> None:
     if not overlay.exists() or _backing(overlay) != str(image):
         overlay.unlink(missing_ok=True)
         _qemu_img("create", "-q", "-f", "qcow2", "-F", _format(image), "-b", str(image), str(overlay))
-    write_seed(dom, Path(dom.seed))
 
 
 def _unreadable_for_qemu(image: Path) -> str:

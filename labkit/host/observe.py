@@ -76,8 +76,8 @@ class Reading:
         from ..hoststate import HostState
         from . import dhcp
 
-        (links, namespaces), bridges, (networks, domains) = (self.part(system) for system in READERS)
-        return HostState(bridges, links, namespaces, networks, domains, datapath_type(), dhcp.observe())
+        (links, namespaces), bridges, (networks, domains, pools) = (self.part(system) for system in READERS)
+        return HostState(bridges, links, namespaces, networks, domains, datapath_type(), dhcp.observe(), pools)
 
     def fresh(self) -> bool:
         """No labkit command changed the host since the reading began."""
@@ -107,8 +107,8 @@ def read_with(netlink, ovs, virt):
     from ..hoststate import HostState
     from . import dhcp
 
-    (links, namespaces), bridges, (networks, domains) = netlink.observe(), ovs.observe(), virt.observe()
-    return HostState(bridges, links, namespaces, networks, domains, datapath_type(), dhcp.observe())
+    (links, namespaces), bridges, (networks, domains, pools) = netlink.observe(), ovs.observe(), virt.observe()
+    return HostState(bridges, links, namespaces, networks, domains, datapath_type(), dhcp.observe(), pools)
 
 
 def _fork(reader) -> tuple[int, int]:

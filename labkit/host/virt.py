@@ -8,9 +8,10 @@ changed.
 from __future__ import annotations
 
 import contextlib
-
 import threading
+import time
 from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
 
 import libvirt
 from lxml import etree
@@ -18,9 +19,9 @@ from lxml import etree
 from .. import readback
 from ..errors import HostError
 from . import DEADLINE, Connection, bounded, hung, stats
-from ..hoststate import SeenDomain, SeenNetwork
+from ..hoststate import SeenDomain, SeenNetwork, SeenPool, SeenVolume
 from ..names import metadata_of
-from ..paths import IMAGES
+from ..paths import IMAGES, RUN_DIR, STORAGE_DIR
 
 URI = "qemu:///system"
 
@@ -70,11 +71,32 @@ class Virt(Connection):
 
     # observe ----------------------------------------------------------------
 
-    def observe(self) -> tuple[tuple[SeenNetwork, ...], tuple[SeenDomain, ...]]:
+    def observe(self) -> tuple[tuple[SeenNetwork, ...], tuple[SeenDomain, ...], tuple[SeenPool, ...]]:
         try:
-            return self._observe()
+            return (*self._observe(), self._pools())
         except libvirt.libvirtError as exc:
-            raise self._failed("read the host's networks and domains", exc) from None
+            raise self._failed("read the host's networks, domains and storage pools", exc) from None
+
+    def _pools(self) -> tuple[SeenPool, ...]:
+        """Storage pools; the volumes of the labs' (whose directory is under STORAGE_DIR/<lab>/)."""
+        pools = []
+        for pool in self.conn.listAllStoragePools():
+            with _unless_gone(libvirt.VIR_ERR_NO_STORAGE_POOL):
+                path = etree.fromstring(pool.XMLDesc(0).encode()).findtext("target/path") or ""
+                parts = path.removeprefix(f"{STORAGE_DIR}/").split("/") if path.startswith(f"{STORAGE_DIR}/") else []
+                lab = parts[0] if len(parts) == 2 else None
+                active = bool(pool.isActive())
+                volumes = []
+                if lab is not None and active:
+                    pool.refresh(0)  # volumes qemu-img wrote (an image's copy) are listed once the pool is refreshed
+                    for vol in pool.listAllVolumes():
+                        with _unless_gone(libvirt.VIR_ERR_NO_STORAGE_VOL):
+                            xml = etree.fromstring(vol.XMLDesc(0).encode())
+                            volumes.append(SeenVolume(vol.name(), vol.info()[1], xml.find("target/format").get("type", "")
+                                                      if xml.find("target/format") is not None else "",
+                                                      xml.findtext("backingStore/path")))
+                pools.append(SeenPool(pool.name(), lab, path, active, tuple(sorted(volumes, key=lambda v: v.name))))
+        return tuple(sorted(pools, key=lambda p: p.name))
 
     def _failed(self, what: str, exc) -> HostError:
         """A libvirt error as one sentence: a connection its keepalive closed is libvirtd not answering."""
@@ -102,7 +124,8 @@ class Virt(Connection):
                 builtin = (live.findtext("os/kernel") or "").startswith(f"{IMAGES}/")
                 domains.append(SeenDomain(dom.name(), meta.get("name"), meta.get("digest", ""), bool(dom.isActive()), ifnames,
                                           int(live.findtext("vcpu") or 0),
-                                          readback.domain(inactive) if meta.get("name") else None, builtin))
+                                          readback.domain(inactive) if meta.get("name") else None, builtin,
+                                          inactive if meta.get("name") else ""))
         return tuple(sorted(networks, key=lambda n: n.name)), tuple(sorted(domains, key=lambda d: d.name))
 
     def domain(self, name: str):
@@ -165,6 +188,48 @@ class Virt(Connection):
                 self._call(f"stop domain {name}", dom.destroy)
 
         self._parallel(one, names)
+
+    def update_live(self, name: str, live, lab: str) -> float | None:
+        """A running domain given its new definition without a restart (livechange.LiveChange):
+        disks plugged in or out, CD-ROM media swapped, or its NICs moved to other bridges (a live
+        migration; returns how long the guest was paused)."""
+        dom = self._call(f"find domain {name}", self.conn.lookupByName, name)
+        self._check_owner(name, dom.XMLDesc(libvirt.VIR_DOMAIN_XML_INACTIVE), lab)
+        live_only = libvirt.VIR_DOMAIN_AFFECT_LIVE
+        for xml in live.detach:
+            self._call(f"unplug a disk from {name}", dom.detachDeviceFlags, xml, live_only)
+        for xml in live.update:
+            self._call(f"change a CD-ROM of {name}", dom.updateDeviceFlags, xml, live_only)
+        for xml in live.attach:
+            self._call(f"plug a disk into {name}", dom.attachDeviceFlags, xml, live_only)
+        paused = self._move(dom, dict(live.moves), lab) if live.moves else None
+        self._call(f"define domain {name}", self.conn.defineXML, live.xml)
+        return paused
+
+    def _move(self, dom, bridges: dict[str, str], lab: str) -> float:
+        """The running domain saved (memory and devices) and restored with its NICs on `bridges`
+        (by MAC): libvirt's way to change what a running QEMU plugs into; the guest only pauses."""
+        root = etree.fromstring(dom.XMLDesc(libvirt.VIR_DOMAIN_XML_SECURE | libvirt.VIR_DOMAIN_XML_MIGRATABLE).encode())
+        for iface in root.findall("devices/interface"):
+            mac = iface.find("mac").get("address").lower()
+            if mac in bridges:
+                iface.find("source").set("bridge", bridges[mac])
+        moved = etree.tostring(root, encoding="unicode")
+        image = Path(f"{RUN_DIR}/{lab}/{dom.UUIDString()}.migrating")
+        name = dom.name()
+        started = time.monotonic()
+        self._call(f"pause and save {name}", dom.saveFlags, str(image), moved, libvirt.VIR_DOMAIN_SAVE_RUNNING)
+        try:
+            self._call(f"restore {name} on its new node", self.conn.restoreFlags, str(image), None,
+                       libvirt.VIR_DOMAIN_SAVE_RUNNING)
+        except HostError as exc:
+            try:  # where it was, then: the guest is not lost
+                self.conn.restoreFlags(str(image), None, libvirt.VIR_DOMAIN_SAVE_RUNNING)
+            except libvirt.libvirtError:
+                raise HostError(f"{exc}; its saved state is kept in {image} (virsh restore {image})") from None
+            raise
+        image.unlink(missing_ok=True)
+        return time.monotonic() - started
 
     def reset_domain(self, name: str) -> None:
         """Reset a running domain, as pressing its reset button (AHV's vm.reset)."""

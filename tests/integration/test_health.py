@@ -81,7 +81,7 @@ def test_a_stopped_dhcp_server(lab):
 
 
 def test_a_deleted_rule(lab):
-    mac = sh(f"virsh -c qemu:///system domiflist web1 | awk '/br0/ {{print $5}}'").strip()
+    mac = sh("virsh -c qemu:///system domiflist web1 | awk '/br0/ {print $5}'").strip()
     sh(f"ovs-ofctl del-flows br0 'cookie={names.flow_cookie(LAB)}/-1,udp,dl_src={mac},tp_src=68,tp_dst=67'")
     rows = status_rows()
     assert list(rows) == ["ovs-flows br0"] and "in ovs-vswitchd" in rows["ovs-flows br0"]

@@ -334,7 +334,11 @@ def test_the_web_page_in_a_real_browser(server):
         svg = driver.execute_async_script(
             "const done = arguments[0]; fetch('/ui/diagram.svg').then(r => r.text()).then(done)")
         assert "webvm" in svg
-        assert f"inet 10.64.0.50/24" in guest("webvm", "ip -4 -o addr show eth0") or True  # DHCP follows in the guest
+        for _ in range(60):  # the guest boots, then takes its address by DHCP
+            if "inet 10.64.0.50/24" in guest("webvm", "ip -4 -o addr show eth0"):
+                break
+            time.sleep(0.5)
+        assert "inet 10.64.0.50/24" in guest("webvm", "ip -4 -o addr show eth0")
         if os.environ.get("LABKIT_SCREENSHOT"):
             time.sleep(2.5)  # the diagram redrawn with the VM
             driver.save_screenshot(os.environ["LABKIT_SCREENSHOT"])

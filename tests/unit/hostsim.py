@@ -10,7 +10,8 @@ from dataclasses import replace
 
 from labkit import readback
 from labkit.host import dhcp
-from labkit.hoststate import HostState, SeenBridge, SeenDhcp, SeenDomain, SeenLink, SeenNetns, SeenNetwork, SeenVmPort
+from labkit.hoststate import (HostState, SeenBridge, SeenDhcp, SeenDomain, SeenLink, SeenNetns, SeenNetwork, SeenPool,
+                              SeenVmPort, SeenVolume)
 from labkit.model import Lab
 from labkit.names import flows_digest, metadata_of
 
@@ -33,7 +34,10 @@ def state_after(lab: Lab, docs: dict[str, str], base: HostState = HostState()) -
                                                    readback.network(docs[n.name])) for n in lab.networks),
         domains=base.domains + tuple(SeenDomain(d.name, lab.name, metadata_of(docs[d.name])["digest"], d.power_on,
                                                 tuple(nic.target for nic in d.nics if nic.target), d.vcpus,
-                                                readback.domain(docs[d.name])) for d in lab.domains),
+                                                readback.domain(docs[d.name]), xml=docs[d.name]) for d in lab.domains),
+        pools=base.pools + tuple(SeenPool(p.name, lab.name, p.path, True,
+                                          tuple(SeenVolume(v.name, v.capacity, v.format, v.backing) for v in p.volumes))
+                                 for p in lab.pools),
         dhcp=base.dhcp + tuple(SeenDhcp(lab.name, s.node, True, dhcp.digest(dhcp.config(lab.name, s)))
                                for s in lab.dhcp_servers),
     )

@@ -13,6 +13,7 @@ import pytest
 
 from labkit import acli, control, ledger, model, nic_identity, state, topology
 from labkit.control import Control
+from labkit.errors import LabkitError
 
 from ..conftest import REPO
 
@@ -79,7 +80,7 @@ def run(session, line):
     try:
         out = acli.execute(session, line, say=lines.append)
         lines += out.text
-    except acli.LabkitError as exc:
+    except LabkitError as exc:
         lines.append(f"ERROR: {exc}")
     return lines
 
@@ -219,7 +220,7 @@ def web_lab():
 @pytest.mark.parametrize("line, message", ERRORS, ids=[e[0] for e in ERRORS])
 def test_mistakes_are_one_line_and_change_nothing(web_lab, line, message):
     before = web_lab.topo
-    with pytest.raises(acli.LabkitError) as err:
+    with pytest.raises(LabkitError) as err:
         acli.execute(web_lab, line, say=lambda _m: pytest.fail("a refused command announced a task"))
     assert str(err.value) == message
     assert web_lab.topo == before
@@ -228,7 +229,7 @@ def test_mistakes_are_one_line_and_change_nothing(web_lab, line, message):
 def test_an_exhausted_pool_is_a_clear_error_and_a_deleted_nic_returns_its_address(web_lab):
     acli.execute(web_lab, "vm.create web2", say=lambda _m: None)
     acli.execute(web_lab, "vm.nic_create web2 network=web", say=lambda _m: None)  # the pool's last address
-    with pytest.raises(acli.LabkitError, match=r"^the DHCP pool of network web is exhausted \(2 addresses, all assigned\)"):
+    with pytest.raises(LabkitError, match=r"^the DHCP pool of network web is exhausted \(2 addresses, all assigned\)"):
         acli.execute(web_lab, "vm.nic_create web2 network=web", say=lambda _m: None)
     mac = web_lab.control().vm("web1").nics[0].mac
     acli.execute(web_lab, f"vm.nic_delete web1 {mac}", say=lambda _m: None)

@@ -11,7 +11,7 @@ import pytest
 from labkit import model, pipeline, render
 from labkit.apply import Applier
 from labkit.errors import HostError
-from labkit.plan import Action, Plan
+from labkit.plan import Action
 
 
 class BatchWithOneFailure:

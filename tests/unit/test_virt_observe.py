@@ -34,8 +34,8 @@ class Object:
 
 
 class Conn:
-    def __init__(self, networks, domains, alive=True):
-        self.networks, self.domains, self.alive = networks, domains, alive
+    def __init__(self, networks, domains, alive=True, pools=()):
+        self.networks, self.domains, self.alive, self.pools = networks, domains, alive, list(pools)
 
     def isAlive(self):
         return self.alive
@@ -46,6 +46,9 @@ class Conn:
     def listAllDomains(self):
         return self.domains
 
+    def listAllStoragePools(self):
+        return self.pools
+
 
 def virt_on(conn) -> Virt:
     virt = Virt.__new__(Virt)
@@ -55,19 +58,22 @@ def virt_on(conn) -> Virt:
 
 def test_objects_undefined_after_the_listing_are_skipped():
     conn = Conn([Object("gone-net", None, libvirt.VIR_ERR_NO_NETWORK), Object("net", "<network><bridge name='b'/></network>")],
-                [Object("gone-dom", None, libvirt.VIR_ERR_NO_DOMAIN), Object("dom", "<domain><devices/></domain>")])
-    networks, domains = virt_on(conn).observe()
+                [Object("gone-dom", None, libvirt.VIR_ERR_NO_DOMAIN), Object("dom", "<domain><devices/></domain>")],
+                pools=[Object("gone-pool", None, libvirt.VIR_ERR_NO_STORAGE_POOL),
+                       Object("pool", "<pool type='dir'><target><path>/srv/p</path></target></pool>")])
+    networks, domains, pools = virt_on(conn).observe()
     assert [n.name for n in networks] == ["net"] and [d.name for d in domains] == ["dom"]
+    assert [(p.name, p.lab) for p in pools] == [("pool", None)]
 
 
 def test_other_libvirt_errors_still_surface_as_one_sentence():
     conn = Conn([], [Object("broken", None, libvirt.VIR_ERR_INTERNAL_ERROR)])
-    with pytest.raises(HostError, match="^libvirt could not read the host's networks and domains: gone$"):
+    with pytest.raises(HostError, match="^libvirt could not read the host's networks, domains and storage pools: gone$"):
         virt_on(conn).observe()
 
 
 def test_a_connection_its_keepalive_closed_is_libvirtd_not_answering():
     conn = Conn([], [Object("broken", None, libvirt.VIR_ERR_INTERNAL_ERROR)], alive=False)
-    with pytest.raises(HostError, match=r"^libvirt did not answer within \d+ s \(read the host's networks and domains\); "
+    with pytest.raises(HostError, match=r"^libvirt did not answer within \d+ s \(read the host's networks, domains and storage pools\); "
                                         r"check that libvirtd \(virsh list\) runs and answers"):
         virt_on(conn).observe()

@@ -18,6 +18,7 @@ from typing import Callable
 
 from .acli_base import (MAX_LINE, AcliError, Call, Command, HostAction, Output, Session, _bool, _int, _keywords_usage,
                         _memory, _usage, _vlan_mode, _vlans, proto, table)
+from .acli_storage import COMMANDS as STORAGE_COMMANDS, disk_fields
 from .control import Change, Control, NetworkRecord, NicRecord, VmRecord
 from .values import echo, printable_text
 
@@ -25,6 +26,11 @@ __all__ = ["AcliError", "Command", "HostAction", "Output", "Session", "execute",
 
 
 # --------------------------------------------------------------------------- parsing
+
+
+# What other hypervisors' tools call AHV's commands (virsh start, govc vm.power -on...)
+OTHER_WORDS = {"vm.start": "vm.on", "vm.stop": "vm.off", "vm.destroy": "vm.off", "vm.poweron": "vm.on",
+               "vm.poweroff": "vm.off", "vm.remove": "vm.delete", "vm.rename": "vm.update", "vm.edit": "vm.update"}
 
 
 def parse(line: str) -> Call:
@@ -40,9 +46,11 @@ def parse(line: str) -> Call:
     if not words:
         raise AcliError("empty command; type help for the commands")
     command = COMMANDS.get(words[0])
-    if command is None:
-        close = [c for c in COMMANDS if c.split(".")[0] == words[0].split(".")[0]] or sorted(COMMANDS)
-        raise AcliError(f"Unknown command: {echo(words[0])}; commands: {', '.join(close)}")
+    if command is None:  # AHV's words, then the nearest commands (`help` lists them all)
+        close = [OTHER_WORDS[words[0]]] if words[0] in OTHER_WORDS else \
+            difflib.get_close_matches(words[0], COMMANDS, n=3, cutoff=0.6)
+        hint = f"did you mean {' or '.join(close)}?" if close else "help lists the commands"
+        raise AcliError(f"Unknown command: {echo(words[0])}; {hint}")
     args, kw, notes = [], {}, []
     for word in words[1:]:
         key, eq, value = word.partition("=")
@@ -90,10 +98,13 @@ def nic_fields(nic: NicRecord) -> dict:
 
 
 def vm_fields(vm: VmRecord, host_uuid: str = "") -> dict:
-    # boot and host_name/host_uuid are inferred from AHV's VM spec (not from a capture)
+    # disk_list, boot and host_name/host_uuid are inferred from AHV's VM spec (not from a capture)
+    boot = dict(vm.boot)
     config = {"memory_mb": vm.memory_mb, "name": vm.name, "nic_list": [nic_fields(n) for n in vm.nics],
               "num_cores_per_vcpu": vm.cores_per_vcpu, "num_vcpus": vm.num_vcpus, "vm_type": "kGuestVM",
-              "boot": {"uefi_boot": False}}
+              "boot": boot, "disk_list": [disk_fields(d) for d in vm.disks]}
+    if vm.affinity:
+        config["affinity"] = {"host_uuids": list(vm.affinity)}
     return {"config": config, "host_name": vm.host, "host_uuid": host_uuid, "logical_timestamp": vm.logical_timestamp,
             "state": "kOn" if vm.power_state == "on" else "kOff", "uuid": vm.uuid}
 
@@ -229,7 +240,7 @@ def _bulk(text: str) -> list[str]:
 
 def _vm_create(ctl: Control, args, kw) -> Change:
     memory, vcpus, cores = _memory(kw.get("memory")), _int(kw, "num_vcpus", 1, 256), _int(kw, "num_cores_per_vcpu", 1, 256)
-    return ctl.vm_create_many(_bulk(args[0]), memory, vcpus, cores)
+    return ctl.vm_create_many(_bulk(args[0]), memory, vcpus, cores, uefi=_bool(kw, "uefi_boot"))
 
 
 def _vm_clone(ctl: Control, args, kw) -> Change:
@@ -238,9 +249,10 @@ def _vm_clone(ctl: Control, args, kw) -> Change:
 
 def _vm_update(ctl: Control, args, kw) -> Change:
     if not kw:
-        raise AcliError("vm.update needs something to change: memory=, num_vcpus=, num_cores_per_vcpu= or name=")
+        raise AcliError("vm.update needs something to change: memory=, num_vcpus=, num_cores_per_vcpu=, name= or uefi_boot=")
     return ctl.vm_update(args[0], _memory(kw.get("memory")), _int(kw, "num_vcpus", 1, 256),
-                         _int(kw, "num_cores_per_vcpu", 1, 256), kw.get("name"))
+                         _int(kw, "num_cores_per_vcpu", 1, 256), kw.get("name"),
+                         _bool(kw, "uefi_boot") if "uefi_boot" in kw else None)
 
 
 def _power(verb: str, operation: str, off: bool = False):
@@ -279,7 +291,7 @@ def _vswitch_get(ctl: Control, args, _kw) -> Output:
 NET_KW = ("vlan", "ip_config", "vswitch_name", "dhcp_address")
 NIC_KW = ("network", "ip", "request_ip", "vlan_mode", "trunked_networks", "mac", "model", "connected")
 # Keywords AHV's vm.create and vm.update take that this lab does not model: accepted with a note.
-VM_UNMODELLED = ("uefi_boot", "secure_boot", "ha_priority", "virtual_tpm", "machine_type", "hwclock_timezone",
+VM_UNMODELLED = ("secure_boot", "ha_priority", "virtual_tpm", "machine_type", "hwclock_timezone",
                  "cpu_passthrough", "vcpu_hard_pin", "agent_vm", "annotation", "description", "extra_flags",
                  "gpu", "vga_console", "memory_overcommit", "num_threads_per_core", "hardware_virtualization",
                  "windows_credential_guard", "disable_branding", "cbr_not_capable", "vnuma_nodes")
@@ -306,12 +318,12 @@ COMMANDS = {c.name: c for c in (
     Command("net.list_virtual_switch", (), (), (), _vswitch_list, "list the virtual switches (vs0 is br0)"),
     Command("net.get_virtual_switch", ("vswitch",), (), (), _vswitch_get,
             "show a virtual switch: its bridge, bond and uplinks per host"),
-    Command("vm.create", ("name",), ("memory", "num_vcpus", "num_cores_per_vcpu"), (), _vm_create,
+    Command("vm.create", ("name",), ("memory", "num_vcpus", "num_cores_per_vcpu", "uefi_boot"), (), _vm_create,
             "create VMs (powered off; bulk: web[1..5]) running the built-in guest", unmodelled=VM_UNMODELLED),
     Command("vm.clone", ("name",), ("clone_from_vm",), ("clone_from_vm",), _vm_clone,
             "clone a VM (bulk: web[001..010]): its size and NICs, with MACs and addresses of their own",
             unmodelled=VM_UNMODELLED + ("clone_from_snapshot",)),
-    Command("vm.update", ("vm",), ("memory", "num_vcpus", "num_cores_per_vcpu", "name"), (), _vm_update,
+    Command("vm.update", ("vm",), ("memory", "num_vcpus", "num_cores_per_vcpu", "name", "uefi_boot"), (), _vm_update,
             "change a VM's memory, vCPUs, cores per vCPU or name (a running VM restarts)", unmodelled=VM_UNMODELLED),
     Command("vm.nic_create", ("vm",), NIC_KW, ("network",), _vm_nic_create, "add a NIC to a VM"),
     Command("vm.nic_get", ("vm",), (), (), _vm_nic_get, "show a VM's NICs"),
@@ -335,6 +347,7 @@ COMMANDS = {c.name: c for c in (
     Command("host.list", (), (), (), _host_list, "list the lab's nodes"),
     Command("host.get", ("host",), (), (), _host_get, "show a node"),
     Command("host.list_vms", ("host",), (), (), _host_list_vms, "list the VMs on a node"),
+    *STORAGE_COMMANDS,
 )}
 
 
@@ -348,17 +361,19 @@ def execute(session: Session, line: str, confirm: Callable[[str], bool] | None =
     call = parse(line)
     notes = list(call.notes)  # keywords taken and not modelled: said with the answer, not before a refusal
     asked = None
+    run = (lambda ctl: call.command.run(ctl, call.args, call.kw, session)) if call.command.session else \
+        (lambda ctl: call.command.run(ctl, call.args, call.kw))
     if call.command.confirm and confirm is not None:
         with session.controlled() as ctl:  # what it would delete, to ask about
-            preview = call.command.run(ctl, call.args, call.kw)
+            preview = run(ctl)
         if isinstance(preview, Output):
             return preview
         asked = _names(preview)
-        what = "networks" if call.command.name.startswith("net.") else "VMs"
+        what = {"net": "networks", "image": "images"}.get(call.command.name.split(".")[0], "VMs")
         if not confirm(f"Delete {len(asked)} {what}? (yes/no) "):
             return Output([f"{call.command.name}: not confirmed, nothing deleted"], [])
     with session.controlled() as ctl:
-        result = call.command.run(ctl, call.args, call.kw)
+        result = run(ctl)
         if isinstance(result, Output):
             return Output(notes + result.text, result.data)
         names = _names(result)
@@ -378,7 +393,8 @@ def execute(session: Session, line: str, confirm: Callable[[str], bool] | None =
     return Output([f"{name}: complete" for name in names], [{"name": n, "status": "complete"} for n in names])
 
 
-SUB_ENTITY = ("vm.nic_create", "vm.nic_update", "vm.nic_delete", "vm.clone")
+SUB_ENTITY = ("vm.nic_create", "vm.nic_update", "vm.nic_delete", "vm.clone", "vm.disk_create", "vm.disk_update",
+              "vm.disk_delete", "image.create", "image.update", "image.delete")
 
 
 def _names(change) -> list[str]:

@@ -28,6 +28,9 @@ class Session(Protocol):
     def act(self, action: "HostAction") -> None:  # a power action on running guests (no change of the topology)
         ...
 
+    def probe(self, path: str, what: str):  # an image file's control_storage.ImageFacts
+        ...
+
 
 @dataclass(frozen=True)
 class HostAction:
@@ -52,6 +55,7 @@ class Command:
     confirm: bool = False  # asks before it deletes (-y skips, as acli's)
     # keywords AHV's acli has that this lab does not model: accepted, and a note says so
     unmodelled: tuple[str, ...] = ()
+    session: bool = False  # `run` takes the session too (image.create probes its file through it)
 
 
 @dataclass

@@ -30,6 +30,14 @@ class LiveSession:
     def apply(self, change) -> None:
         commands.apply_change(change, say=self.say)
 
+    def probe(self, path: str, what: str):
+        """What the image file at `path` is (qemu-img reads it here, where acli runs)."""
+        from .control_storage import ImageFacts
+        from .host.storage import probe
+
+        facts = probe(path, what)
+        return ImageFacts(facts.format, facts.size, facts.bootable)
+
     def act(self, action) -> None:
         """A power action on running guests, a task of the lab's per VM (commands.act)."""
         for message in commands.act(self.lab, action.verb, action.vms, action.operation, client="acli"):

@@ -17,15 +17,12 @@ import ipaddress
 from dataclasses import dataclass, field, replace
 
 from . import ipam, ledger, names, nic_identity
-from .errors import LabkitError
+from .control_base import ControlError, _address, _build, _interface, _mac, _validated
+from .control_storage import StorageControl
 from .ledger import Ledger
 from .topology import IpConfig, Network, Nic, Topology, Vm, crosscheck
 from .values import echo, shown
 from .yamlpos import dotted
-
-
-class ControlError(LabkitError):
-    """A change the control plane refuses; nothing was changed."""
 
 
 # --------------------------------------------------------------------------- records
@@ -64,11 +61,23 @@ class VmRecord:
     nics: tuple[NicRecord, ...]
     logical_timestamp: int = 1
     cores_per_vcpu: int = 1
+    disks: tuple = ()  # control_storage.DiskRecord
+    boot: dict = field(default_factory=dict)  # boot_device, uefi_boot
+    affinity: tuple[str, ...] = ()  # the hosts it may run on (none: any)
 
     def v2(self) -> dict:
+        boot = {"uefi_boot": self.boot.get("uefi_boot", False)}
+        device = self.boot.get("boot_device")
+        if device and "disk_addr" in device:
+            boot |= {"boot_device_type": "DISK", "disk_address": {"device_bus": device["disk_addr"]["bus"],
+                                                                  "device_index": device["disk_addr"]["index"]}}
+        elif device:
+            boot |= {"boot_device_type": "NIC", "mac_addr": device["mac_addr"]}
         return {"name": self.name, "uuid": self.uuid, "memory_mb": self.memory_mb, "num_vcpus": self.num_vcpus,
                 "num_cores_per_vcpu": self.cores_per_vcpu, "power_state": self.power_state, "host_name": self.host,
-                "vm_logical_timestamp": self.logical_timestamp, "vm_nics": [n.v2() for n in self.nics]}
+                "vm_logical_timestamp": self.logical_timestamp, "vm_nics": [n.v2() for n in self.nics],
+                "vm_disk_info": [d.v2() for d in self.disks], "boot": boot,
+                "affinity": {"policy": "AFFINITY", "host_uuids": list(self.affinity)} if self.affinity else None}
 
 
 @dataclass(frozen=True)
@@ -159,7 +168,11 @@ OPERATIONS = {
     "vm.create": "VmCreate", "vm.update": "VmUpdate", "vm.delete": "VmDelete", "vm.on": "VmSetPowerState",
     "vm.off": "VmSetPowerState", "vm.nic_create": "NicCreate", "vm.nic_update": "NicUpdate",
     "vm.nic_delete": "NicDelete", "vm.clone": "VmClone", "net.update": "NetworkUpdate", "net.del_dhcp_pool": "NetworkUpdate",
-    "net.clear_dhcp_dns": "NetworkUpdate",
+    "net.clear_dhcp_dns": "NetworkUpdate", "image.create": "ImageCreate", "image.update": "ImageUpdate",
+    "image.delete": "ImageDelete", "vm.disk_create": "DiskCreate", "vm.disk_update": "DiskUpdate",
+    "vm.disk_delete": "DiskDelete", "vm.update_boot_device": "VmUpdate", "vm.migrate": "VmMigrate",
+    "host.enter_maintenance_mode": "EnterMaintenanceMode", "host.exit_maintenance_mode": "ExitMaintenanceMode",
+    "vm.affinity_set": "VmUpdate", "vm.affinity_unset": "VmUpdate",
 }
 
 
@@ -175,7 +188,7 @@ def nic_uuid(lab: str, mac: str) -> str:
     return names.uuid_for(lab, "nic", mac)
 
 
-class Control:
+class Control(StorageControl):
     """One lab's objects as they stand; each change method returns a Change and alters nothing."""
 
     def __init__(self, topo: Topology, bindings: Ledger | None = None, timestamps: dict[str, int] | None = None):
@@ -240,7 +253,8 @@ class Control:
                                   str(address) if address else None, bool(net and net.ip_config),
                                   tuple(nic.trunk or ()), nic.trunk is not None))
         return VmRecord(vm.name, vm.uuid, vm.memory, vm.vcpus, vm.power, vm.node, tuple(nics),
-                        self.timestamps.get(f"vm:{vm.uuid}", 1), vm.cores_per_vcpu)
+                        self.timestamps.get(f"vm:{vm.uuid}", 1), vm.cores_per_vcpu, tuple(self._disk_records(vm)),
+                        self._boot(vm), tuple(vm.affinity))
 
     # networks ----------------------------------------------------------------
 
@@ -385,7 +399,8 @@ class Control:
     # VMs -------------------------------------------------------------------
 
     def vm_create(self, name: str, memory: int | None = None, num_vcpus: int | None = None,
-                  nics: list[dict] = (), cores_per_vcpu: int | None = None) -> Change:
+                  nics: list[dict] = (), cores_per_vcpu: int | None = None, disks: list = (), uefi: bool = False,
+                  boot: str | None = None) -> Change:
         """A new VM, powered off (as AHV creates them), on the node with the fewest VMs; with `nics`
         (each: network, and optionally ip, mac, trunked_networks), its NICs too (the REST API's)."""
         if any(vm.name == name for vm in self.topo.vms):
@@ -399,39 +414,46 @@ class Control:
             made.append(self._nic(name, nic["network"], nic.get("ip"), nic.get("trunked_networks"), nic.get("mac"),
                                   taken=[n.mac for n in made]))
         spec["nics"] = made
+        spec |= {"disks": list(disks), "uefi": uefi, "boot": boot}
         vlans = {v for nic in made for v in nic.trunk or ()}
         return self._change("vm.create", {"vms": [*self.topo.vms, _build(Vm, **spec)], **self._switch_with(vlans)},
                             touched=(f"vm:{name}",))
 
     def vm_update(self, ref: str, memory: int | None = None, num_vcpus: int | None = None,
-                  cores_per_vcpu: int | None = None, name: str | None = None) -> Change:
-        """A VM's size, CPU topology or name (a renamed VM keeps its UUID, NICs and addresses)."""
+                  cores_per_vcpu: int | None = None, name: str | None = None, uefi: bool | None = None) -> Change:
+        """A VM's size, CPU topology, firmware or name (a renamed VM keeps its UUID, NICs and addresses)."""
         record = self.vm(ref)
         if name is not None and name != record.name and any(vm.name == name for vm in self.topo.vms):
             raise ControlError(f"VM {name} already exists; choose another name")
         update = {k: v for k, v in (("memory", memory), ("vcpus", num_vcpus), ("cores_per_vcpu", cores_per_vcpu),
-                                    ("name", name)) if v is not None}
+                                    ("name", name), ("uefi", uefi)) if v is not None}
         vms = [_build(Vm, **{**vm.model_dump(), **update}) if vm.name == record.name else vm for vm in self.topo.vms]
         return self._change("vm.update", {"vms": vms}, touched=(f"vm:{name or record.name}",))
 
     def vm_create_many(self, vm_names: list[str], memory: int | None = None, num_vcpus: int | None = None,
-                       cores_per_vcpu: int | None = None) -> Change:
+                       cores_per_vcpu: int | None = None, uefi: bool = False) -> Change:
         """acli's bulk vm.create (web[1..5]): one change, each VM on the node with the fewest VMs then."""
         ctl, changes = self, []
         for name in vm_names:
-            change = ctl.vm_create(name, memory, num_vcpus, cores_per_vcpu=cores_per_vcpu)
+            change = ctl.vm_create(name, memory, num_vcpus, cores_per_vcpu=cores_per_vcpu, uefi=uefi)
             changes.append(change)
             ctl = Control(change.topo, self.ledger, self.timestamps)
         return self._merged("vm.create", changes)
 
     def vm_clone(self, vm_names: list[str], source: str) -> Change:
-        """vm.clone NAME[...] clone_from_vm=SRC: VMs like SRC (memory, CPUs, NICs on the same networks
-        with MACs of their own; a managed NIC takes a pool address), powered off."""
+        """vm.clone NAME[...] clone_from_vm=SRC: VMs like SRC (memory, CPUs, disks, NICs on the same
+        networks with MACs of their own; a managed NIC takes a pool address), powered off."""
         src = next(vm for vm in self.topo.vms if vm.name == self.vm(source).name)
+        # its disks: a clone of an image is cloned from that image again, any other disk copied
+        # (AHV's clones are copy-on-write snapshots; a lab's are qcow2 copies), a CD-ROM holds the same ISO
+        disks = [d.model_copy(update={"uuid": None, "clone_of": None if d.cdrom or d.image else d.uuid,
+                                      "size": d.size if d.image or d.cdrom else self._vmdisk(d.uuid).size})
+                 for d in src.disks]
         ctl, changes = self, []
         for name in vm_names:
             nics = [{"network": nic.network, "trunked_networks": nic.trunk} for nic in src.nics if nic.network]
-            change = ctl.vm_create(name, src.memory, src.vcpus, nics, src.cores_per_vcpu)
+            change = ctl.vm_create(name, src.memory, src.vcpus, nics, src.cores_per_vcpu, disks, src.uefi,
+                                   src.boot if src.boot and ":" not in src.boot else None)
             changes.append(change)
             ctl = Control(change.topo, self.ledger, self.timestamps)
         return self._merged("vm.clone", changes)
@@ -560,6 +582,7 @@ def advance(before: Control | None, after: Control) -> dict[str, int]:
     spec or bindings changed, by any road, counts one more; a new one starts at 1; a gone one is dropped."""
     def specs(ctl: Control) -> dict[str, object]:
         out: dict[str, object] = {f"net:{n.name}": n for n in ctl.topo.networks}
+        out |= {f"image:{im.uuid}": im for im in ctl.topo.images}
         for vm in ctl.topo.vms:
             out[f"vm:{vm.uuid}"] = (vm, tuple(ctl.ledger.of(nic.mac) for nic in vm.nics))  # by UUID: a rename counts
         return out
@@ -570,58 +593,3 @@ def advance(before: Control | None, after: Control) -> dict[str, int]:
         if old.get(key) != spec:
             stamps[key] = stamps.get(key, 0) + 1
     return stamps
-
-
-def _validated(verb: str, topo: Topology) -> Topology:
-    """`topo` checked field by field as a topology file is (model_copy checks nothing): a value
-    that would reach another program unchecked is refused here, for every client alike."""
-    from pydantic import ValidationError
-
-    try:
-        return Topology.model_validate(topo.model_dump())
-    except ValidationError as exc:
-        raise ControlError(f"{verb}: {_sentence(exc.errors()[0])}") from None
-
-
-def _build(cls, **fields):
-    """A topology object from acli's values; pydantic's complaint, if any, as one sentence."""
-    from pydantic import ValidationError
-
-    try:
-        return cls(**fields)
-    except ValidationError as exc:
-        error = exc.errors()[0]
-        key = ".".join(str(p) for p in error["loc"])
-        raise ControlError(f"{key}: {_sentence(error)}") from None
-
-
-def _sentence(error: dict) -> str:
-    """A pydantic error as labkit words it: our validators' own sentence (it quotes the value),
-    else pydantic's, with the value shown cut to a readable length."""
-    if error["msg"].startswith("Value error, "):
-        return error["msg"].removeprefix("Value error, ")
-    return f"{shown(error.get('input'))} is not accepted: {error['msg'][0].lower()}{error['msg'][1:]}"
-
-
-def _address(text: str, key: str) -> ipaddress.IPv4Address:
-    try:
-        return ipaddress.IPv4Address(text)
-    except ValueError:
-        raise ControlError(f"{key}={echo(text)} is not an IPv4 address; write it like 10.50.0.100") from None
-
-
-def _interface(text: str, key: str) -> ipaddress.IPv4Interface:
-    try:
-        iface = ipaddress.IPv4Interface(text)
-    except ValueError:
-        iface = None
-    if iface is None or "/" not in text or iface.ip in (iface.network.network_address, iface.network.broadcast_address):
-        raise ControlError(f"{key}={echo(text)} is not a gateway with a prefix; write it like 10.50.0.1/24")
-    return iface
-
-
-def _mac(text: str) -> str:
-    mac = text.lower().replace("-", ":")
-    if len(mac.split(":")) != 6 or not all(len(p) == 2 and all(c in "0123456789abcdef" for c in p) for p in mac.split(":")):
-        raise ControlError(f"mac={echo(text)} is not a MAC address; write it like 50:6b:8d:00:00:01")
-    return mac

@@ -619,15 +619,20 @@ class _Builder:
         images = {im.name: im for im in self.topo.images}
         volumes = [Volume(im.vmdisk_uuid, im.size or 0, "qcow2" if im.type == "disk" else "raw", f"image {im.name}",
                           source=im.source, source_format=im.format) for im in self.topo.images]
+        vmdisks = {d.uuid for vm in self.topo.vms for d in vm.disks if not d.cdrom}
+        copies = []
         for vm in self.topo.vms:
             for disk in vm.disks:
                 if disk.cdrom:
                     continue
                 image = images.get(disk.image) if disk.image else None
-                volumes.append(Volume(disk.uuid, disk.size or (image.size if image else 0) or 0, "qcow2",
-                                      f"disk {disk.address} of {vm.name}",
-                                      backing=f"{path}/{image.vmdisk_uuid}" if image else None))
-        self.pool = Pool(name, path, tuple(volumes))
+                vol = Volume(disk.uuid, disk.size or (image.size if image else 0) or 0, "qcow2",
+                             f"disk {disk.address} of {vm.name}", backing=f"{path}/{image.vmdisk_uuid}" if image else None)
+                if disk.clone_of in vmdisks:  # a copy of a disk the lab has (once made, it stands alone)
+                    copies.append(replace(vol, source=f"{path}/{disk.clone_of}", source_format="qcow2"))
+                else:
+                    volumes.append(vol)
+        self.pool = Pool(name, path, tuple(volumes + copies))  # copies last: made from disks made before them
 
     def _disks(self, vm) -> tuple[DomainDisk, ...]:
         pool = self.pool

@@ -344,8 +344,12 @@ class _Planner:
                 self.add("create", "pool", pool.name, detail=f"{len(pool.volumes)} volumes, {pool.path}",
                          obj=(pool, docs[f"pool:{pool.name}"]))
             volumes = {v.name: v for v in have.volumes} if have is not None else {}
-            # images first: a clone is made over its image's volume
-            for vol in sorted(pool.volumes, key=lambda v: (v.backing is not None, v.name)):
+            # images' copies first (a clone is made over one), copies of the lab's disks last (made from one)
+            def order(vol) -> tuple:
+                copied = vol.source is not None and vol.source.startswith(f"{pool.path}/")
+                return (2 if copied else 0 if vol.source is not None else 1, vol.name)
+
+            for vol in sorted(pool.volumes, key=order):
                 old = volumes.get(vol.name)
                 if old is None:
                     self.add("create", "volume", vol.name, where=pool.name, detail=vol.purpose,

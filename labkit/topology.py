@@ -184,6 +184,7 @@ class Disk(Spec):
     cdrom: Annotated[bool, Strict()] = False
     size: DiskBytes | None = None
     image: Annotated[str, Strict(), AfterValidator(values.entity_name)] | None = None
+    clone_of: Uuid | None = None  # a full copy of this vmdisk (AHV's clone_from_vmdisk, vm.clone), made once
     uuid: Uuid | None = None  # the vmdisk's, kept for its life
 
     @property
@@ -413,6 +414,8 @@ def _check_disks(bad, path: tuple, vm: Vm, images: dict) -> None:
         else:
             if disk.image is None and disk.size is None:
                 bad(dpath, "needs `size` (a blank disk) or `image` (a clone of it); or set cdrom: true")
+            if disk.image is not None and disk.clone_of is not None:
+                bad(dpath + ("clone_of",), "a disk is a clone of an image or a copy of a vmdisk, not both; remove one")
             if image is not None and image.type == "iso":
                 bad(dpath + ("image",), f"image {image.name} is an ISO; clone it to a CD-ROM (cdrom: true)")
             if image is not None and image.size and disk.size is not None and disk.size < image.size:
@@ -428,7 +431,7 @@ def _check_disks(bad, path: tuple, vm: Vm, images: dict) -> None:
         if disk.index >= BUS_SLOTS[disk.bus] and vm.disks[k].index is None:
             bad(path + ("disks", k), f"bus {disk.bus} has no free index left; put the disk on another bus")
     if vm.boot is not None:
-        known = [d.address for d in placed] + [n.mac for n in vm.nics if n.mac]
+        known = {d.address for d in placed} | {n.mac for n in vm.nics if n.mac}
         if vm.boot not in known:
             bad(path + ("boot",), f"{shown(vm.boot)} is not one of the VM's disks or NICs; {_choices(vm.boot, known)}")
 

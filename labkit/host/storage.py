@@ -114,8 +114,12 @@ class Storage:
         staging = target.with_name(f".{vol.name}.partial")
         staging.unlink(missing_ok=True)
         try:
-            _qemu_img("convert", "-q", "-f", vol.source_format or "raw", "-O", vol.format, vol.source, str(staging),
+            # -U: a copy of a disk of a running VM (vm.clone) reads it while QEMU holds it (crash-consistent)
+            _qemu_img("convert", "-q", "-U", "-f", vol.source_format or "raw", "-O", vol.format, vol.source, str(staging),
                       what=what)
+            made = int(json.loads(_qemu_img("info", "--output=json", str(staging), what=what))["virtual-size"])
+            if vol.capacity > made:  # a copy given a larger size than its source's
+                _qemu_img("resize", "-q", "-f", vol.format, str(staging), str(vol.capacity), what=what)
             os.chmod(staging, 0o600)
             staging.rename(target)
         finally:

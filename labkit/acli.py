@@ -18,6 +18,7 @@ from typing import Callable
 
 from .acli_base import (MAX_LINE, AcliError, Call, Command, HostAction, Output, Session, _bool, _int, _keywords_usage,
                         _memory, _usage, _vlan_mode, _vlans, proto, table)
+from .acli_hosts import COMMANDS as HOST_COMMANDS
 from .acli_storage import COMMANDS as STORAGE_COMMANDS, disk_fields
 from .control import Change, Control, NetworkRecord, NicRecord, VmRecord
 from .values import echo, printable_text
@@ -97,14 +98,14 @@ def nic_fields(nic: NicRecord) -> dict:
     return fields
 
 
-def vm_fields(vm: VmRecord, host_uuid: str = "") -> dict:
+def vm_fields(vm: VmRecord, host_uuid: str = "", uuids: dict[str, str] | None = None) -> dict:
     # disk_list, boot and host_name/host_uuid are inferred from AHV's VM spec (not from a capture)
-    boot = dict(vm.boot)
+    boot, uuids = dict(vm.boot), uuids or {}  # uuids: the hosts' UUIDs by name
     config = {"memory_mb": vm.memory_mb, "name": vm.name, "nic_list": [nic_fields(n) for n in vm.nics],
               "num_cores_per_vcpu": vm.cores_per_vcpu, "num_vcpus": vm.num_vcpus, "vm_type": "kGuestVM",
               "boot": boot, "disk_list": [disk_fields(d) for d in vm.disks]}
     if vm.affinity:
-        config["affinity"] = {"host_uuids": list(vm.affinity)}
+        config["affinity"] = {"host_uuids": [uuids.get(h, h) for h in vm.affinity]}
     return {"config": config, "host_name": vm.host, "host_uuid": host_uuid, "logical_timestamp": vm.logical_timestamp,
             "state": "kOn" if vm.power_state == "on" else "kOff", "uuid": vm.uuid}
 
@@ -139,7 +140,7 @@ def _net_create(ctl: Control, args, kw) -> Change:
 def _vm_get(ctl: Control, args, _kw) -> Output:
     vms = ctl.vms(args[0])
     hosts = {h.name: h.uuid for h in ctl.hosts()}
-    return Output([line for vm in vms for line in proto(vm.name, vm_fields(vm, hosts.get(vm.host, "")))],
+    return Output([line for vm in vms for line in proto(vm.name, vm_fields(vm, hosts.get(vm.host, ""), hosts))],
                   [v.v2() for v in vms])
 
 
@@ -170,42 +171,6 @@ def _vm_nic_update(ctl: Control, args, kw) -> Change:
         trunked = list(ctl.nic(args[0], args[1]).trunked_networks)
     return ctl.nic_update(args[0], args[1], network=kw.get("network"), ip=kw.get("ip"),
                           trunked_networks=trunked, access=mode == "kAccess")
-
-
-def _host_list(ctl: Control, _args, _kw) -> Output:
-    # AHV's nine columns in AHV's order: public scripts read a row's split()[3] as the node state,
-    # split()[6] as Schedulable and its last field as the CVM IP. Each cell is one word.
-    hosts = ctl.hosts()
-    return Output(table(["Hypervisor address", "Hypervisor DNS Name", "Host UUID", "Node state", "Connected",
-                         "Node type", "Schedulable", "Hypervisor Name", "CVM IP"],
-                        [[h.ip, h.ip, h.uuid, "AcropolisNormal", "True", "Hyperconverged", "True", "AHV", h.cvm_ip]
-                         for h in hosts]), [_host_data(h) for h in hosts])
-
-
-def _host_data(h) -> dict:
-    return {"name": h.name, "uuid": h.uuid, "hypervisor_address": h.ip, "service_vmexternal_ip": h.cvm_ip,
-            "num_vms": h.vms, "node_state": "AcropolisNormal", "schedulable": True}
-
-
-def _host(ctl: Control, ref: str):
-    found = next((h for h in ctl.hosts() if ref in (h.name, h.uuid, h.ip)), None)
-    if found is None:
-        raise AcliError(f"host {echo(ref)} does not exist; hosts: {', '.join(h.name for h in ctl.hosts())}")
-    return found
-
-
-def _host_get(ctl: Control, args, _kw) -> Output:
-    # host.get's field names are inferred from AHV's v2 host (no real capture is known)
-    h = _host(ctl, args[0])
-    fields = {"hypervisor_address": h.ip, "hypervisor_name": h.name, "uuid": h.uuid, "node_state": "kAcropolisNormal",
-              "schedulable": True, "service_vmexternal_ip": h.cvm_ip, "num_vms": h.vms, "hypervisor_type": "kKvm"}
-    return Output(proto(h.name, fields), _host_data(h))
-
-
-def _host_list_vms(ctl: Control, args, _kw) -> Output:
-    h = _host(ctl, args[0])
-    vms = [v for v in ctl.vms() if v.host == h.name]
-    return Output(table(["VM name", "VM UUID"], [[v.name, v.uuid] for v in vms]), [v.v2() for v in vms])
 
 
 def _vm_list(ctl: Control, _args, kw) -> Output:
@@ -344,10 +309,8 @@ COMMANDS = {c.name: c for c in (
     Command("vm.get", ("vm",), (), (), _vm_get, "show VMs (globs: web*)"),
     Command("vm.delete", ("vm",), (), (), lambda ctl, a, kw: ctl.vm_delete(a[0]), "delete VMs (globs: web*)", True,
             unmodelled=("delete_snapshots",)),
-    Command("host.list", (), (), (), _host_list, "list the lab's nodes"),
-    Command("host.get", ("host",), (), (), _host_get, "show a node"),
-    Command("host.list_vms", ("host",), (), (), _host_list_vms, "list the VMs on a node"),
     *STORAGE_COMMANDS,
+    *HOST_COMMANDS,
 )}
 
 
@@ -394,7 +357,8 @@ def execute(session: Session, line: str, confirm: Callable[[str], bool] | None =
 
 
 SUB_ENTITY = ("vm.nic_create", "vm.nic_update", "vm.nic_delete", "vm.clone", "vm.disk_create", "vm.disk_update",
-              "vm.disk_delete", "image.create", "image.update", "image.delete")
+              "vm.disk_delete", "image.create", "image.update", "image.delete", "host.enter_maintenance_mode",
+              "host.exit_maintenance_mode")
 
 
 def _names(change) -> list[str]:

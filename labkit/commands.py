@@ -167,6 +167,8 @@ def entities(change) -> tuple:
         elif kind == "nic":
             vm, _, mac = name.partition(":")
             out.append(tasklog.Entity(control.nic_uuid(lab, mac), "vmm:ahv:config:vm:nic", mac))
+        elif kind == "host":
+            out.append(tasklog.Entity(names.uuid_for(lab, "host", name), "clustermgmt:config:host", name))
         elif kind == "image":  # by UUID: a deleted image is not in the new topology
             out.append(tasklog.Entity(name, "vmm:content:image", name))
     return tuple(out)

@@ -18,6 +18,7 @@ from dataclasses import dataclass, field, replace
 
 from . import ipam, ledger, names, nic_identity
 from .control_base import ControlError, _address, _build, _interface, _mac, _validated
+from .control_hosts import HostControl
 from .control_storage import StorageControl
 from .ledger import Ledger
 from .topology import IpConfig, Network, Nic, Topology, Vm, crosscheck
@@ -133,15 +134,6 @@ def dhcp_options(ipc: IpConfig) -> dict:
 
 
 @dataclass(frozen=True)
-class HostRecord:
-    name: str
-    uuid: str
-    ip: str
-    cvm_ip: str
-    vms: int
-
-
-@dataclass(frozen=True)
 class Change:
     """A new topology and the objects it touched ("vm:NAME", "net:NAME", "nic:VM:MAC"), for the
     task lines and the task's entities; `verb` names the operation (OPERATIONS)."""
@@ -188,7 +180,7 @@ def nic_uuid(lab: str, mac: str) -> str:
     return names.uuid_for(lab, "nic", mac)
 
 
-class Control(StorageControl):
+class Control(StorageControl, HostControl):
     """One lab's objects as they stand; each change method returns a Change and alters nothing."""
 
     def __init__(self, topo: Topology, bindings: Ledger | None = None, timestamps: dict[str, int] | None = None):
@@ -231,10 +223,6 @@ class Control(StorageControl):
                 return nic
         raise ControlError(f"VM {record.name} has no NIC with MAC {echo(mac)}; its NICs: "
                            f"{', '.join(n.mac for n in record.nics) or 'none'}")
-
-    def hosts(self) -> list[HostRecord]:
-        return [HostRecord(n.name, names.uuid_for(self.topo.name, "host", n.name), str(n.host_ip.ip), str(n.cvm.ip.ip),
-                           sum(1 for vm in self.topo.vms if vm.node == n.name)) for n in self.topo.nodes]
 
     def _network_record(self, net: Network) -> NetworkRecord:
         assigned = frozenset(b.address for b in self.ledger.on(net.name))
@@ -405,7 +393,8 @@ class Control(StorageControl):
         (each: network, and optionally ip, mac, trunked_networks), its NICs too (the REST API's)."""
         if any(vm.name == name for vm in self.topo.vms):
             raise ControlError(f"VM {name} already exists; choose another name or vm.delete it first")
-        node = min(self.hosts(), key=lambda h: h.vms).name
+        schedulable = [h for h in self.hosts() if h.schedulable] or self.hosts()
+        node = min(schedulable, key=lambda h: h.vms).name  # created powered off: vm.on places it again if need be
         spec = {"name": name, "node": node, "power": "off"}
         spec |= {k: v for k, v in (("memory", memory), ("vcpus", num_vcpus), ("cores_per_vcpu", cores_per_vcpu))
                  if v is not None}
@@ -470,8 +459,9 @@ class Control(StorageControl):
 
     def vm_power(self, pattern: str, on: bool) -> Change:
         matched = {r.name for r in self.vms(pattern)}
-        vms = [vm.model_copy(update={"power": "on" if on else "off"}) if vm.name in matched else vm
-               for vm in self.topo.vms]
+        moves = self.power_on_placement(matched) if on else {}  # never onto a host in maintenance mode
+        vms = [vm.model_copy(update={"power": "on" if on else "off", "node": moves.get(vm.name, vm.node)})
+               if vm.name in matched else vm for vm in self.topo.vms]
         return self._change("vm.on" if on else "vm.off", {"vms": vms},
                             touched=tuple(f"vm:{n}" for n in sorted(matched)))
 

@@ -135,6 +135,7 @@ class HostState:
     datapath_type: str = "system"
     dhcp: tuple[SeenDhcp, ...] = ()
     pools: tuple[SeenPool, ...] = ()
+    uefi: bool = False  # OVMF is installed
 
     def ports_not_of(self, lab: str) -> frozenset[str]:
         """OVS port names on bridges that are not `lab`'s (port names are global to ovs-vswitchd)."""
@@ -166,6 +167,7 @@ class HostState:
             taken_networks=frozenset(n.name for n in self.networks if n.lab != lab),
             taken_domains=frozenset(d.name for d in self.domains if d.lab != lab),
             datapath_type=self.datapath_type,  # type: ignore[arg-type]
+            uefi=self.uefi,
             own_names=frozenset(ours_links | {link.name for link in self.links if link.lab == lab}
                                 | {p.name for b in self.bridges if b.lab == lab for p in b.ports}
                                 | {n.name for n in self.networks if n.lab == lab}
@@ -229,6 +231,7 @@ class HostState:
             dhcp=tuple(SeenDhcp(**d) for d in raw.get("dhcp", ())),
             pools=tuple(SeenPool(**{**p, "volumes": tuple(SeenVolume(**v) for v in p["volumes"])})
                         for p in raw.get("pools", ())),
+            uefi=raw.get("uefi", False),
         )
 
 

@@ -592,6 +592,9 @@ class _Builder:
             name = self.global_name(names.domain_name(vm.name), vm.node, self.facts.taken_domains,
                                     {d.name for d in self.domains}, "VM")
             disks = self._disks(vm)
+            if vm.uefi and not self.facts.uefi:
+                self.deviations.append(Deviation(f"VM {vm.name}", "boots under SeaBIOS, not UEFI: OVMF is not installed "
+                                                                  "(apt-get install ovmf; invoke host.bootstrap does)"))
             firmware_boot = self._boots_image(vm) or (vm.boot is not None and vm.boot in {n.mac for n in nics})
             files = dict(image=vm.image, overlay=f"{DISK_DIR}/{lab}/{name}.qcow2") if vm.image else {}
             if vm.image or firmware_boot:  # the guest's own OS reads its network settings from cloud-init's seed
@@ -603,7 +606,9 @@ class _Builder:
                                        agent_socket=agent_socket(lab, name), power_on=vm.power == "on",
                                        disks=disks, firmware_boot=firmware_boot,
                                        boot_nic=vm.boot if vm.boot in {n.mac for n in nics} else None,
-                                       uefi=vm.uefi and self.facts.uefi, **files))
+                                       uefi=vm.uefi and self.facts.uefi, **files,
+                                       # OVMF starts the bzImage through its EFI stub (it cannot take vmlinux's PVH entry)
+                                       **({"kernel": f"{IMAGE_DIR}/vmlinuz"} if vm.uefi and self.facts.uefi else {})))
             self._attach_volumes(name, disks)
 
     # storage -------------------------------------------------------------

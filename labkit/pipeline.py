@@ -101,6 +101,23 @@ def addressed(topo: topology.Topology, effective: state.Effective | None) -> Add
     return Addressed(pinned, ledger.assign(pinned, before))
 
 
+def with_image_facts(topo: topology.Topology) -> topology.Topology:
+    """The topology with what each image file is (format, size, bootable), read with qemu-img
+    where the topology does not say (a file written by hand; acli and the API fill them in)."""
+    missing = [im for im in topo.images if im.size is None or im.format is None or im.bootable is None]
+    if not missing:
+        return topo
+    from .host.storage import probe
+
+    images = []
+    for im in topo.images:
+        if im in missing:
+            facts = probe(im.source, f"image {im.name}")
+            im = im.model_copy(update={"size": facts.size, "format": facts.format, "bootable": facts.bootable})
+        images.append(im)
+    return topo.model_copy(update={"images": images})
+
+
 def desire(topo: topology.Topology, host: HostState, adapt: render.Adaptation) -> Desired:
     return rendered(model.resolve(topo, host.facts_for(topo.name)), adapt)  # resolve: final names, given the host
 
@@ -242,7 +259,7 @@ def _resolve(wanted, effective: state.Effective | None, reparse, facts: model.Ho
         if wanted.facts == facts:
             return wanted.desired.lab, None
         wanted = reparse()
-    addr = addressed(wanted, effective)
+    addr = addressed(with_image_facts(wanted), effective)
     return model.resolve(addr.assigned.topo, facts), addr
 
 

@@ -83,7 +83,7 @@ def render_all(lab: Lab, adapt: Adaptation) -> dict[str, str]:
 def kernel_cmdline(dom: Domain, adapt: Adaptation | None = None) -> str:
     """The guest's role, read by the guest agent's init: hostname, gateway, and per NIC (found by MAC)
     its addresses (or `dhcp` on a managed network); a trunk NIC lists its VLANs."""
-    parts = [BASE_CMDLINE.format(acpi=ACPI_CORES if dom.cores > 1 else "acpi=off")]
+    parts = [BASE_CMDLINE.format(acpi=ACPI_CORES if dom.cores > 1 or dom.uefi else "acpi=off")]  # UEFI has no MP table
     if adapt is not None and adapt.tsc_khz:
         parts.append(f"tsc_early_khz={adapt.tsc_khz} tsc=reliable")
     if adapt is not None and adapt.guest_image:

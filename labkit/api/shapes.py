@@ -15,7 +15,8 @@ import ipaddress
 import time
 
 from .. import ipam, names
-from ..control import Control, HostRecord, NetworkRecord, NicRecord, VmRecord
+from ..control import Control, NetworkRecord, NicRecord, VmRecord
+from ..control_hosts import HostRecord
 from ..tasklog import Task
 
 TASK_PREFIX = "ZXJnb24=:"  # base64("ergon"): Prism Central's task ids
@@ -240,9 +241,11 @@ def host(lab: str, record: HostRecord) -> dict:
         "extId": record.uuid, "hostName": record.name, "hostType": "HYPER_CONVERGED",
         "cluster": {"uuid": cluster_uuid(lab), "name": lab},
         "hypervisor": {"type": "AHV", "fullName": "AHV (labkit)", "externalAddress": {"ipv4": _ip(record.ip)},
-                       "state": "ACROPOLIS_NORMAL", "numberOfVms": record.vms, "acropolisConnectionState": "CONNECTED"},
+                       "state": "ENTERED_MAINTENANCE_MODE" if record.maintenance else "ACROPOLIS_NORMAL",
+                       "numberOfVms": record.vms, "acropolisConnectionState": "CONNECTED"},
         "controllerVm": {"externalAddress": {"ipv4": _ip(record.cvm_ip)}},
-        "nodeStatus": "NORMAL", "maintenanceState": "normal", "numberOfCpuSockets": 1})
+        "nodeStatus": "NORMAL", "maintenanceState": "entered" if record.maintenance else "normal",
+        "memorySizeBytes": record.memory_mib << 20, "numberOfCpuSockets": 1})
 
 
 def cluster(lab: str, ctl: Control) -> dict:

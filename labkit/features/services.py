@@ -30,6 +30,7 @@ APT_PACKAGES = (
     "tini",  # runs libvirtd as a subreaper (see SERVICES)
     "graphviz",  # lab.diagram's layout (dot), also on Prism's web page
     "chromium", "chromium-driver",  # the tests of Prism's web page: a real browser, headless, nothing downloaded
+    "ovmf",  # UEFI firmware for VMs created with uefi_boot=true
 )
 
 

@@ -29,6 +29,14 @@ def datapath_type() -> str:
     return "system" if os.path.exists("/sys/module/openvswitch") else "netdev"
 
 
+UEFI_FIRMWARE = "/usr/share/qemu/firmware/60-edk2-x86_64.json"  # Debian's OVMF, as libvirt's firmware autoselection finds it
+
+
+def uefi() -> bool:
+    """Whether OVMF is installed (package ovmf): uefi_boot VMs then start under UEFI."""
+    return os.path.exists(UEFI_FIRMWARE)
+
+
 class Connection:
     """A connection to one system, usable in `with`: closed when the block ends."""
 

@@ -20,7 +20,7 @@ import threading
 import time
 
 from .. import state
-from . import DEADLINE, bounded, datapath_type, hung
+from . import DEADLINE, bounded, datapath_type, hung, uefi
 
 
 def _read_links():
@@ -77,7 +77,7 @@ class Reading:
         from . import dhcp
 
         (links, namespaces), bridges, (networks, domains, pools) = (self.part(system) for system in READERS)
-        return HostState(bridges, links, namespaces, networks, domains, datapath_type(), dhcp.observe(), pools)
+        return HostState(bridges, links, namespaces, networks, domains, datapath_type(), dhcp.observe(), pools, uefi())
 
     def fresh(self) -> bool:
         """No labkit command changed the host since the reading began."""
@@ -108,7 +108,7 @@ def read_with(netlink, ovs, virt):
     from . import dhcp
 
     (links, namespaces), bridges, (networks, domains, pools) = netlink.observe(), ovs.observe(), virt.observe()
-    return HostState(bridges, links, namespaces, networks, domains, datapath_type(), dhcp.observe(), pools)
+    return HostState(bridges, links, namespaces, networks, domains, datapath_type(), dhcp.observe(), pools, uefi())
 
 
 def _fork(reader) -> tuple[int, int]:

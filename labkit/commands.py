@@ -33,14 +33,17 @@ def labs_on_host(reading=None) -> list:
     from .host.observe import observe
 
     host = observe(None, reading)
-    resolved = {}
+    resolved, unreadable = {}, {}
     for folder in sorted(p for p in paths.RUN_DIR.iterdir() if p.is_dir()) if paths.RUN_DIR.is_dir() else ():
         effective = state.read_effective(folder.name)
         if effective is None:
             continue
-        topo = topology.load_bytes(effective.topology, state.topology_file(folder.name))
-        resolved[topo.name] = model.resolve(addressed(topo, effective).assigned.topo, host.facts_for(topo.name))
-    return labs.summarize(host, resolved)
+        try:  # one lab saved by another labkit version must not hide the others
+            topo = topology.load_bytes(effective.topology, state.topology_file(folder.name))
+            resolved[topo.name] = model.resolve(addressed(topo, effective).assigned.topo, host.facts_for(topo.name))
+        except LabkitError as error:
+            unreadable[folder.name] = f"its saved topology does not load ({error})"
+    return labs.summarize(host, resolved, unreadable)
 
 
 def status_plan(path: str | None, profile: str | None = None, reading=None) -> tuple[plan.Plan, str]:

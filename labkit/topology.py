@@ -165,7 +165,7 @@ class Image(Spec):
     type: Literal["disk", "iso"] = "disk"
     uuid: Uuid | None = None
     vmdisk_uuid: Uuid | None = None  # its disk in the container, which clones are made over
-    size: DiskBytes | None = None
+    size: Annotated[int, Strict(), Field(ge=1, le=values.DISK_MAX)] | None = None  # bytes (an ISO may be tiny)
     format: Literal["qcow2", "raw", "vmdk", "vdi", "vhdx", "vpc"] | None = None
     bootable: Annotated[bool, Strict()] | None = None  # its first sector ends in the boot signature
     annotation: Annotated[str, Strict(), AfterValidator(values.annotation)] = ""

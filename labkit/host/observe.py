@@ -17,6 +17,7 @@ from __future__ import annotations
 import os
 import pickle
 import threading
+import importlib
 import time
 
 from .. import state
@@ -53,7 +54,7 @@ class Reading:
     threads (a test runner, say) reads in-process instead: forking it would copy their locks."""
 
     def __init__(self):
-        from .. import hoststate  # noqa: F401 - the readers' types, and the command's: imported once, before the forks
+        importlib.import_module("labkit.hoststate")  # the readers' types, and the command's: imported once, before the forks
         self.generation = state.generation()
         self.started = time.monotonic()
         forking = threading.active_count() == 1

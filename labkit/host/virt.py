@@ -269,7 +269,8 @@ class Virt(Connection):
                 except libvirt.libvirtError:
                     if dom.isActive():
                         raise
-            self._call(f"undefine domain {name}", dom.undefine)
+            # NVRAM: a UEFI guest's variable store is the domain's own (libvirt made it from OVMF's template)
+            self._call(f"undefine domain {name}", dom.undefineFlags, libvirt.VIR_DOMAIN_UNDEFINE_NVRAM)
 
         self._parallel(one, names)
 

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import subprocess
 import sys
 
@@ -24,6 +25,39 @@ def pytest_collection_modifyitems(items):
             item.add_marker(pytest.mark.host)
             if os.geteuid() != 0:
                 item.add_marker(pytest.mark.skip(reason="needs root (run through `invoke test` as root)"))
+
+
+def suite_lab_names() -> set[str]:
+    """The labs this suite brings up: its topologies', the examples' and the default lab's names,
+    and every quoted lab name its tests write (inline YAML, --lab, renamed copies)."""
+    names = set()
+    for path in [*REPO.glob("tests/topologies/*.yaml"), *REPO.glob("examples/*.yaml"), REPO / "labkit" / "default.yaml"]:
+        names |= set(re.findall(r"^name: ([a-z0-9-]+)\s*$", path.read_text(), re.M))
+    for path in REPO.glob("tests/integration/*.py"):
+        text = path.read_text()
+        names |= set(re.findall(r'^\s*name: ([a-z0-9-]+)\s*$', text, re.M))
+        names |= set(re.findall(r'"name: ([a-z0-9-]+)', text))
+        names |= set(re.findall(r'"--lab", "([a-z0-9-]+)"', text))
+        names |= set(re.findall(r'names_of\("([a-z0-9-]+)"\)', text))
+    return names
+
+
+@pytest.fixture(scope="session", autouse=True)
+def no_suite_lab_left_by_an_earlier_run():
+    """An interrupted earlier run (a killed CI job, a dev's session) may have left one of this suite's
+    labs up: it holds AHV's names (eth2, virbr0...) and the tests would meet fallbacks. Only the
+    suite's own labs are taken down; a user's other labs stay."""
+    if os.geteuid() != 0:
+        yield
+        return
+    listed = subprocess.run([sys.executable, "-m", "invoke", "lab.list", "--json"], cwd=REPO, capture_output=True,
+                            text=True, timeout=600)
+    if listed.returncode == 0:
+        owned = suite_lab_names()
+        for lab in json.loads(listed.stdout)["labs"]:
+            if lab["name"] in owned:
+                invoke("lab.down", "--lab", lab["name"])
+    yield
 
 
 def sh(cmd: str, check: bool = True) -> str:
@@ -69,7 +103,10 @@ def labkit_leftovers(lab: str) -> list[str]:
             left.append(f"link {link['ifname']}")
     for pid in sh(f"pgrep -f -- '--conf-file=/run/labkit/{lab}/dhc[p]/' || true").split():
         left.append(f"dnsmasq {pid}")
-    for path in (f"/run/labkit/{lab}", f"/run/labkit/{lab}.lock", f"/var/log/labkit/{lab}"):
+    for name in sh("virsh -c qemu:///system pool-list --all --name").split():
+        if f"/var/lib/labkit/storage/{lab}/" in sh(f"virsh -c qemu:///system pool-dumpxml {name}"):
+            left.append(f"storage pool {name}")
+    for path in (f"/run/labkit/{lab}", f"/run/labkit/{lab}.lock", f"/var/log/labkit/{lab}", f"/var/lib/labkit/storage/{lab}"):
         if os.path.exists(path):
             left.append(f"file {path}")
     return left

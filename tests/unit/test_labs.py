@@ -22,8 +22,12 @@ def test_every_lab_with_its_state_and_names(golden):
     # one of pair's VMs is not running; lab "gone" left a namespace behind (a killed lab.down)
     host = replace(host, domains=tuple(replace(d, active=d.name != "b1") for d in host.domains),
                    namespaces=host.namespaces + (replace(host.namespaces[0], name="labkit.gone.node1", lab="gone"),))
-    found = labs.summarize(host, {"seed": seed.lab, "pair": pair.lab})
+    # lab "old" was saved by another labkit version: listed, with why, and the others still are
+    host = replace(host, namespaces=host.namespaces + (replace(host.namespaces[0], name="labkit.old.node1", lab="old"),))
+    found = labs.summarize(host, {"seed": seed.lab, "pair": pair.lab},
+                           {"old": "its saved topology does not load (topology.yaml:48: images[1].size: too small)"})
     assert [(lab.name, lab.state, lab.nodes, lab.vms_running, lab.vms) for lab in found] == [
-        ("gone", "left over", 0, 0, 0), ("pair", "partial", 2, 1, 2), ("seed", "up", 1, 1, 1)]
+        ("gone", "left over", 0, 0, 0), ("old", "unreadable", 0, 0, 0), ("pair", "partial", 2, 1, 2),
+        ("seed", "up", 1, 1, 1)]
     golden(REPO / "tests/golden/labs/list.txt", labs.table(found) + "\n")
     assert labs.table([]) == "no labs on this host"

@@ -60,6 +60,11 @@ def _affinity_get(ctl: Control, args, _kw) -> Output:
     return Output(proto(vm.name, fields), {"host_uuids": [hosts[h] for h in vm.affinity]})
 
 
+def _maintenance_check(ctl, args, kw) -> Output:
+    verdict = ctl.check_maintenance(args[0])
+    return Output([f'"{verdict}"'], {"verdict": verdict})
+
+
 COMMANDS = (
     Command("host.list", (), (), (), _host_list, "list the lab's nodes"),
     Command("host.get", ("host",), (), (), _host_get, "show a node"),
@@ -67,8 +72,10 @@ COMMANDS = (
     Command("host.enter_maintenance_mode", ("host",), (), (), lambda ctl, a, kw: ctl.enter_maintenance(a[0]),
             "migrate every VM off a node (live), then take no VM there", unmodelled=("wait", "mode",
                                                                                    "non_migratable_vm_action")),
+    Command("host.enter_maintenance_mode_check", ("host",), (), (), _maintenance_check,
+            "say whether a node can enter maintenance mode (every running VM has somewhere to go)"),
     Command("host.exit_maintenance_mode", ("host",), (), (), lambda ctl, a, kw: ctl.exit_maintenance(a[0]),
-            "let a node in maintenance mode take VMs again", unmodelled=("wait",)),
+            "let a node take VMs again; the VMs maintenance moved off it come back", unmodelled=("wait",)),
     Command("vm.migrate", ("vm",), ("host", "live"), (), _migrate,
             "move a running VM to another node, live (host=: which; else the one with most free memory)",
             unmodelled=("bandwidth_mbps",)),

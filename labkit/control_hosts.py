@@ -90,7 +90,8 @@ class HostControl:
         else:
             target = self.host(host).name
             self._check_target(vm, target)
-        return self._moved("vm.migrate", {vm.name: target}, touched=(f"vm:{vm.name}",))
+        vms = [v.model_copy(update={"home": None}) if v.name == vm.name else v for v in self.topo.vms]
+        return self._moved("vm.migrate", {vm.name: target}, touched=(f"vm:{vm.name}",), vms=vms)
 
     def _check_target(self, vm, target: str) -> None:
         record = self.host(target)
@@ -140,14 +141,30 @@ class HostControl:
                 moves[vm.name] = next((h.name for h in self.hosts() if h.schedulable and h.name != record.name
                                        and (not vm.affinity or h.name in vm.affinity)), vm.node)
         nodes = [n.model_copy(update={"maintenance": True}) if n.name == record.name else n for n in self.topo.nodes]
-        return self._moved("host.enter_maintenance_mode", moves, touched=(f"host:{record.name}",), nodes=nodes)
+        vms = [v.model_copy(update={"home": record.name}) if v.name in moves and moves[v.name] != record.name else v
+               for v in self.topo.vms]
+        return self._moved("host.enter_maintenance_mode", moves, touched=(f"host:{record.name}",), nodes=nodes, vms=vms)
+
+    def check_maintenance(self, ref: str) -> str:
+        """host.enter_maintenance_mode_check: AHV's verdict, without changing anything."""
+        self.enter_maintenance(ref)  # raises, in the same words, what entering would refuse
+        return "Ok to enter maintenance mode."
 
     def exit_maintenance(self, ref: str) -> Change:
+        """host.exit_maintenance_mode: the host takes VMs again, and the VMs maintenance moved off it
+        come back (running ones live, as AHV restores them), where the host has room for them."""
         record = self.host(ref)
         if not record.maintenance:
             raise ControlError(f"host {record.name} is not in maintenance mode")
         nodes = [n.model_copy(update={"maintenance": False}) if n.name == record.name else n for n in self.topo.nodes]
-        return self._change("host.exit_maintenance_mode", {"nodes": nodes}, touched=(f"host:{record.name}",))
+        free, moves = record.free_mib, {}
+        for vm in sorted((v for v in self.topo.vms if v.home == record.name), key=lambda v: v.name):
+            fits = vm.power != "on" or vm.memory <= free
+            if fits and (not vm.affinity or record.name in vm.affinity):
+                moves[vm.name] = record.name
+                free -= vm.memory if vm.power == "on" else 0
+        vms = [v.model_copy(update={"home": None}) if v.home == record.name else v for v in self.topo.vms]
+        return self._moved("host.exit_maintenance_mode", moves, touched=(f"host:{record.name}",), nodes=nodes, vms=vms)
 
     def affinity_set(self, ref: str, host_list: list[str]) -> Change:
         """vm.affinity_set: the hosts the VM may run on; a running VM outside them migrates live."""

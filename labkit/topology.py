@@ -207,6 +207,9 @@ class Vm(Spec):
     boot: Annotated[str, Strict(), Field(max_length=32)] | None = None  # AHV's boot device: a disk's address (scsi.0) or a NIC's MAC
     uefi: Annotated[bool, Strict()] = False
     affinity: list[str] = Field([], max_length=64)  # AHV's VM-host affinity: the nodes it may run on
+    # the node maintenance mode moved it off: host.exit_maintenance_mode brings it back there (AHV
+    # restores the VMs it evacuated); a vm.migrate chosen by hand forgets it
+    home: str | None = None
 
 
 class Topology(Spec):
@@ -391,6 +394,10 @@ def _check_placement(bad, path: tuple, vm: Vm, nodes: dict) -> None:
             bad(path + ("affinity", k), f"node {shown(name)} does not exist; {_choices(name, nodes)}")
     if vm.affinity and vm.node in nodes and vm.node not in vm.affinity:
         bad(path + ("node",), f"node {vm.node} is not in the VM's affinity {vm.affinity}; place it on one of them")
+    if vm.home is not None and vm.home not in nodes:
+        bad(path + ("home",), f"node {shown(vm.home)} does not exist; {_choices(vm.home, nodes)}")
+    elif vm.home is not None and not nodes[vm.home].maintenance:
+        bad(path + ("home",), f"node {vm.home} is not in maintenance mode; home names the node a VM left for maintenance")
     node = nodes.get(vm.node)
     if node is not None and node.maintenance and vm.power == "on":
         bad(path + ("node",), f"node {vm.node} is in maintenance mode; run the VM on another node or power it off")

@@ -14,10 +14,10 @@ reader of libvirt is quick (lab.down destroys the lab's domains while the others
 
 from __future__ import annotations
 
+import importlib
 import os
 import pickle
 import threading
-import importlib
 import time
 
 from .. import state

@@ -144,8 +144,8 @@ def test_the_interactive_shell_prompts_completes_and_keeps_history(lab, tmp_path
 
 def test_the_vm_lifecycle_as_ahv_s(lab):
     """Names AHV takes, CPU topology, clones in bulk, graceful shutdown, reboot, pause, rename: on real guests."""
-    out = acli("vm.create 'SQL User 05' memory=128M num_vcpus=2 num_cores_per_vcpu=2 uefi_boot=true")
-    assert out.startswith("not modelled in this lab: uefi_boot\n") and out.endswith("SQL User 05: complete\n")
+    out = acli("vm.create 'SQL User 05' memory=128M num_vcpus=2 num_cores_per_vcpu=2 ha_priority=100")
+    assert out.startswith("not modelled in this lab: ha_priority\n") and out.endswith("SQL User 05: complete\n")
     uuid = re.search(r'^  uuid: "([0-9a-f-]+)"', acli("vm.get 'SQL User 05'"), re.M).group(1)
     domain = next(line.split()[1] for line in sh("virsh -c qemu:///system list --all --title").splitlines()[2:]
                   if line.rstrip().endswith("SQL User 05"))
@@ -158,6 +158,12 @@ def test_the_vm_lifecycle_as_ahv_s(lab):
     invoke("lab.verify", "--lab", LAB)  # vm.on returns once the VMs run; this waits for their guests
     for name in ("c1", "c2", "c3"):
         assert invoke("lab.console", name, "--lab", LAB, "--cmd", "hostname").stdout.strip() == name
+    cores = lambda vm: re.findall(r"^cpu cores\s*: (\d+)$", invoke(  # noqa: E731
+        "lab.console", vm, "--lab", LAB, "--cmd", "cat /proc/cpuinfo").stdout, re.M)
+    assert set(cores("c1")) == {"2"}  # num_cores_per_vcpu, as the guest sees it
+    acli("vm.update c1 num_vcpus=1 num_cores_per_vcpu=3")  # a running VM restarts with its new topology
+    invoke("lab.verify", "--lab", LAB)
+    assert set(cores("c1")) == {"3"}
     uptime = lambda vm: float(invoke("lab.console", vm, "--lab", LAB, "--cmd", "cut -d' ' -f1 /proc/uptime").stdout)  # noqa: E731
     before = uptime("c1")
     acli("vm.reboot c1")

@@ -44,10 +44,17 @@ class LiveSession:
             self.say(message)
 
 
-def run_one(session, line: str, as_json: bool, yes: bool, out=print) -> int:
-    """One command line (`invoke acli -c`): its output, or its error as one line; returns the exit status."""
-    # The question goes where the answer's reader looks: with -o json, stdout is for the JSON alone.
-    confirm = None if yes or not sys.stdin.isatty() else (lambda q: _ask(q, sys.stderr if as_json else sys.stdout))
+TERMINAL = "terminal"  # run_one's `ask`: ask on this process's terminal, if it has one
+
+
+def run_one(session, line: str, as_json: bool, yes: bool, out=print, ask=TERMINAL) -> int:
+    """One command line (`invoke acli -c`, or one typed in a CVM: acli_relay): its output, or its
+    error as one line; returns the exit status. `ask(question) -> bool` asks before a delete (None:
+    nobody to ask, as in a script: it goes ahead, as AHV's acli does without a terminal)."""
+    if ask == TERMINAL:
+        # The question goes where the answer's reader looks: with -o json, stdout is for the JSON alone.
+        ask = (lambda q: _ask(q, sys.stderr if as_json else sys.stdout)) if sys.stdin.isatty() else None
+    confirm = None if yes else ask
     if line.strip() == "help":
         out("\n".join(acli.help_text()))
         return 0

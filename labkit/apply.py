@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from . import state
-from .host import dhcp
+from .host import dhcp, relay
 from .host.ovs import set_flows
 from .model import Lab
 from .plan import Action, Plan
@@ -76,6 +76,16 @@ class Applier:
             dhcp.start(self.lab_name, a.obj)
 
     _update_dhcp = _create_dhcp
+
+    def _delete_relay(self, actions: list[Action]) -> None:
+        for a in actions:
+            relay.stop(self.lab_name)
+
+    def _create_relay(self, actions: list[Action]) -> None:
+        for a in actions:
+            relay.start(self.lab_name, a.obj)
+
+    _update_relay = _create_relay
 
     def _update_ovs_flows(self, actions: list[Action]) -> None:
         from .names import flows_digest
@@ -257,6 +267,7 @@ STEPS = {
     ("stop", "domain"): Applier._stop_domain,
     ("delete", "domain"): Applier._delete_domain,
     ("delete", "dhcp"): Applier._delete_dhcp,
+    ("delete", "relay"): Applier._delete_relay,
     ("delete", "network"): Applier._delete_network,
     ("delete", "ovs-port"): Applier._delete_ovs_port,
     ("delete", "ovs-bridge"): Applier._delete_ovs_bridge,
@@ -278,6 +289,8 @@ STEPS = {
     ("update", "route"): Applier._update_route,
     ("create", "dhcp"): Applier._create_dhcp,
     ("update", "dhcp"): Applier._update_dhcp,
+    ("create", "relay"): Applier._create_relay,
+    ("update", "relay"): Applier._update_relay,
     ("create", "network"): Applier._create_network,
     ("update", "network"): Applier._update_network,
     ("start", "network"): Applier._start_network,

@@ -126,6 +126,15 @@ class SeenDhcp:
 
 
 @dataclass(frozen=True)
+class SeenRelay:
+    """A lab's acli relay (the process that answers `acli` typed in its CVMs), from its pid file."""
+
+    lab: str
+    running: bool
+    version: str  # of the labkit code it runs (memo.code_digest): a new labkit restarts it
+
+
+@dataclass(frozen=True)
 class HostState:
     bridges: tuple[SeenBridge, ...] = ()
     links: tuple[SeenLink, ...] = ()
@@ -136,6 +145,7 @@ class HostState:
     dhcp: tuple[SeenDhcp, ...] = ()
     pools: tuple[SeenPool, ...] = ()
     uefi: bool = False  # OVMF is installed
+    relays: tuple[SeenRelay, ...] = ()
 
     def ports_not_of(self, lab: str) -> frozenset[str]:
         """OVS port names on bridges that are not `lab`'s (port names are global to ovs-vswitchd)."""
@@ -232,6 +242,7 @@ class HostState:
             pools=tuple(SeenPool(**{**p, "volumes": tuple(SeenVolume(**v) for v in p["volumes"])})
                         for p in raw.get("pools", ())),
             uefi=raw.get("uefi", False),
+            relays=tuple(SeenRelay(**r) for r in raw.get("relays", ())),
         )
 
 

@@ -14,7 +14,7 @@ from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING, Literal
 
 from . import ipam, ledger, names
-from .paths import DISK_DIR, IMAGE_DIR, LOG_DIR, STORAGE_DIR, agent_socket
+from .paths import DISK_DIR, IMAGE_DIR, LOG_DIR, STORAGE_DIR, acli_socket, agent_socket
 
 if TYPE_CHECKING:  # the topology's pydantic models: imported by whoever parses one, not by every reader of the model
     from .topology import Bond, Node, Topology
@@ -229,6 +229,7 @@ class Domain:
     initrd: str = f"{IMAGE_DIR}/initrd.img"
     serial_log: str = ""
     agent_socket: str = ""  # the agent channel's unix socket (paths.agent_socket)
+    acli_socket: str = ""  # a CVM's acli channel (paths.acli_socket): `acli` typed in the CVM
     image: str | None = None  # the user's disk image (never written: the VM runs on `overlay`)
     overlay: str | None = None
     seed: str | None = None  # cloud-init NoCloud ISO
@@ -532,7 +533,7 @@ class _Builder:
             memory_mib=cvm.memory if fidelity else LAB_CVM_MIB, vcpus=cvm.vcpus if fidelity else LAB_CVM_VCPUS,
             nics=nics, passthrough=tuple(cvm.passthrough), locked_memory=True,
             hostname=f"NTNX-{node.name}-CVM", gateway=gateway, serial_log=f"{LOG_DIR}/{lab}/{name}.serial.log",
-            agent_socket=agent_socket(lab, name)))
+            agent_socket=agent_socket(lab, name), acli_socket=acli_socket(lab, name)))
 
     # switch --------------------------------------------------------------
 

@@ -33,10 +33,24 @@ OVS_CTL = "/usr/share/openvswitch/scripts/ovs-ctl"
 KVM_DEVICE = Path("/dev/kvm")
 
 
-def agent_socket(lab: str, domain: str) -> str:
+def agent_socket(lab: str, domain: str, suffix: str = ".sock") -> str:
     """The unix socket of a domain's agent channel (libvirt binds it; labkit connects). A socket's
     path has room for 107 bytes: a long domain name is replaced by a digest of it."""
-    path = f"{RUN_DIR}/{lab}/agents/{domain}.sock"
+    path = f"{RUN_DIR}/{lab}/agents/{domain}{suffix}"
     if len(path.encode()) > 107:
-        path = f"{RUN_DIR}/{lab}/agents/{hashlib.sha256(domain.encode()).hexdigest()[:24]}.sock"
+        path = f"{RUN_DIR}/{lab}/agents/{hashlib.sha256(domain.encode()).hexdigest()[:24]}{suffix}"
     return path
+
+
+ACLI_SUFFIX = ".acli.sock"
+
+
+def acli_socket(lab: str, domain: str) -> str:
+    """The unix socket of a CVM's acli channel: the guest's `acli` writes there, and the lab's
+    relay (labkit/acli_relay.py), connected to every such socket of the lab, answers."""
+    return agent_socket(lab, domain, ACLI_SUFFIX)
+
+
+def relay_pidfile(lab: str) -> Path:
+    """The lab's acli relay: its pid and the version of labkit it runs (host/relay.py)."""
+    return RUN_DIR / lab / "acli-relay.pid"

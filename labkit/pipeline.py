@@ -16,6 +16,7 @@ applies them. What the tasks do around these is commands.py. `topology` (pydanti
 from __future__ import annotations
 
 import contextlib
+import functools
 import threading
 from dataclasses import dataclass
 
@@ -129,7 +130,15 @@ def rendered(lab: model.Lab, adapt: render.Adaptation) -> Desired:
 
 
 def plan_up(desired: Desired, host: HostState) -> plan.Plan:
-    return plan.plan(desired.lab, host, desired.docs, dhcp_digests(desired.lab))  # plan: the diff, ordered
+    return plan.plan(desired.lab, host, desired.docs, dhcp_digests(desired.lab), relay_version())  # plan: the diff
+
+
+@functools.cache
+def relay_version() -> str:
+    """The labkit a lab's acli relay must run: this process's (read once; the relay reads its own)."""
+    from . import memo
+
+    return memo.code_digest()[:16]
 
 
 def dhcp_digests(lab: model.Lab) -> dict[str, str]:

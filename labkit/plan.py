@@ -24,7 +24,7 @@ from .names import flows_digest, metadata_of
 
 # Execution order. Deletes run first, leaves before what they hang on.
 ORDER = [
-    ("stop", "domain"), ("delete", "domain"), ("delete", "dhcp"), ("delete", "network"), ("delete", "ovs-port"),
+    ("delete", "relay"), ("stop", "domain"), ("delete", "domain"), ("delete", "dhcp"), ("delete", "network"), ("delete", "ovs-port"),
     ("delete", "ovs-bridge"), ("delete", "veth"), ("delete", "linux-bridge"), ("delete", "netns"),
     ("create", "netns"), ("create", "veth"), ("update", "veth"), ("create", "linux-bridge"), ("update", "linux-bridge"),
     ("create", "ovs-bridge"), ("update", "ovs-bridge"), ("create", "ovs-port"), ("update", "ovs-port"),
@@ -36,6 +36,7 @@ ORDER = [
     ("create", "pool"), ("create", "volume"), ("update", "volume"),
     ("create", "domain"), ("update", "domain"), ("start", "domain"),
     ("update", "vm-port"),
+    ("create", "relay"), ("update", "relay"),
     # volumes go once no domain uses them (a disk deleted from a running VM is unplugged first)
     ("delete", "volume"), ("delete", "pool"),
 ]
@@ -82,9 +83,11 @@ class Plan:
         return "\n".join([f"lab {self.lab}: {len(self.actions)} change(s)"] + [f"  {a}" for a in self.actions])
 
 
-def plan(lab: Lab, host: HostState, docs: dict[str, str], dhcp_configs: dict[str, str] | None = None) -> Plan:
+def plan(lab: Lab, host: HostState, docs: dict[str, str], dhcp_configs: dict[str, str] | None = None,
+         relay_version: str = "") -> Plan:
     """Changes that bring `host` to `lab`; `docs` are the rendered libvirt documents by name,
-    `dhcp_configs` the digests of the nodes' DHCP server configurations by node."""
+    `dhcp_configs` the digests of the nodes' DHCP server configurations by node, `relay_version`
+    the labkit its CVMs' acli relay must run ("": no relay is planned)."""
     planner = _Planner(lab.name, host)
     planner.namespaces({ns.name: ns for ns in lab.namespaces})
     planner.veths(lab.veths)
@@ -96,6 +99,7 @@ def plan(lab: Lab, host: HostState, docs: dict[str, str], dhcp_configs: dict[str
     planner.libvirt("domain", {d.name: docs[d.name] for d in lab.domains}, host.domains,
                     running={d.name for d in lab.domains if d.power_on})
     planner.vm_ports(lab)
+    planner.relay(relay_version if any(d.role == "cvm" for d in lab.domains) else "")
     return planner.finish()
 
 
@@ -117,6 +121,7 @@ def plan_down(lab_name: str, host: HostState) -> Plan:
     planner.libvirt("network", {}, host.networks)
     planner.libvirt("domain", {}, host.domains)
     planner.storage((), {})
+    planner.relay("")
     return planner.finish()
 
 
@@ -289,6 +294,17 @@ class _Planner:
                 self.add("update", "dhcp", server.node, detail=f"restart: dnsmasq is {have.problem}", obj=server)
             elif have.digest != digests.get(server.node):
                 self.add("update", "dhcp", server.node, detail=detail, obj=server)
+
+    def relay(self, version: str) -> None:
+        """The lab's acli relay: running the labkit of this version ("": none wanted)."""
+        have = next((r for r in self.host.relays if r.lab == self.lab), None)
+        if not version:
+            if have is not None:
+                self.add("delete", "relay", self.lab)
+        elif have is None or not have.running:
+            self.add("create", "relay", self.lab, detail="acli in the CVMs", obj=version)
+        elif have.version != version:
+            self.add("update", "relay", self.lab, detail="restart: labkit changed", obj=version)
 
     # libvirt --------------------------------------------------------------
 

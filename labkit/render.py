@@ -22,6 +22,7 @@ from .names import METADATA_NS
 from .paths import TEMPLATE_DIR
 
 AGENT_CHANNEL = "org.labkit.agent.0"
+ACLI_CHANNEL = "org.labkit.acli.0"  # a CVM's: the guest's acli (images/guest/acli.c) to the lab's relay
 # The serial console; quiet, since every console line is emulated port I/O. labkit's kernel
 # (images/kernel/) runs without ACPI (acpi=off: the MP table lists the CPUs; see ACPI_CORES), skips the IO-APIC timer test that
 # waits for ticks, and takes the APIC timer's period instead of calibrating it for 100 ms: QEMU's
@@ -44,7 +45,7 @@ def render_domain(dom: Domain, lab: Lab, adapt: Adaptation) -> str:
     template = "cvm.xml.j2" if dom.role == "cvm" else "uvm.xml.j2"
     text = _env.get_template(template).render(
         dom=dom, adapt=adapt, cmdline=kernel_cmdline(dom, adapt), passthrough=[_pci(p) for p in dom.passthrough],
-        agent_channel=AGENT_CHANNEL,
+        agent_channel=AGENT_CHANNEL, acli_channel=ACLI_CHANNEL,
     )
     return _finish(text, lab.name, dom.node, dom.role)
 

@@ -101,6 +101,8 @@ def build(lab: Lab, pending: Plan, vm_ports: dict[str, tuple[str, int | None, st
             add("ovs-flows", bridge.name, bridge.node, note=f"{len(bridge.flows)} rules")
     for server in lab.dhcp_servers:
         add("dhcp", server.node, server.node, note=f"dnsmasq in {server.netns}, {len(server.hosts)} binding(s)")
+    if any(d.role == "cvm" for d in lab.domains):
+        add("relay", lab.name, None, note="answers acli typed in the CVMs")
     for net in lab.networks:
         add("network", net.name, net.node)
     for dom in lab.domains:

@@ -75,10 +75,11 @@ class Reading:
     def result(self):
         """The HostState the readers saw (waits for them; raises what a reader raised)."""
         from ..hoststate import HostState
-        from . import dhcp
+        from . import dhcp, relay
 
         (links, namespaces), bridges, (networks, domains, pools) = (self.part(system) for system in READERS)
-        return HostState(bridges, links, namespaces, networks, domains, datapath_type(), dhcp.observe(), pools, uefi())
+        return HostState(bridges, links, namespaces, networks, domains, datapath_type(), dhcp.observe(), pools, uefi(),
+                     relay.observe())
 
     def fresh(self) -> bool:
         """No labkit command changed the host since the reading began."""
@@ -106,10 +107,11 @@ def observe(lab: str | None, reading: Reading | None = None, host=None):
 def read_with(netlink, ovs, virt):
     """The HostState, read through connections already open."""
     from ..hoststate import HostState
-    from . import dhcp
+    from . import dhcp, relay
 
     (links, namespaces), bridges, (networks, domains, pools) = netlink.observe(), ovs.observe(), virt.observe()
-    return HostState(bridges, links, namespaces, networks, domains, datapath_type(), dhcp.observe(), pools, uefi())
+    return HostState(bridges, links, namespaces, networks, domains, datapath_type(), dhcp.observe(), pools, uefi(),
+                     relay.observe())
 
 
 def _fork(reader) -> tuple[int, int]:

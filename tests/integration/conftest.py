@@ -103,6 +103,8 @@ def labkit_leftovers(lab: str) -> list[str]:
             left.append(f"link {link['ifname']}")
     for pid in sh(f"pgrep -f -- '--conf-file=/run/labkit/{lab}/dhc[p]/' || true").split():
         left.append(f"dnsmasq {pid}")
+    for pid in sh(f"pgrep -f -- '-m labkit[.]acli_relay --lab {lab}$' || true").split():
+        left.append(f"acli relay {pid}")
     for name in sh("virsh -c qemu:///system pool-list --all --name").split():
         if f"/var/lib/labkit/storage/{lab}/" in sh(f"virsh -c qemu:///system pool-dumpxml {name}"):
             left.append(f"storage pool {name}")
@@ -126,18 +128,32 @@ class Terminal:
             os.execv(sys.executable, [sys.executable, "-m", "invoke", *args])
         self.seen = b""
 
-    def read_until(self, marker: bytes, timeout: float = 30) -> None:
+    def read_until(self, marker: bytes, timeout: float = 30, since: int = 0) -> None:
+        """Read until `marker` is seen (after `since`: what was seen before a command counts not)."""
         import select
         import time
 
         deadline = time.monotonic() + timeout
-        while marker not in self.seen:
+        while marker not in self.seen[since:]:
             assert time.monotonic() < deadline, f"no {marker!r} on the terminal; got {self.seen[-500:]!r}"
             if select.select([self.fd], [], [], 0.5)[0]:
                 self.seen += os.read(self.fd, 4096)
 
     def write(self, data: bytes) -> None:
         os.write(self.fd, data)
+
+    def settle(self) -> None:
+        """Read until the guest's shell is quiet, answering busybox's cursor-position questions as
+        a terminal does (it asks once per prompt)."""
+        import select
+
+        answered = 0
+        while select.select([self.fd], [], [], 1.5)[0] or self.seen.count(b"\x1b[6n") > answered:
+            if self.seen.count(b"\x1b[6n") > answered:
+                self.write(b"\x1b[1;5R")
+                answered += 1
+            else:
+                self.seen += os.read(self.fd, 4096)
 
     def exit_status(self) -> int:
         _, status = os.waitpid(self.pid, 0)

@@ -8,10 +8,10 @@ from __future__ import annotations
 
 from dataclasses import replace
 
-from labkit import readback
+from labkit import pipeline, readback
 from labkit.host import dhcp
 from labkit.hoststate import (HostState, SeenBridge, SeenDhcp, SeenDomain, SeenLink, SeenNetns, SeenNetwork, SeenPool,
-                              SeenVmPort, SeenVolume)
+                              SeenRelay, SeenVmPort, SeenVolume)
 from labkit.model import Lab
 from labkit.names import flows_digest, metadata_of
 
@@ -40,6 +40,8 @@ def state_after(lab: Lab, docs: dict[str, str], base: HostState = HostState()) -
                                  for p in lab.pools),
         dhcp=base.dhcp + tuple(SeenDhcp(lab.name, s.node, True, dhcp.digest(dhcp.config(lab.name, s)))
                                for s in lab.dhcp_servers),
+        relays=base.relays + ((SeenRelay(lab.name, True, pipeline.relay_version()),)
+                              if any(d.role == "cvm" for d in lab.domains) else ()),
     )
 
 

@@ -6,7 +6,7 @@ import json
 from dataclasses import replace
 
 from labkit import status
-from labkit.plan import plan
+from labkit.pipeline import plan_up
 
 from .hostsim import state_after
 from .test_plan import recorded, up_plan
@@ -24,7 +24,7 @@ def vm_ports_of(lab, tag_of=lambda nic: nic.tag):
 
 def test_a_matching_host_is_healthy_and_json_is_versioned():
     desired, host = lab_and_host()
-    report = status.build(desired.lab, plan(desired.lab, host, desired.docs), vm_ports_of(desired.lab), ["x: y"])
+    report = status.build(desired.lab, plan_up(desired, host), vm_ports_of(desired.lab), ["x: y"])
     assert report.healthy
     data = json.loads(report.to_json())
     assert data["version"] == 1 and data["healthy"] and data["deviations"] == ["x: y"]
@@ -37,7 +37,7 @@ def test_missing_down_and_mistagged_objects_are_named():
     host = replace(host, domains=tuple(d for d in host.domains if d.name != "uvm32"),
                    links=tuple(replace(l, up=False) if l.name == "eth2" else l for l in host.links))
     ports = vm_ports_of(desired.lab, tag_of=lambda nic: None if nic.tag is None else 0)
-    report = status.build(desired.lab, plan(desired.lab, host, desired.docs), ports, [])
+    report = status.build(desired.lab, plan_up(desired, host), ports, [])
     rows = {(r.kind, r.name): r for r in report.rows}
     assert not report.healthy
     assert rows[("domain", "uvm32")].present is False and rows[("domain", "uvm32")].detail == "missing"
@@ -47,7 +47,7 @@ def test_missing_down_and_mistagged_objects_are_named():
 
 def test_a_bond_member_down_makes_the_bond_unhealthy():
     desired, host = lab_and_host()
-    report = status.build(desired.lab, plan(desired.lab, host, desired.docs), vm_ports_of(desired.lab), [],
+    report = status.build(desired.lab, plan_up(desired, host), vm_ports_of(desired.lab), [],
                           {"bond0": ["eth2 link down"], "seed-n1-bond0": []})
     bond = next(r for r in report.rows if r.name == "bond0")
     assert (bond.present, bond.healthy, bond.detail) == (True, False, "eth2 link down") and not report.healthy

@@ -176,12 +176,15 @@ def main(argv: list[str] | None = None) -> int:
     pidfile = relay_pidfile(lab)
     state.write_private(pidfile, f"{os.getpid()} {version}\n")
     print(f"labkit acli relay for lab {lab}: pid {os.getpid()}, labkit {version}", flush=True)
+    mine = f"{os.getpid()} ".encode()
     try:
-        while True:
+        # until lab.down stops it, or forgets the lab (its pid file gone: a lab.down that could not signal it)
+        while (state.read_private(pidfile) or b"").startswith(mine):
             relay.scan()
             time.sleep(SCAN_SECONDS)
+        return 0
     finally:
-        if (state.read_private(pidfile) or b"").startswith(f"{os.getpid()} ".encode()):
+        if (state.read_private(pidfile) or b"").startswith(mine):
             pidfile.unlink(missing_ok=True)
 
 

@@ -35,6 +35,7 @@ class Applier:
     def apply(self, plan: Plan, lab: Lab | None) -> None:
         self.lab_name, self.lab = plan.lab, lab
         self._converged: set[str] = set()
+        self._starting: list = []  # relays spawned, not yet ready
         journal = state.own_lab_dir(plan.lab) / "journal"
         try:
             for (verb, kind), group in itertools.groupby(plan.actions, key=lambda a: (a.verb, a.kind)):
@@ -45,6 +46,9 @@ class Applier:
                     STEPS[(verb, kind)](self, actions)
                 state.append_private(journal, "".join(f"{time.strftime('%FT%T')} done {a} ({time.monotonic() - started:.2f}s)\n"
                                                       for a in actions))
+            with self.phase("wait for the acli relay"):
+                for starting in self._starting:
+                    starting.wait()
         finally:
             state.bump_generation()  # readings of the host taken before this are stale
 
@@ -82,8 +86,9 @@ class Applier:
             relay.stop(self.lab_name)
 
     def _create_relay(self, actions: list[Action]) -> None:
+        """Spawned first, waited for last (apply's end): its start overlaps the lab's building."""
         for a in actions:
-            relay.start(self.lab_name, a.obj)
+            self._starting.append(relay.spawn(self.lab_name, a.obj))
 
     _update_relay = _create_relay
 

@@ -26,6 +26,7 @@ from .names import flows_digest, metadata_of
 ORDER = [
     ("delete", "relay"), ("stop", "domain"), ("delete", "domain"), ("delete", "dhcp"), ("delete", "network"), ("delete", "ovs-port"),
     ("delete", "ovs-bridge"), ("delete", "veth"), ("delete", "linux-bridge"), ("delete", "netns"),
+    ("create", "relay"), ("update", "relay"),  # spawned first, waited for at the end (apply.py)
     ("create", "netns"), ("create", "veth"), ("update", "veth"), ("create", "linux-bridge"), ("update", "linux-bridge"),
     ("create", "ovs-bridge"), ("update", "ovs-bridge"), ("create", "ovs-port"), ("update", "ovs-port"),
     ("attach", "ovs-port"), ("update", "ovs-flows"),
@@ -36,7 +37,6 @@ ORDER = [
     ("create", "pool"), ("create", "volume"), ("update", "volume"),
     ("create", "domain"), ("update", "domain"), ("start", "domain"),
     ("update", "vm-port"),
-    ("create", "relay"), ("update", "relay"),
     # volumes go once no domain uses them (a disk deleted from a running VM is unplugged first)
     ("delete", "volume"), ("delete", "pool"),
 ]

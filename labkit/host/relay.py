@@ -43,11 +43,16 @@ def observe() -> tuple[SeenRelay, ...]:
 
 def start(lab: str, version: str) -> None:
     """Start the lab's relay (a running one is stopped first) and wait until it says it is ready."""
+    spawn(lab, version).wait()
+
+
+def spawn(lab: str, version: str) -> "Starting":
+    """Start the lab's relay (a running one is stopped first); Starting.wait() until it is ready
+    (a fresh Python's imports take a few tenths of a second: lab.up builds the rest meanwhile)."""
     stop(lab)
     log_dir = LOG_DIR / lab
     log_dir.mkdir(parents=True, exist_ok=True)  # the guests' serial logs are there too (libvirt's to write)
     state.private_dir(RUN_DIR / lab)  # where it writes its pid file
-    pidfile = relay_pidfile(lab)
     log = os.open(log_dir / "acli-relay.log", os.O_WRONLY | os.O_CREAT | os.O_APPEND | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600)
     try:
         # its own session: lab.up ends, the relay stays; the package is found from where labkit is
@@ -55,19 +60,26 @@ def start(lab: str, version: str) -> None:
                                  start_new_session=True, cwd=str(Path(__file__).resolve().parents[2]))
     finally:
         os.close(log)
-    deadline = time.monotonic() + READY_SECONDS
-    while True:
-        pid, running_version = _read(pidfile)
-        if pid == child.pid and running_version == version:
-            return
-        if child.poll() is not None:
-            raise HostError(f"the acli relay of lab {lab} exited at start ({child.returncode}); "
-                            f"see {log_dir / 'acli-relay.log'}")
-        if time.monotonic() > deadline:
-            child.kill()
-            raise HostError(f"the acli relay of lab {lab} did not get ready within {READY_SECONDS:.0f} s; "
-                            f"see {log_dir / 'acli-relay.log'}")
-        time.sleep(0.05)
+    return Starting(lab, version, child, time.monotonic() + READY_SECONDS)
+
+
+class Starting:
+    def __init__(self, lab: str, version: str, child: subprocess.Popen, deadline: float):
+        self.lab, self.version, self.child, self.deadline = lab, version, child, deadline
+
+    def wait(self) -> None:
+        log = LOG_DIR / self.lab / "acli-relay.log"
+        while True:
+            pid, running_version = _read(relay_pidfile(self.lab))
+            if pid == self.child.pid and running_version == self.version:
+                return
+            if self.child.poll() is not None:
+                raise HostError(f"the acli relay of lab {self.lab} exited at start ({self.child.returncode}); see {log}")
+            if time.monotonic() > self.deadline:
+                self.child.kill()
+                raise HostError(f"the acli relay of lab {self.lab} did not get ready within {READY_SECONDS:.0f} s; "
+                                f"see {log}")
+            time.sleep(0.02)
 
 
 def stop(lab: str) -> None:

@@ -38,6 +38,12 @@ class LiveSession:
         facts = probe(path, what)
         return ImageFacts(facts.format, facts.size, facts.bootable)
 
+    def fetch(self, url: str, what: str) -> str:
+        """An image served on this workstation (http://127.0.0.1/...), downloaded into labkit's cache."""
+        from .host.download import fetch
+
+        return fetch(url, what)
+
     def act(self, action) -> None:
         """A power action on running guests, a task of the lab's per VM (commands.act)."""
         for message in commands.act(self.lab, action.verb, action.vms, action.operation, client="acli"):

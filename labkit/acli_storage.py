@@ -17,23 +17,26 @@ import urllib.parse
 from .acli_base import AcliError, Command, Output, _bool, _int, proto, table
 from .control import Change, Control
 from .control_storage import DiskRecord, ImageRecord
-from .values import disk_size, echo
+from .values import disk_size, echo, loopback_host
 
-LOOPBACK = ("localhost", "127.0.0.1", "::1")
-
-
-def source_path(url: str) -> str:
-    """source_url= as a file of the workstation's: file:///PATH or a plain absolute path. labkit
-    downloads nothing: an http(s) source is refused, with what to give instead."""
-    parsed = urllib.parse.urlparse(url)
+def source_path(url: str, fetch=None) -> str:
+    """source_url= as a file of the workstation's: file:///PATH, a plain absolute path, or an
+    http(s) URL of a server on this workstation, which `fetch(url)` downloads (host/download.py).
+    Nothing comes from another machine: such a source is refused, with what to give instead."""
+    try:
+        parsed = urllib.parse.urlparse(url)
+        hostname = parsed.hostname
+    except ValueError:
+        raise AcliError(f"source_url={echo(url)} is not a URL; give source_url=file:///PATH") from None
     if parsed.scheme == "file":
         if parsed.netloc not in ("", "localhost"):
             raise AcliError(f"source_url={echo(url)} names another machine; give file:///PATH of a file of this workstation")
         path = urllib.parse.unquote(parsed.path)
+    elif parsed.scheme in ("http", "https") and loopback_host(hostname) and fetch is not None:
+        return fetch(url)
     elif parsed.scheme in ("http", "https", "nfs", "ftp"):
-        where = "this workstation's own server" if parsed.hostname in LOOPBACK else "another machine"
-        raise AcliError(f"source_url={echo(url)} is on {where}; labkit downloads nothing: save the file here and give "
-                        f"source_url=file:///PATH")
+        raise AcliError(f"source_url={echo(url)} is on another machine; labkit downloads only from this workstation: "
+                        f"save the file here and give source_url=file:///PATH (or serve it on http://127.0.0.1)")
     elif parsed.scheme:
         raise AcliError(f"source_url={echo(url)} is not a file:// URL; give source_url=file:///PATH")
     else:
@@ -79,7 +82,7 @@ def disk_fields(d: DiskRecord) -> dict:
 
 
 def _image_create(ctl: Control, args, kw, session) -> Change:
-    path = source_path(kw["source_url"])
+    path = source_path(kw["source_url"], lambda url: session.fetch(url, f"image {args[0]}"))
     kind = kw.get("image_type", "kDiskImage")
     if kind not in ("kDiskImage", "kIsoImage"):
         raise AcliError(f"image_type={echo(kind)} is not kDiskImage or kIsoImage")

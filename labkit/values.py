@@ -149,3 +149,14 @@ def annotation(value: str) -> str:
     if not isinstance(value, str) or len(value) > 1000 or not printable_text(value):
         raise ValueError(f"{shown(value)} is not a description; use at most 1000 printable characters")
     return value
+
+
+def loopback_host(host: str | None) -> bool:
+    """Whether a URL's host is this machine (localhost, 127.0.0.0/8, ::1): the only place labkit
+    fetches anything from."""
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host or "").is_loopback
+    except ValueError:
+        return False

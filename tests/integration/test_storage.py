@@ -144,6 +144,45 @@ def test_a_cdrom_takes_an_iso_and_swaps_it_live(lab, files):
     assert uptime("web2") > before
 
 
+def test_an_image_served_on_this_workstation_is_downloaded_once_and_a_redirect_is_refused(lab, files):
+    """source_url=http://127.0.0.1:PORT/... : fetched (no proxy, no redirect), kept as the image's source."""
+    import functools
+    import http.server
+    import threading
+
+    class Handler(http.server.SimpleHTTPRequestHandler):
+        def do_GET(self):
+            if self.path == "/elsewhere.qcow2":  # would lead off this machine: never followed
+                self.send_response(302)
+                self.send_header("Location", "http://192.0.2.1/x.qcow2")
+                self.end_headers()
+                return
+            super().do_GET()
+
+        def log_message(self, *args):
+            pass
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), functools.partial(Handler, directory=str(files["dir"])))
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        port = server.server_address[1]
+        acli(f"image.create served source_url=http://127.0.0.1:{port}/{files['data'].name}")
+        assert re.search(r"^  image_type: \"kDiskImage\"$", acli("image.get served"), re.M)
+        refused = acli(f"image.create away source_url=http://127.0.0.1:{port}/elsewhere.qcow2", expect=1)
+        assert "follows no redirect" in refused and refused.count("\n") == 1, refused
+        assert "away" not in acli("image.list")
+    finally:
+        server.shutdown()
+        server.server_close()
+    pool = re.search(r'container_name: "([^"]+)"', acli("image.get served")).group(1)
+    assert vmdisk(acli("image.get served")) in sh(f"virsh -c qemu:///system vol-list {pool}")
+    downloaded = list(Path("/var/cache/labkit/downloads").glob(f"*-{files['data'].name}"))
+    assert downloaded  # the image's source, kept for a later lab.up of an export
+    acli("image.delete served")
+    for path in downloaded:
+        path.unlink()
+
+
 def test_a_vm_boots_its_images_own_os(lab, files):
     acli(f"image.create byo source_url=file://{files['byo']}")
     for line in ("vm.create own1 memory=128M", "vm.disk_create own1 clone_from_image=byo",

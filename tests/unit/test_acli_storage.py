@@ -17,7 +17,9 @@ FILES = {  # what qemu-img and the first sector say of each file
     "/srv/images/ubuntu.qcow2": ImageFacts("qcow2", 2 << 30, True),
     "/srv/images/data.qcow2": ImageFacts("qcow2", 64 << 20, False),
     "/srv/images/tools.iso": ImageFacts("raw", 40 << 20, False),
+    "/var/cache/labkit/downloads/5e1f-drivers.iso": ImageFacts("raw", 1 << 20, False),
 }
+SERVED = {"http://127.0.0.1:8000/drivers.iso": "/var/cache/labkit/downloads/5e1f-drivers.iso"}  # by this workstation
 
 
 class StorageSession(MemorySession):
@@ -25,6 +27,11 @@ class StorageSession(MemorySession):
         if path not in FILES:
             raise HostError(f"{what}: cannot read {path} (No such file or directory); give a readable file of this workstation")
         return FILES[path]
+
+    def fetch(self, url: str, what: str) -> str:
+        if url not in SERVED:
+            raise HostError(f"{what}: could not download {url} ([Errno 111] Connection refused); is the server running?")
+        return SERVED[url]
 
 
 STORAGE = [
@@ -51,6 +58,7 @@ STORAGE = [
     "vm.disk_delete app1 disk_addr=pci.0",
     "image.update data name=data-v2",
     "image.delete data-v2",
+    "image.create drivers source_url=http://127.0.0.1:8000/drivers.iso image_type=kIsoImage",
     "image.list",
     "vm.disk_create app1 clone_from_vmdisk={scsi1}",
     "vm.disk_list app1",
@@ -58,7 +66,8 @@ STORAGE = [
 
 ERRORS = [
     "image.create x source_url=http://10.0.0.5/x.qcow2",
-    "image.create x source_url=http://127.0.0.1:8000/x.qcow2",
+    "image.create x source_url=http://127.0.0.1:8001/x.qcow2",
+    "image.create x source_url=https://[::1/x.qcow2",
     "image.create x source_url=nfs://10.0.0.5/ctr/x.qcow2",
     "image.create x source_url=relative.qcow2",
     "image.create x source_url=file:///srv/images/missing.qcow2",

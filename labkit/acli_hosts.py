@@ -49,6 +49,22 @@ def _migrate(ctl: Control, args, kw) -> Change:
     return ctl.vm_migrate(args[0], kw.get("host"))
 
 
+def _waited(kw) -> None:
+    """wait=true is what labkit always does (the command returns once the host is there)."""
+    if "wait" in kw and not _bool(kw, "wait"):
+        raise AcliError("wait=false is not modelled in this lab: the command returns when it is done; leave wait= out")
+
+
+def _enter_maintenance(ctl: Control, args, kw) -> Change:
+    _waited(kw)
+    return ctl.enter_maintenance(args[0])
+
+
+def _exit_maintenance(ctl: Control, args, kw) -> Change:
+    _waited(kw)
+    return ctl.exit_maintenance(args[0])
+
+
 def _affinity_set(ctl: Control, args, kw) -> Change:
     return ctl.affinity_set(args[0], [h for h in kw["host_list"].split(",") if h])
 
@@ -69,13 +85,12 @@ COMMANDS = (
     Command("host.list", (), (), (), _host_list, "list the lab's nodes"),
     Command("host.get", ("host",), (), (), _host_get, "show a node"),
     Command("host.list_vms", ("host",), (), (), _host_list_vms, "list the VMs on a node"),
-    Command("host.enter_maintenance_mode", ("host",), (), (), lambda ctl, a, kw: ctl.enter_maintenance(a[0]),
-            "migrate every VM off a node (live), then take no VM there", unmodelled=("wait", "mode",
-                                                                                   "non_migratable_vm_action")),
+    Command("host.enter_maintenance_mode", ("host",), ("wait",), (), _enter_maintenance,
+            "migrate every VM off a node (live), then take no VM there", unmodelled=("mode", "non_migratable_vm_action")),
     Command("host.enter_maintenance_mode_check", ("host",), (), (), _maintenance_check,
             "say whether a node can enter maintenance mode (every running VM has somewhere to go)"),
-    Command("host.exit_maintenance_mode", ("host",), (), (), lambda ctl, a, kw: ctl.exit_maintenance(a[0]),
-            "let a node take VMs again; the VMs maintenance moved off it come back", unmodelled=("wait",)),
+    Command("host.exit_maintenance_mode", ("host",), ("wait",), (), _exit_maintenance,
+            "let a node take VMs again; the VMs maintenance moved off it come back"),
     Command("vm.migrate", ("vm",), ("host", "live"), (), _migrate,
             "move a running VM to another node, live (host=: which; else the one with most free memory)",
             unmodelled=("bandwidth_mbps",)),

@@ -114,6 +114,16 @@ def labkit_leftovers(lab: str) -> list[str]:
     return left
 
 
+def lab_up_for_module(lab: str, topology: str):
+    """A module's lab: what an earlier, killed run left is taken down, the lab brought up, and at
+    the end taken down with nothing of it left (use as `yield from` in a module fixture)."""
+    invoke("lab.down", "--lab", lab)
+    invoke("lab.up", "--topology", topology)
+    yield
+    invoke("lab.down", "--lab", lab)
+    assert labkit_leftovers(lab) == []
+
+
 class Terminal:
     """A labkit task on a pseudo-terminal, as a user at a keyboard runs it."""
 

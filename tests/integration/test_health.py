@@ -17,7 +17,7 @@ from labkit import names
 from labkit.host import dhcp
 
 from ..conftest import REPO
-from .conftest import invoke, labkit_leftovers, sh
+from .conftest import invoke, lab_up_for_module, sh
 
 LAB = "health"
 TOPOLOGY = str(REPO / "tests/topologies/health.yaml")
@@ -27,11 +27,7 @@ NODE_NS = f"labkit.{LAB}.node1"
 
 @pytest.fixture(scope="module")
 def lab():
-    invoke("lab.down", "--lab", LAB)
-    invoke("lab.up", "--topology", TOPOLOGY)
-    yield
-    invoke("lab.down", "--lab", LAB)
-    assert labkit_leftovers(LAB) == []
+    yield from lab_up_for_module(LAB, TOPOLOGY)
 
 
 def status_rows() -> dict[str, str]:

@@ -14,7 +14,7 @@ import time
 import pytest
 
 from ..conftest import REPO
-from .conftest import invoke, labkit_leftovers, sh
+from .conftest import invoke, lab_up_for_module, sh
 
 LAB = "trio"
 TOPOLOGY = str(REPO / "examples/three-nodes.yaml")
@@ -23,11 +23,7 @@ PINGS, INTERVAL = 40, 0.25
 
 @pytest.fixture(scope="module")
 def lab():
-    invoke("lab.down", "--lab", LAB)
-    invoke("lab.up", "--topology", TOPOLOGY)
-    yield
-    invoke("lab.down", "--lab", LAB)
-    assert labkit_leftovers(LAB) == []
+    yield from lab_up_for_module(LAB, TOPOLOGY)
 
 
 def acli(line: str) -> str:

@@ -380,6 +380,52 @@ LINK_HELP = {"node": "node name as in the topology, or `tor` for any top-of-rack
              "topology": TOPOLOGY_HELP, "lab": LAB_HELP}
 
 
+@task(help={"where": "what to listen on: NODE/eth2 (an uplink), NODE/br0-up (a bond), NODE/br0 (the host port), "
+                     "VM or VM/N (its N-th NIC from 0; cvm/1 is the CVM's eth1), tor/PORT (the switch's side)",
+            "vlan": "only frames tagged with this VLAN (on an uplink, a bond or a switch port)",
+            "filter": "a tcpdump (BPF) filter, e.g. 'arp or port 67'",
+            "w": "write pcap to this file instead of printing; - writes it to stdout (| wireshark -k -i -)",
+            "count": "stop after this many packets", "seconds": "stop after this many seconds",
+            "topology": "topology file (only its lab name is used)", "lab": LAB_HELP})
+@user_errors
+def capture(c, where, vlan=None, filter=None, w=None, count=None, seconds=None, topology=None, lab=None):
+    """Watch a lab's traffic anywhere in it (tcpdump on the interfaces that are there: nothing is added).
+
+    Decoded lines, live (with MACs and VLAN tags), until Ctrl-C, --count or --seconds; -w FILE keeps pcap."""
+    need_root()
+    from labkit import capture as capture_mod
+    from labkit.features import capture as run_capture
+
+    request = capture_mod.Request(where, _int_option("--vlan", vlan), filter, w, _int_option("--count", count),
+                                  _float_option("--seconds", seconds))
+    path, _ = commands.target(topology, lab)
+    lab_, host = pipeline.resolved_on(path, read_host())
+    taps = {d.name: d.ifnames for d in host.domains if d.active}
+    tap = capture_mod.locate(lab_, where, taps)
+    capture_mod.check(request, tap)
+    status = run_capture.run(request, tap, say=say)
+    if status:
+        raise Exit(code=status)
+
+
+def _int_option(name: str, value) -> int | None:
+    if value is None:
+        return None
+    try:
+        return int(value)
+    except (TypeError, ValueError):
+        raise LabkitError(f"{name} {value!r} is not a whole number") from None
+
+
+def _float_option(name: str, value) -> float | None:
+    if value is None:
+        return None
+    try:
+        return float(value)
+    except (TypeError, ValueError):
+        raise LabkitError(f"{name} {value!r} is not a number of seconds") from None
+
+
 @task(help=LINK_HELP | {"flap": "instead: take the link down and up this many times",
                         "interval": "seconds between changes while flapping (default 2)"})
 @user_errors
@@ -613,7 +659,7 @@ def test(c, pytest_args=""):
 lab = Collection("lab")
 for t, name in ((up, "up"), (down, "down"), (status, "status"), (verify, "verify"), (console, "console"),
                 (render_, "render"), (plan_, "plan"), (link_down, "link-down"), (link_up, "link-up"), (export, "export"), (list_, "list"), (diagram, "diagram"),
-                (serve, "serve"), (users, "users")):
+                (serve, "serve"), (users, "users"), (capture, "capture")):
     lab.add_task(t, name)
 host = Collection("host")
 host.add_task(bootstrap, "bootstrap")

@@ -31,6 +31,7 @@ APT_PACKAGES = (
     "graphviz",  # lab.diagram's layout (dot), also on Prism's web page
     "chromium", "chromium-driver",  # the tests of Prism's web page: a real browser, headless, nothing downloaded
     "ovmf",  # UEFI firmware for VMs created with uefi_boot=true
+    "tcpdump",  # lab.capture
 )
 
 

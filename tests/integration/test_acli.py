@@ -122,13 +122,15 @@ def test_acli_typed_at_the_cvm_s_console_prompts_and_asks_before_deleting(lab):
         for marker in markers:
             term.read_until(marker, since=since)
 
-    typed(b"acli", b"<acropolis> ")
-    typed(b"vm.create cvm1 memory=64M", b"cvm1: complete", b"<acropolis> ")
-    typed(b"vm.delete cvm1", b"Delete 1 VMs? (yes/no) ")
-    typed(b"no", b"not confirmed, nothing deleted", b"<acropolis> ")
+    # Waited for: what each line prints, not the prompt after it: the guest's serial port may hold
+    # the last few bytes it was given until it is given more (typing ahead is safe: the tty keeps it).
+    typed(b"acli", b"<acrop")
+    typed(b"vm.create cvm1 memory=64M", b"cvm1: complete")
+    typed(b"vm.delete cvm1", b"Delete 1 VMs?")
+    typed(b"no", b"not confirmed, nothing deleted")
     assert "cvm1" in acli("vm.list")
-    typed(b"vm.delete cvm1", b"Delete 1 VMs? (yes/no) ")
-    typed(b"yes", b"cvm1: complete", b"<acropolis> ")
+    typed(b"vm.delete cvm1", b"Delete 1 VMs?")
+    typed(b"yes", b"cvm1: complete")
     term.write(b"exit\r")
     term.settle()
     term.write(b"\x1d")

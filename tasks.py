@@ -394,6 +394,7 @@ def capture(c, where, vlan=None, filter=None, w=None, count=None, seconds=None, 
     Decoded lines, live (with MACs and VLAN tags), until Ctrl-C, --count or --seconds; -w FILE keeps pcap."""
     need_root()
     from labkit import capture as capture_mod
+    from labkit import where as places
     from labkit.features import capture as run_capture
 
     request = capture_mod.Request(where, _int_option("--vlan", vlan), filter, w, _int_option("--count", count),
@@ -401,29 +402,87 @@ def capture(c, where, vlan=None, filter=None, w=None, count=None, seconds=None, 
     path, _ = commands.target(topology, lab)
     lab_, host = pipeline.resolved_on(path, read_host())
     taps = {d.name: d.ifnames for d in host.domains if d.active}
-    tap = capture_mod.locate(lab_, where, taps)
+    tap = places.locate(lab_, where, taps)
     capture_mod.check(request, tap)
     status = run_capture.run(request, tap, say=say)
     if status:
         raise Exit(code=status)
 
 
-def _int_option(name: str, value) -> int | None:
+PLACE_HELP = ("NODE/eth2 (an uplink, what the node sends), tor/PORT (what the switch sends), NODE/br0-up "
+              "(each member of a bond), NODE/br0 (the host port), VM or VM/N (what the VM receives)")
+
+
+@task(positional=["link"], help={
+    "link": PLACE_HELP + "; `list`: the lab's impaired links; `all --clear`: clear them all",
+    "delay": "added delay, e.g. 50ms", "jitter": "delay varies by up to this, e.g. 10ms",
+    "loss": "frames lost, e.g. 2%", "rate": "rate limit, e.g. 100mbit", "duplicate": "frames sent twice, e.g. 1%",
+    "corrupt": "frames with a flipped bit, e.g. 0.1%", "clear": "make the link good again",
+    "topology": "topology file (only its lab name is used)", "lab": LAB_HELP})
+@user_errors
+def impair(c, link, delay=None, jitter=None, loss=None, rate=None, duplicate=None, corrupt=None, clear=False,
+           topology=None, lab=None):
+    """Make a lab link bad rather than dead: delay, jitter, loss, a rate limit, duplicates, corruption.
+
+    tc netem (tbf for a rate alone) on what the named side sends; `lab.impair list` shows the lab's,
+    --clear undoes one, `lab.impair all --clear` all of them."""
+    need_root()
+    from labkit import impair as impair_mod
+    from labkit import impairing
+
+    path, name = commands.target(topology, lab)
+    if link == "list":
+        found = impairing.listed(path, read_host())
+        print("\n".join(f"{place:<24} {ifname:<16} {imp}" for place, ifname, imp in found) or f"lab {name}: no link is impaired")
+        return
+    if link == "all":
+        if not clear:
+            raise LabkitError("`all` is for --clear (lab.impair all --clear); impair links one by one")
+        for place, _, _ in impairing.listed(path, read_host()):
+            impairing.impair(path, place, None)
+            say(f"{place}: cleared")
+        return
+    impairment = None if clear else impair_mod.parse(delay, jitter, loss, rate, duplicate, corrupt)
+    tap = impairing.impair(path, link, impairment, read_host())
+    say(f"{tap.label} ({', '.join(tap.ifnames)}): " + ("cleared" if impairment is None else str(impairment)))
+
+
+@task(help={"link": PLACE_HELP, "period": "one down-and-up cycle, e.g. 2s (default)",
+            "count": "cycles (default: until Ctrl-C)", "topology": "topology file (only its lab name is used)",
+            "lab": LAB_HELP})
+@user_errors
+def flap(c, link, period="2s", count=None, topology=None, lab=None):
+    """Take a link down and up again and again (a flapping bond member, a bad cable); it is left up."""
+    need_root()
+    from labkit import impair as impair_mod
+    from labkit import impairing
+
+    seconds = impair_mod.parse(delay=period).delay_us / 1e6 if period else 2.0
+    if seconds < 0.2:
+        raise LabkitError(f"--period {period} is too short for a link to settle; give at least 200ms")
+    path, _ = commands.target(topology, lab)
+    try:
+        impairing.flap(path, link, seconds, _int_option("--count", count), say=say)
+    except KeyboardInterrupt:
+        say(f"{link} is up")
+
+
+def _number_option(name: str, value, kind=int, what: str = "a whole number"):
+    """An option's value as a number (None: not given), or one sentence saying what it must be."""
     if value is None:
         return None
     try:
-        return int(value)
+        return kind(value)
     except (TypeError, ValueError):
-        raise LabkitError(f"{name} {value!r} is not a whole number") from None
+        raise LabkitError(f"{name} {value!r} is not {what}") from None
+
+
+def _int_option(name: str, value) -> int | None:
+    return _number_option(name, value)
 
 
 def _float_option(name: str, value) -> float | None:
-    if value is None:
-        return None
-    try:
-        return float(value)
-    except (TypeError, ValueError):
-        raise LabkitError(f"{name} {value!r} is not a number of seconds") from None
+    return _number_option(name, value, float, "a number of seconds")
 
 
 @task(help=LINK_HELP | {"flap": "instead: take the link down and up this many times",
@@ -659,7 +718,7 @@ def test(c, pytest_args=""):
 lab = Collection("lab")
 for t, name in ((up, "up"), (down, "down"), (status, "status"), (verify, "verify"), (console, "console"),
                 (render_, "render"), (plan_, "plan"), (link_down, "link-down"), (link_up, "link-up"), (export, "export"), (list_, "list"), (diagram, "diagram"),
-                (serve, "serve"), (users, "users"), (capture, "capture")):
+                (serve, "serve"), (users, "users"), (capture, "capture"), (impair, "impair"), (flap, "flap")):
     lab.add_task(t, name)
 host = Collection("host")
 host.add_task(bootstrap, "bootstrap")

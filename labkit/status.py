@@ -64,9 +64,11 @@ def _yn(value: bool) -> str:
 
 
 def build(lab: Lab, pending: Plan, vm_ports: dict[str, tuple[str, int | None, str]],
-          deviations: list[str], bond_problems: dict[str, list[str]] | None = None) -> Status:
+          deviations: list[str], bond_problems: dict[str, list[str]] | None = None,
+          impaired: list[tuple[str, str]] = ()) -> Status:
     """`vm_ports`: OVS interface id -> (port name, tag, error) for ports libvirt made;
-    `bond_problems`: bond port -> its members' problems (link down, LACP not negotiated)."""
+    `bond_problems`: bond port -> its members' problems (link down, LACP not negotiated);
+    `impaired`: (place, what) of the links made bad on purpose (lab.impair: shown, not unhealthy)."""
     bond_problems = bond_problems or {}
     actions = {}
     for a in pending.actions:
@@ -125,4 +127,7 @@ def build(lab: Lab, pending: Plan, vm_ports: dict[str, tuple[str, int | None, st
         if a.verb == "delete":
             rows.append(Row(a.kind, a.name, None, False, True, True, "left over: lab.up removes it"))
     namespaces = {ns.node: ns.name for ns in lab.namespaces if ns.role == "node"}
+    for place, what in impaired:
+        head = place.split("/")[0]
+        rows.append(Row("impair", place, head if head in lab.node_names else None, True, True, True, what))
     return Status(lab.name, tuple(rows), tuple(deviations), namespaces)

@@ -50,6 +50,11 @@ def _read_links(ipr, namespace: str | None) -> list[SeenLink]:
     return out
 
 
+def _delete_root_qdisc(ipr, index: int) -> None:
+    """The link's root qdisc removed, whatever its kind (the link goes back to its default)."""
+    ipr.tc("del", index=index, handle=0x10000, parent=0xFFFFFFFF)
+
+
 class Netlink(Connection):
     """One netlink socket per namespace, opened on first use and kept for the command: a socket
     made inside a namespace stays there, so nothing is re-entered per call."""
@@ -262,6 +267,62 @@ class Netlink(Connection):
         if index is None:
             raise HostError(f"interface {name} does not exist; check the name with `lab.status`")
         ipr.link("set", index=index, state="up" if up else "down")
+
+    # impairments (tc netem, tbf) -------------------------------------------------
+
+    def set_qdisc(self, name: str, namespace: str | None, kind: str, params: dict) -> None:
+        """The link's egress through `kind` (netem or tbf), replacing its root qdisc: lab.impair."""
+        ipr = self._ipr(namespace)
+        index = self._existing(ipr, name)
+        current = self.qdisc_of(name, namespace)
+        try:
+            if current is not None and current[0] != kind:
+                _delete_root_qdisc(ipr, index)
+            ipr.tc("replace", kind, index, 0x10000, **params)
+        except NetlinkError as exc:
+            if exc.code == 2 and kind == "netem":  # ENOENT: the kernel knows no such qdisc
+                raise HostError("this kernel has no netem (CONFIG_NET_SCH_NETEM; `modprobe sch_netem` where it is a "
+                                "module): --delay, --jitter, --loss, --duplicate and --corrupt cannot be applied on "
+                                "this host; --rate alone can (tbf)") from None
+            raise HostError(f"the kernel refuses {kind} on {name} ({os.strerror(exc.code)})") from None
+
+    def clear_qdisc(self, name: str, namespace: str | None) -> bool:
+        """Back to the link's default queueing; False when it had no impairment."""
+        ipr = self._ipr(namespace)
+        index = self._existing(ipr, name)
+        current = self.qdisc_of(name, namespace)
+        if current is None:
+            return False
+        _delete_root_qdisc(ipr, index)
+        return True
+
+    def qdisc_of(self, name: str, namespace: str | None) -> tuple[str, dict] | None:
+        """The link's root netem or tbf qdisc and its options (netem: delay and jitter in ticks,
+        percents on the kernel's u32 scale, rate in bytes a second, corrupt; tbf: rate), or None."""
+        ipr = self._ipr(namespace)
+        index = _index(ipr, name)
+        if index is None:
+            return None
+        for qdisc in ipr.get_qdiscs(index=index):
+            kind = qdisc.get_attr("TCA_KIND")
+            if qdisc["parent"] != 0xFFFFFFFF or kind not in ("netem", "tbf"):
+                continue
+            opts = qdisc.get_attr("TCA_OPTIONS")
+            if kind == "tbf":
+                return kind, {"rate": opts.get_attr("TCA_TBF_PARMS")["rate"]}
+            flat = {k: opts[k] for k in ("delay", "jitter", "loss", "duplicate")}
+            corrupt, rate = opts.get_attr("TCA_NETEM_CORRUPT"), opts.get_attr("TCA_NETEM_RATE")
+            flat["corrupt"] = corrupt["prob_corrupt"] if corrupt else 0
+            flat["rate"] = rate["rate"] if rate else 0
+            return kind, flat
+        return None
+
+    @staticmethod
+    def _existing(ipr, name: str) -> int:
+        index = _index(ipr, name)
+        if index is None:
+            raise HostError(f"interface {name} does not exist; is the lab up? (lab.status)")
+        return index
 
     # routes -------------------------------------------------------------------
 

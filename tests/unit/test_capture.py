@@ -6,7 +6,9 @@ from __future__ import annotations
 import pytest
 
 from labkit import capture, model, topology
-from labkit.capture import Request, Tap
+from labkit import where as places
+from labkit.capture import Request
+from labkit.where import Tap
 from labkit.errors import LabkitError
 from labkit.model import HostFacts
 
@@ -24,22 +26,22 @@ TAPS = {d.name: tuple(f"vnet{i}{k}" for k in range(len(d.nics))) for i, d in enu
 def test_each_form_names_its_interfaces():
     cvm = next(d for d in LACP.domains if d.role == "cvm")
     uvm = next(d for d in LACP.domains if d.role == "uvm")
-    assert capture.locate(LACP, "node1/eth2", TAPS) == Tap("node1/eth2", None, ("eth2",), True)
-    assert capture.locate(LACP, "node1/br0-up", TAPS) == Tap("node1/br0-up", None, ("eth2", "eth3"), True)
-    assert capture.locate(LACP, "node1/br0", TAPS) == Tap("node1/br0", "labkit.lacp.node1", ("br0",), False)
-    assert capture.locate(LACP, "node1/virbr0", TAPS) == Tap("node1/virbr0", "labkit.lacp.node1", ("virbr0",), False)
-    assert capture.locate(LACP, "cvm/1", TAPS) == Tap("cvm/1", None, (TAPS[cvm.name][1],), False)
-    assert capture.locate(LACP, uvm.ahv_name, TAPS) == Tap(uvm.ahv_name, None, (TAPS[uvm.name][0],), False)
+    assert places.locate(LACP, "node1/eth2", TAPS) == Tap("node1/eth2", None, ("eth2",), True)
+    assert places.locate(LACP, "node1/br0-up", TAPS) == Tap("node1/br0-up", None, ("eth2", "eth3"), True)
+    assert places.locate(LACP, "node1/br0", TAPS) == Tap("node1/br0", "labkit.lacp.node1", ("br0",), False)
+    assert places.locate(LACP, "node1/virbr0", TAPS) == Tap("node1/virbr0", "labkit.lacp.node1", ("virbr0",), False)
+    assert places.locate(LACP, "cvm/1", TAPS) == Tap("cvm/1", None, (TAPS[cvm.name][1],), False)
+    assert places.locate(LACP, uvm.ahv_name, TAPS) == Tap(uvm.ahv_name, None, (TAPS[uvm.name][0],), False)
     tor = next(b for b in LACP.bridges if b.role == "tor")
     port = tor.ports[0].name
-    assert capture.locate(LACP, f"tor/{port}", TAPS) == Tap(f"tor/{port}", None, (port,), True)
+    assert places.locate(LACP, f"tor/{port}", TAPS) == Tap(f"tor/{port}", None, (port,), True)
 
 
 def test_fallback_names_are_found_by_the_topology_s_names():
     shifted = lab("lacp.yaml", taken={"eth2", "eth3", "br0-up"})
-    found = capture.locate(shifted, "node1/br0-up", {})
+    found = places.locate(shifted, "node1/br0-up", {})
     assert found.ifnames[0].startswith("eth2-") and found.ifnames[1].startswith("eth3-")
-    assert capture.locate(shifted, "node1/eth3", {}).ifnames == (found.ifnames[1],)
+    assert places.locate(shifted, "node1/eth3", {}).ifnames == (found.ifnames[1],)
 
 
 @pytest.mark.parametrize("where, message", [
@@ -51,18 +53,18 @@ def test_fallback_names_are_found_by_the_topology_s_names():
 ])
 def test_mistakes_say_what_there_is(where, message):
     with pytest.raises(LabkitError) as err:
-        capture.locate(LACP, where, TAPS)
+        places.locate(LACP, where, TAPS)
     assert message.replace("node 1", "node node1") in str(err.value) and "\n" not in str(err.value)
 
 
 def test_a_vm_that_is_not_running_has_nothing_to_capture():
     uvm = next(d for d in LACP.domains if d.role == "uvm")
     with pytest.raises(LabkitError, match=f"VM {uvm.ahv_name} is not running"):
-        capture.locate(LACP, uvm.ahv_name, {})
+        places.locate(LACP, uvm.ahv_name, {})
 
 
 def test_tcpdump_s_command_line():
-    bond = capture.locate(LACP, "node1/br0-up", TAPS)
+    bond = places.locate(LACP, "node1/br0-up", TAPS)
     request = Request("node1/br0-up", vlan=32, bpf="arp", count=5)
     capture.check(request, bond)
     assert capture.command(request, "eth2", pcap=False) == [
@@ -80,5 +82,5 @@ def test_tcpdump_s_command_line():
 ])
 def test_values_are_checked_before_tcpdump_sees_them(request_, message):
     with pytest.raises(LabkitError) as err:
-        capture.check(request_, capture.locate(LACP, request_.where, TAPS))
+        capture.check(request_, places.locate(LACP, request_.where, TAPS))
     assert message in str(err.value)

@@ -16,6 +16,7 @@ import argparse
 import json
 import os
 import resource
+import signal
 import statistics
 import subprocess
 import sys
@@ -229,6 +230,9 @@ def scenario(label: str, topology: str | None, rounds: int) -> dict:
                 result["start s"], result["hello s"] = hello_time()
                 say(f"{label}: libvirt starts a domain in {result['start s']:.2f} s, "
                     f"its guest boots to the agent's hello in {result['hello s']:.2f} s")
+                result["capture start s"], result["baseline capture start s"] = capture_start()
+                say(f"{label}: lab.capture listens after {result['capture start s']:.2f} s "
+                    f"(tcpdump by hand: {result['baseline capture start s']:.2f} s)")
         down_stats = tempfile.mktemp(prefix="labkit-stats-")
         down, _, _ = invoke("lab.down", "--lab", lab_name, stats=down_stats)
         result.setdefault("down s", []).append(down)
@@ -287,6 +291,32 @@ def hello_time(samples: int = 5) -> tuple[float, float]:
     return statistics.median(starts), statistics.median(boots)
 
 
+def listening_after(argv: list[str]) -> float:
+    """Seconds from starting `argv` until tcpdump says it listens (on stderr); then it is stopped."""
+    started = time.monotonic()
+    proc = subprocess.Popen(argv, cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    try:
+        for line in proc.stderr:
+            if b"listening on" in line:
+                return time.monotonic() - started
+        raise RuntimeError(f"{argv[:4]} ended without listening")
+    finally:
+        proc.send_signal(signal.SIGINT)
+        proc.wait(timeout=30)
+
+
+def capture_start(samples: int = 5) -> tuple[float, float]:
+    """lab.capture on the default lab's first uplink until tcpdump listens, and the same tcpdump
+    started by hand on that interface (the baseline): medians."""
+    lab, _ = resolved(None)
+    node = lab.node_names[0]
+    uplink, veth = next(iter(lab.uplinks(node).items()))
+    ours = median_of(samples, lambda: listening_after(
+        [sys.executable, "-m", "invoke", "lab.capture", f"{node}/{uplink}", "--count", "1000000"]))
+    hand = median_of(samples, lambda: listening_after(["tcpdump", "-i", veth.peer, "-n", "-e", "-l"]))
+    return ours, hand
+
+
 # --------------------------------------------------------------------------- report
 
 
@@ -302,6 +332,9 @@ def measurements(default: dict, cluster: dict | None, list_s: float, hundred: di
         "invoke --list (s)": list_s,
         "libvirt domain start (s)": default["start s"],
         "guest boot to agent hello (s)": default["hello s"],
+        "lab.capture start to listening (s)": default["capture start s"],
+        "baseline: tcpdump start to listening (s)": default["baseline capture start s"],
+        "lab.capture start / tcpdump by hand": default["capture start s"] / default["baseline capture start s"],
         "idle guest CPU (% of a core)": default["idle cpu %"],
         "idle guest RSS (MB)": default["idle rss MB"],
         "default: peak RSS, QEMUs + labkit (MB)": default["peak rss MB"],

@@ -22,9 +22,11 @@ def diagram(path: str | None, reading=None) -> str:
     """lab.diagram: the lab's graph (DOT), with the names used on the host and its down links."""
     from . import diagram as diagram_mod
 
+    from .impairing import listed_on
+
     lab, host = resolved_on(path, reading)
     down = frozenset(link.name for link in host.links if link.netns is None and link.lab == lab.name and not link.up)
-    return diagram_mod.dot(lab, down)
+    return diagram_mod.dot(lab, down, {ifname: str(imp) for _, ifname, imp in listed_on(lab, host)})
 
 
 def labs_on_host(reading=None) -> list:

@@ -25,17 +25,22 @@ def _vlans(nic) -> str:
     return "untagged" if nic.tag is None else f"VLAN {nic.tag}"
 
 
-def dot(lab: Lab, down: frozenset[str] = frozenset()) -> str:
-    """`down`: interface names whose link is down on the host now."""
+def dot(lab: Lab, down: frozenset[str] = frozenset(), impaired: dict[str, str] | None = None) -> str:
+    """`down`: interface names whose link is down on the host now; `impaired`: interface name ->
+    its impairment (lab.impair), drawn orange with what it is."""
+    impaired = impaired or {}
     out = [f"graph {_q(lab.name)} {{",
            f"  label={_q(f'lab {lab.name}')}; labelloc=t; fontname=Helvetica; rankdir=TB; nodesep=0.3; ranksep=0.8;",
            "  node [fontname=Helvetica, fontsize=10]; edge [fontname=Helvetica, fontsize=9];"]
 
     def edge(a: str, b: str, label: str = "", links: tuple[str, ...] = ()) -> None:
         broken = [link for link in links if link in down]
-        style = ', color=red, style=dashed, fontcolor=red' if broken else ""
+        bad = [impaired[link] if link == label else f"{link}: {impaired[link]}" for link in links if link in impaired]
+        style = ', color=red, style=dashed, fontcolor=red' if broken else ', color=orange, fontcolor=darkorange' if bad else ""
         if broken:
             label = (f"{label}{NL}" if label and label not in broken else "") + f"{', '.join(broken)} DOWN"
+        if bad:
+            label = NL.join([label] * bool(label) + bad)
         text = label
         out.append(f"  {_q(a)} -- {_q(b)} [label={_q(text)}{style}];")
 

@@ -45,7 +45,7 @@ def netem(*args: str) -> bool:
     return False
 
 
-def test_a_rate_limit_is_seen_in_the_guest_s_ping_and_cleared(lab):
+def test_a_rate_limit_is_seen_in_the_guest_s_ping_and_cleared(lab, tmp_path):
     invoke("lab.verify", "--lab", LAB)
     _, _, before = ping(20, 0.05, size=1372)
     invoke("lab.impair", "node1/br0-up", "--rate", "100kbit", "--lab", LAB)
@@ -54,6 +54,8 @@ def test_a_rate_limit_is_seen_in_the_guest_s_ping_and_cleared(lab):
     assert re.search(r"^node1/eth3\s+\S+\s+rate 100kbit$", listed, re.M), listed
     status = invoke("lab.status", "--lab", LAB).stdout
     assert re.search(r"^\s+impair\s+node1/eth2\s+yes\s+yes\s+yes\s+rate 100kbit on ", status, re.M), status
+    invoke("lab.diagram", "--format", "dot", "--out", str(tmp_path / "cap.dot"), "--lab", LAB)
+    assert "rate 100kbit" in (tmp_path / "cap.dot").read_text()  # drawn orange, with what it is
     # 1414-byte frames every 50 ms offer 226 kbit/s to 100 kbit/s: they queue (up to tbf's 50 ms)
     _, _, during = ping(20, 0.05, size=1372)
     assert during - before >= 30, (before, during)

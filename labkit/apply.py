@@ -81,6 +81,13 @@ class Applier:
 
     _update_dhcp = _create_dhcp
 
+    def _update_impair(self, actions: list[Action]) -> None:
+        for a in actions:
+            if a.obj is None:
+                self.netlink.clear_qdisc(a.name, None)
+            else:
+                self.netlink.set_qdisc(a.name, None, *a.obj.qdisc())
+
     def _delete_relay(self, actions: list[Action]) -> None:
         for a in actions:
             relay.stop(self.lab_name)
@@ -295,6 +302,7 @@ STEPS = {
     ("create", "dhcp"): Applier._create_dhcp,
     ("update", "dhcp"): Applier._update_dhcp,
     ("create", "relay"): Applier._create_relay,
+    ("update", "impair"): Applier._update_impair,
     ("update", "relay"): Applier._update_relay,
     ("create", "network"): Applier._create_network,
     ("update", "network"): Applier._update_network,

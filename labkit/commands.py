@@ -63,10 +63,7 @@ def status(path: str | None, profile: str | None = None, reading=None):
     desired, bridges = seen.desired, seen.observed.bridges
     vm_ports = {v.iface_id: (v.name, v.tag, v.problem) for b in bridges for v in b.vm_ports}
     bonds = {port: list(problems) for b in bridges for port, problems in b.bond_problems}
-    from .impairing import listed_on
-
-    impaired = [(place, f"{imp} on {ifname} (lab.impair)") for place, ifname, imp in listed_on(desired.lab, seen.observed)]
-    return status_mod.build(desired.lab, seen.pending, vm_ports, [str(d) for d in desired.deviations], bonds, impaired)
+    return status_mod.build(desired.lab, seen.pending, vm_ports, [str(d) for d in desired.deviations], bonds)
 
 
 def verify(path: str | None, timeout: float, say=print, reading=None) -> Verification:

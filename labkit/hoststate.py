@@ -51,6 +51,7 @@ class SeenLink:
     addresses: tuple[str, ...] = ()
     index: int = 0  # ifindex, in its namespace
     peer_index: int = 0  # a veth's IFLA_LINK: its peer's ifindex (in the peer's namespace)
+    impairment: str = ""  # its egress's netem or tbf, as impair.Impairment says it ("": none)
 
     @property
     def lab(self) -> str | None:
@@ -145,6 +146,7 @@ class HostState:
     dhcp: tuple[SeenDhcp, ...] = ()
     pools: tuple[SeenPool, ...] = ()
     uefi: bool = False  # OVMF is installed
+    netem: bool = True  # the kernel has tc's netem (lab.impair's delay, loss, ...)
     relays: tuple[SeenRelay, ...] = ()
 
     def ports_not_of(self, lab: str) -> frozenset[str]:
@@ -178,6 +180,7 @@ class HostState:
             taken_domains=frozenset(d.name for d in self.domains if d.lab != lab),
             datapath_type=self.datapath_type,  # type: ignore[arg-type]
             uefi=self.uefi,
+            netem=self.netem,
             own_names=frozenset(ours_links | {link.name for link in self.links if link.lab == lab}
                                 | {p.name for b in self.bridges if b.lab == lab for p in b.ports}
                                 | {n.name for n in self.networks if n.lab == lab}
@@ -242,6 +245,7 @@ class HostState:
             pools=tuple(SeenPool(**{**p, "volumes": tuple(SeenVolume(**v) for v in p["volumes"])})
                         for p in raw.get("pools", ())),
             uefi=raw.get("uefi", False),
+            netem=raw.get("netem", True),
             relays=tuple(SeenRelay(**r) for r in raw.get("relays", ())),
         )
 

@@ -14,6 +14,7 @@ from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING, Literal
 
 from . import ipam, ledger, names
+from .impair import Impairment
 from .paths import DISK_DIR, IMAGE_DIR, LOG_DIR, STORAGE_DIR, acli_socket, agent_socket
 
 if TYPE_CHECKING:  # the topology's pydantic models: imported by whoever parses one, not by every reader of the model
@@ -40,6 +41,7 @@ class HostFacts:
     datapath_type: Literal["system", "netdev"] = "system"
     own_names: frozenset[str] = frozenset()  # names of the lab's objects on the host now: a fallback it holds, it keeps
     uefi: bool = False  # OVMF is installed: uefi_boot VMs start under UEFI
+    netem: bool = True  # the kernel has netem: impairments other than a rate are applied
 
     def taken_ifnames(self) -> frozenset[str]:
         return self.taken_links | self.taken_bridges
@@ -103,6 +105,7 @@ class Veth:
     alias: str = ""  # marker (IFLA_IFALIAS) naming lab/node/purpose
     node: str | None = None
     uplink: str | None = None  # for uplinks: the AHV NIC name in the topology (eth2), whatever `peer` is called
+    impaired: tuple[tuple[str, Impairment], ...] = ()  # (one of its ends, what that end's egress suffers)
 
 
 @dataclass(frozen=True)
@@ -326,6 +329,7 @@ def resolve(topo: Topology, facts: HostFacts = HostFacts()) -> Lab:
     builder.storage()
     builder.user_vms()
     builder.dhcp()
+    builder.impairments()
     return builder.lab()
 
 
@@ -345,6 +349,31 @@ class _Builder:
         self.used_ifnames: set[str] = set()
         self.used_macs: set[str] = set()
         self.pool: Pool | None = None
+
+    # impairments ---------------------------------------------------------
+
+    def impairments(self) -> None:
+        """The topology's `impair:` on its uplinks' ends: the node's (`peer`), the switch's (`name`)."""
+        from .impair import parse
+
+        for place, spec in self.topo.impair.items():
+            node, _, iface = place.partition("/")
+            wanted = parse(spec.delay, spec.jitter, spec.loss, spec.rate, spec.duplicate, spec.corrupt)
+            if wanted.needs_netem and not self.facts.netem:
+                kept = wanted.replace_rate(0) != wanted and Impairment(rate_bps=wanted.rate_bps)
+                self.deviations.append(Deviation(f"impair {place}", f"{wanted} needs netem, which this kernel lacks "
+                                                                   f"(CONFIG_NET_SCH_NETEM): "
+                                                                   + (f"only {kept} is applied" if kept else "not applied")))
+                if not kept:
+                    continue
+                wanted = kept
+            bond = next((b.bond for n in self.topo.nodes if n.name == node for b in n.bridges.values()
+                         if b.bond is not None and b.bond.name == iface), None)
+            uplinks = set(bond.interfaces) if bond is not None else {iface}
+            for k, veth in enumerate(self.veths):
+                if veth.purpose == "uplink" and veth.node == node and veth.uplink in uplinks:
+                    ends = {"node": (veth.peer,), "tor": (veth.name,), "both": (veth.peer, veth.name)}[spec.side]
+                    self.veths[k] = replace(veth, impaired=veth.impaired + tuple((end, wanted) for end in ends))
 
     # names ---------------------------------------------------------------
 

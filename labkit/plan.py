@@ -33,7 +33,7 @@ ORDER = [
     ("create", "route"), ("update", "route"),
     ("create", "dhcp"), ("update", "dhcp"),
     ("create", "network"), ("update", "network"), ("start", "network"),
-    ("attach", "veth"),
+    ("attach", "veth"), ("update", "impair"),
     ("create", "pool"), ("create", "volume"), ("update", "volume"),
     ("create", "domain"), ("update", "domain"), ("start", "domain"),
     ("update", "vm-port"),
@@ -190,7 +190,9 @@ class _Planner:
             self.remade.add(veth.peer)
             if veth.peer_master:
                 self.add("attach", "veth", veth.peer, detail=f"to bridge {veth.peer_master}", obj=veth.peer_master)
+            self._impairments(veth, None, None)
             return
+        self._impairments(veth, end, peer)
         diffs = []
         if set(end.addresses) != set(veth.addresses):
             diffs.append(f"addresses {', '.join(veth.addresses) or 'none'}")
@@ -202,6 +204,19 @@ class _Planner:
             self.add("update", "veth", veth.name, where=where, detail=", ".join(diffs), obj=veth)
         if veth.peer_master and peer.master != veth.peer_master:
             self.add("attach", "veth", veth.peer, detail=f"to bridge {veth.peer_master}", obj=veth.peer_master)
+
+    def _impairments(self, veth: Veth, end: SeenLink | None, peer: SeenLink | None) -> None:
+        """Each end in the workstation's namespace as the topology impairs it (`impair:`), or
+        unimpaired: what lab.impair did by hand is drift, which lab.up clears."""
+        wanted = dict(veth.impaired)
+        for name, seen in ((veth.peer, peer), (veth.name if veth.netns is None else None, end)):
+            if name is None:
+                continue
+            want = str(wanted[name]) if name in wanted else ""
+            have = seen.impairment if seen is not None else ""
+            if want != have:
+                detail = want or f"clear {have} (made by hand: lab.impair)"
+                self.add("update", "impair", name, detail=detail, obj=wanted.get(name))
 
     # Linux bridges ----------------------------------------------------------
 

@@ -64,11 +64,9 @@ def _yn(value: bool) -> str:
 
 
 def build(lab: Lab, pending: Plan, vm_ports: dict[str, tuple[str, int | None, str]],
-          deviations: list[str], bond_problems: dict[str, list[str]] | None = None,
-          impaired: list[tuple[str, str]] = ()) -> Status:
+          deviations: list[str], bond_problems: dict[str, list[str]] | None = None) -> Status:
     """`vm_ports`: OVS interface id -> (port name, tag, error) for ports libvirt made;
-    `bond_problems`: bond port -> its members' problems (link down, LACP not negotiated);
-    `impaired`: (place, what) of the links made bad on purpose (lab.impair: shown, not unhealthy)."""
+    `bond_problems`: bond port -> its members' problems (link down, LACP not negotiated)."""
     bond_problems = bond_problems or {}
     actions = {}
     for a in pending.actions:
@@ -93,6 +91,8 @@ def build(lab: Lab, pending: Plan, vm_ports: dict[str, tuple[str, int | None, st
             add("route", dest, ns.node, where=ns.name, label=f"{ns.name}/{dest}", note=f"via {gateway}")
     for veth in lab.veths:
         add("veth", veth.name if veth.netns is None else f"{veth.netns}/{veth.name}", None)
+        for end, impairment in veth.impaired:  # the topology's impair:
+            add("impair", end, veth.node, note=str(impairment))
     for linux_bridge in lab.linux_bridges:
         add("linux-bridge", linux_bridge.name, linux_bridge.node)
     for bridge in lab.bridges:
@@ -127,7 +127,7 @@ def build(lab: Lab, pending: Plan, vm_ports: dict[str, tuple[str, int | None, st
         if a.verb == "delete":
             rows.append(Row(a.kind, a.name, None, False, True, True, "left over: lab.up removes it"))
     namespaces = {ns.node: ns.name for ns in lab.namespaces if ns.role == "node"}
-    for place, what in impaired:
-        head = place.split("/")[0]
-        rows.append(Row("impair", place, head if head in lab.node_names else None, True, True, True, what))
+    for a in pending.actions:
+        if a.kind == "impair" and a.obj is None:  # made by hand (lab.impair), not in the topology: drift
+            rows.append(Row("impair", a.name, None, False, True, False, f"{a.detail}; lab.up clears it"))
     return Status(lab.name, tuple(rows), tuple(deviations), namespaces)

@@ -212,6 +212,19 @@ class Vm(Spec):
     home: str | None = None
 
 
+class LinkImpairment(Spec):
+    """A link made bad on purpose (a customer's WAN, a bad cable), on what `side` sends: the
+    node's (its uplink's egress), the switch's, or both; values as tc writes them (impair.py)."""
+
+    side: Literal["node", "tor", "both"] = "node"
+    delay: Annotated[str, Strict(), Field(max_length=16)] | None = None
+    jitter: Annotated[str, Strict(), Field(max_length=16)] | None = None
+    loss: Annotated[str, Strict(), Field(max_length=16)] | None = None
+    rate: Annotated[str, Strict(), Field(max_length=16)] | None = None
+    duplicate: Annotated[str, Strict(), Field(max_length=16)] | None = None
+    corrupt: Annotated[str, Strict(), Field(max_length=16)] | None = None
+
+
 class Topology(Spec):
     name: str
     profile: Literal["lab", "fidelity"] = "lab"
@@ -220,6 +233,8 @@ class Topology(Spec):
     networks: list[Network] = []
     images: list[Image] = Field([], max_length=256)
     vms: list[Vm] = []
+    # NODE/UPLINK (or NODE/BOND: each member) -> how the link is bad: lab.up applies it (lab.impair's tc)
+    impair: dict[str, LinkImpairment] = Field({}, max_length=256)
 
 
 # --------------------------------------------------------------------------- loading
@@ -385,7 +400,30 @@ def crosscheck(topo: Topology, pools: bool = True) -> list[tuple[tuple, str]]:
                   for j, nic in enumerate(vm.nics) if nic.mac], "MAC address")
     if pools:
         _check_pools(bad, topo)
+    _check_impairments(bad, topo)
     return out
+
+
+def _check_impairments(bad, topo: Topology) -> None:
+    from .errors import LabkitError
+    from .impair import parse
+
+    nodes = {n.name: n for n in topo.nodes}
+    for place, spec in topo.impair.items():
+        node_name, _, iface = place.partition("/")
+        node = nodes.get(node_name)
+        if node is None:
+            bad(("impair", place), f"node {shown(node_name)} does not exist; write NODE/UPLINK with one of the nodes: "
+                                   f"{', '.join(nodes)}")
+            continue
+        bonds = {b.bond.name for b in node.bridges.values() if b.bond is not None}
+        if iface not in node.uplinks and iface not in bonds:
+            bad(("impair", place), f"node {node.name} has no uplink or bond {shown(iface)}; "
+                                   f"{_choices(iface, [*node.uplinks, *bonds])}")
+        try:
+            parse(spec.delay, spec.jitter, spec.loss, spec.rate, spec.duplicate, spec.corrupt)
+        except LabkitError as exc:
+            bad(("impair", place), str(exc).replace("--", "").replace(" (or clear to make it good again)", "; or remove it"))
 
 
 def _check_placement(bad, path: tuple, vm: Vm, nodes: dict) -> None:

@@ -37,6 +37,24 @@ def uefi() -> bool:
     return os.path.exists(UEFI_FIRMWARE)
 
 
+def netem() -> bool:
+    """Whether the kernel has tc's netem (lab.impair's delay, loss...): built in or as a module.
+    Where the kernel does not say (no /proc/config.gz, no module tree), it is taken to have it."""
+    import gzip
+    import platform
+
+    if os.path.exists("/sys/module/sch_netem"):
+        return True
+    modules = f"/lib/modules/{platform.release()}/kernel/net/sched"
+    if os.path.isdir(modules):
+        return any(name.startswith("sch_netem.") for name in os.listdir(modules))
+    try:
+        with gzip.open("/proc/config.gz", "rt") as config:
+            return any(line.startswith(("CONFIG_NET_SCH_NETEM=y", "CONFIG_NET_SCH_NETEM=m")) for line in config)
+    except OSError:
+        return True
+
+
 class Connection:
     """A connection to one system, usable in `with`: closed when the block ends."""
 

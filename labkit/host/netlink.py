@@ -18,6 +18,7 @@ from pyroute2 import IPRoute, NetlinkError, netns
 from .. import names
 from ..errors import HostError
 from ..hoststate import SeenLink, SeenNetns
+from ..impair import from_qdisc
 from ..model import LinuxBridge, Veth
 from . import Connection
 from .netns import entered
@@ -30,8 +31,31 @@ def _index(ipr, ifname: str) -> int | None:
     return found[0] if found else None
 
 
+def _impairments(ipr) -> dict[int, str]:
+    """ifindex -> the impairment its root netem or tbf qdisc makes (one dump for the namespace)."""
+    from pyroute2.netlink.rtnl.tcmsg.common import tick_in_usec
+
+    out = {}
+    for qdisc in ipr.get_qdiscs():
+        kind = qdisc.get_attr("TCA_KIND")
+        if qdisc["parent"] == 0xFFFFFFFF and kind in ("netem", "tbf"):
+            out[qdisc["index"]] = str(from_qdisc(kind, _qdisc_options(kind, qdisc.get_attr("TCA_OPTIONS")), tick_in_usec))
+    return out
+
+
+def _qdisc_options(kind: str, opts) -> dict:
+    if kind == "tbf":
+        return {"rate": opts.get_attr("TCA_TBF_PARMS")["rate"]}
+    flat = {k: opts[k] for k in ("delay", "jitter", "loss", "duplicate")}
+    corrupt, rate = opts.get_attr("TCA_NETEM_CORRUPT"), opts.get_attr("TCA_NETEM_RATE")
+    flat["corrupt"] = corrupt["prob_corrupt"] if corrupt else 0
+    flat["rate"] = rate["rate"] if rate else 0
+    return flat
+
+
 def _read_links(ipr, namespace: str | None) -> list[SeenLink]:
     links = ipr.get_links()
+    impaired = _impairments(ipr) if namespace is None else {}  # lab.up impairs uplinks, all in this namespace
     by_index = {link["index"]: link.get("ifname") for link in links}
     addresses: dict[int, list[str]] = {}
     for addr in ipr.get_addr(family=2):
@@ -45,7 +69,7 @@ def _read_links(ipr, namespace: str | None) -> list[SeenLink]:
             name, namespace, link.get("ifalias"), link.get(("linkinfo", "kind")) or "",
             up=bool(link["flags"] & 1), mtu=link.get("mtu") or 0,
             master=by_index.get(link.get("master")), addresses=tuple(sorted(addresses.get(link["index"], []))),
-            index=link["index"], peer_index=link.get("link") or 0,
+            index=link["index"], peer_index=link.get("link") or 0, impairment=impaired.get(link["index"], ""),
         ))
     return out
 
@@ -307,14 +331,7 @@ class Netlink(Connection):
             kind = qdisc.get_attr("TCA_KIND")
             if qdisc["parent"] != 0xFFFFFFFF or kind not in ("netem", "tbf"):
                 continue
-            opts = qdisc.get_attr("TCA_OPTIONS")
-            if kind == "tbf":
-                return kind, {"rate": opts.get_attr("TCA_TBF_PARMS")["rate"]}
-            flat = {k: opts[k] for k in ("delay", "jitter", "loss", "duplicate")}
-            corrupt, rate = opts.get_attr("TCA_NETEM_CORRUPT"), opts.get_attr("TCA_NETEM_RATE")
-            flat["corrupt"] = corrupt["prob_corrupt"] if corrupt else 0
-            flat["rate"] = rate["rate"] if rate else 0
-            return kind, flat
+            return kind, _qdisc_options(kind, qdisc.get_attr("TCA_OPTIONS"))
         return None
 
     @staticmethod

@@ -21,7 +21,7 @@ import threading
 import time
 
 from .. import state
-from . import DEADLINE, bounded, datapath_type, hung, uefi
+from . import DEADLINE, bounded, datapath_type, hung, netem, uefi
 
 
 def _read_links():
@@ -79,7 +79,7 @@ class Reading:
 
         (links, namespaces), bridges, (networks, domains, pools) = (self.part(system) for system in READERS)
         return HostState(bridges, links, namespaces, networks, domains, datapath_type(), dhcp.observe(), pools, uefi(),
-                     relay.observe())
+                     relays=relay.observe(), netem=netem())
 
     def fresh(self) -> bool:
         """No labkit command changed the host since the reading began."""
@@ -111,7 +111,7 @@ def read_with(netlink, ovs, virt):
 
     (links, namespaces), bridges, (networks, domains, pools) = netlink.observe(), ovs.observe(), virt.observe()
     return HostState(bridges, links, namespaces, networks, domains, datapath_type(), dhcp.observe(), pools, uefi(),
-                     relay.observe())
+                     relays=relay.observe(), netem=netem())
 
 
 def _fork(reader) -> tuple[int, int]:

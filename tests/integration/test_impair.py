@@ -52,8 +52,10 @@ def test_a_rate_limit_is_seen_in_the_guest_s_ping_and_cleared(lab, tmp_path):
     listed = invoke("lab.impair", "list", "--lab", LAB).stdout
     assert re.search(r"^node1/eth2\s+\S+\s+rate 100kbit$", listed, re.M), listed
     assert re.search(r"^node1/eth3\s+\S+\s+rate 100kbit$", listed, re.M), listed
-    status = invoke("lab.status", "--lab", LAB).stdout
-    assert re.search(r"^\s+impair\s+node1/eth2\s+yes\s+yes\s+yes\s+rate 100kbit on ", status, re.M), status
+    status = subprocess.run([sys.executable, "-m", "invoke", "lab.status", "--lab", LAB], cwd=REPO,
+                            capture_output=True, text=True, timeout=120).stdout
+    assert re.search(r"^\s+impair\s+\S+\s+no\s+yes\s+no\s+clear rate 100kbit \(made by hand: lab.impair\); "
+                     r"lab.up clears it$", status, re.M), status  # drift from the topology
     invoke("lab.diagram", "--format", "dot", "--out", str(tmp_path / "cap.dot"), "--lab", LAB)
     assert "rate 100kbit" in (tmp_path / "cap.dot").read_text()  # drawn orange, with what it is
     # 1414-byte frames every 50 ms offer 226 kbit/s to 100 kbit/s: they queue (up to tbf's 50 ms)
@@ -91,3 +93,18 @@ def test_mistakes_are_one_line(lab):
     assert "node node1 has no interface 'eth9'" in run.stderr and run.stderr.count("\n") == 1
     run = invoke("lab.impair", "node1/eth2", "--delay", "lots", "--lab", LAB, expect=1)
     assert "is not a time" in run.stderr
+
+
+def test_a_topology_declares_impairments_and_lab_up_converges_to_it(lab, tmp_path):
+    impaired = tmp_path / "cap-impaired.yaml"
+    impaired.write_text(open(TOPOLOGY).read() + "impair:\n  node1/br0-up: {rate: 100kbit}\n")
+    up = invoke("lab.up", "--topology", str(impaired)).stderr
+    assert "update impair" in up, up
+    listed = invoke("lab.impair", "list", "--lab", LAB).stdout
+    assert re.search(r"^node1/eth2\s+\S+\s+rate 100kbit$", listed, re.M), listed
+    status = invoke("lab.status", "--lab", LAB).stdout  # healthy: the lab is as its topology says
+    assert re.search(r"^\s+impair\s+\S+\s+yes\s+yes\s+yes\s+rate 100kbit$", status, re.M), status
+    _, _, during = ping(20, 0.05, size=1372)
+    assert during >= 30, during
+    invoke("lab.up", "--topology", TOPOLOGY)  # the original: no impairment
+    assert "no link is impaired" in invoke("lab.impair", "list", "--lab", LAB).stdout

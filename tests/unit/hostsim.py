@@ -19,8 +19,11 @@ from labkit.names import flows_digest, metadata_of
 def state_after(lab: Lab, docs: dict[str, str], base: HostState = HostState()) -> HostState:
     links = []
     for veth in lab.veths:
-        links.append(SeenLink(veth.name, veth.netns, veth.alias, "veth", True, veth.mtu, None, veth.addresses))
-        links.append(SeenLink(veth.peer, None, veth.alias, "veth", True, veth.mtu, veth.peer_master, ()))
+        impaired = {end: str(imp) for end, imp in veth.impaired}
+        links.append(SeenLink(veth.name, veth.netns, veth.alias, "veth", True, veth.mtu, None, veth.addresses,
+                              impairment=impaired.get(veth.name, "") if veth.netns is None else ""))
+        links.append(SeenLink(veth.peer, None, veth.alias, "veth", True, veth.mtu, veth.peer_master, (),
+                              impairment=impaired.get(veth.peer, "")))
     links += [SeenLink(b.name, None, b.alias, "bridge") for b in lab.linux_bridges]
     return replace(
         base,

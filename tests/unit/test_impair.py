@@ -54,3 +54,44 @@ def test_a_rate_alone_is_tbf_s_and_anything_else_netem_s():
     assert (kind, params) == ("tbf", {"rate": "100000bit", "burst": 10240, "latency": 50_000})
     assert impair.parse(rate="10gbit").qdisc()[1]["burst"] == 12_500_000
     assert impair.parse(rate="1mbit", loss="1%").qdisc()[0] == "netem"
+
+
+def test_a_topology_s_impairments_are_planned_cleared_when_made_by_hand_and_degraded_without_netem():
+    from dataclasses import replace
+
+    from labkit import model, pipeline, render
+    from labkit.model import HostFacts
+
+    from ..conftest import REPO
+    from .hostsim import state_after
+
+    text = (REPO / "examples/lacp.yaml").read_text() + (
+        "impair:\n  node1/br0-up: {rate: 100mbit}\n  node1/eth2: {delay: 50ms, loss: 1%, side: tor}\n")
+    topo = topology_of(text)
+    lab = model.resolve(topo)
+    impaired = {end: str(imp) for v in lab.veths for end, imp in v.impaired}
+    uplinks = lab.uplinks("node1")
+    assert impaired == {uplinks["eth2"].peer: "rate 100mbit", uplinks["eth3"].peer: "rate 100mbit",
+                        uplinks["eth2"].name: "delay 50ms loss 1%"}
+    adapt = render.Adaptation(domain_type="qemu", cpu_passthrough=False, locked_memory=False, passthrough=False)
+    desired = pipeline.rendered(lab, adapt)
+    fresh = pipeline.plan_up(desired, state_after(lab, desired.docs).__class__())
+    assert sorted(a.name for a in fresh.actions if a.kind == "impair") == sorted(impaired)
+    host = state_after(lab, desired.docs)
+    assert [a for a in pipeline.plan_up(desired, host).actions if a.kind == "impair"] == []
+    # eth3's node end impaired by hand as well: drift, which lab.up clears
+    by_hand = replace(host, links=tuple(replace(link, impairment="delay 5ms") if link.name == uplinks["eth3"].name
+                                        else link for link in host.links))
+    (action,) = [a for a in pipeline.plan_up(desired, by_hand).actions if a.kind == "impair"]
+    assert (action.name, action.obj, action.detail) == (uplinks["eth3"].name, None, "clear delay 5ms (made by hand: lab.impair)")
+    # a kernel without netem: the rate stays, the delay and loss are a deviation
+    degraded = model.resolve(topo, HostFacts(netem=False))
+    assert {end: str(imp) for v in degraded.veths for end, imp in v.impaired} == {
+        uplinks["eth2"].peer: "rate 100mbit", uplinks["eth3"].peer: "rate 100mbit"}
+    assert any("needs netem, which this kernel lacks" in str(d) for d in degraded.deviations)
+
+
+def topology_of(text: str):
+    from labkit import topology
+
+    return topology.load_bytes(text.encode(), "lacp-impaired.yaml")

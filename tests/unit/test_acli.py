@@ -85,6 +85,18 @@ def run(session, line):
     return lines
 
 
+def refusals(session, lines) -> list[str]:
+    """Each line refused in one ERROR line, the lab as it was: the transcript of them."""
+    transcript = ["# refusals: one line each, and the lab as it was"]
+    for line in lines:
+        before = session.topo
+        out = run(session, line)
+        assert len(out) == 1 and out[0].startswith("ERROR: "), (line, out)
+        assert session.topo == before, line
+        transcript += [f"<acropolis> {line}", *out]
+    return transcript
+
+
 def test_a_training_session_prints_as_ahv_does(golden):
     session = MemorySession(topology.load(str(TRAINING)))
     transcript = []

@@ -10,6 +10,7 @@ import time
 from pathlib import Path
 
 from invoke import Collection, Exit, Task, task
+from invoke.parser import parser as invoke_parser
 from invoke.parser import context as invoke_parser_context
 
 from labkit.errors import LabkitError, TopologyError
@@ -585,6 +586,75 @@ def acli(c, lab=None, cmd=None, output=None, yes=False):
 # --------------------------------------------------------------------------- Prism
 
 
+class OptionalPositionalTask(Task):
+    """A task whose positional argument may be left out (`lab.break --list`): invoke requires every
+    positional argument; this one's is marked and given "" when absent (see _complete_context)."""
+
+    def get_arguments(self, *args, **kwargs):
+        arguments = super().get_arguments(*args, **kwargs)
+        for argument in arguments:
+            argument.optional_positional = argument.positional
+        return arguments
+
+
+_complete_context = invoke_parser.ParseMachine.complete_context
+
+
+def _complete_with_optional_positionals(self) -> None:
+    for argument in (self.context.positional_args if self.context else ()):
+        if getattr(argument, "optional_positional", False) and argument.value is None:
+            argument.value = ""
+    _complete_context(self)
+
+
+invoke_parser.ParseMachine.complete_context = _complete_with_optional_positionals
+
+
+@task(klass=OptionalPositionalTask, positional=["scenario"], help={
+    "scenario": "the scenario to apply (`--list` names them)", "list": "list the scenarios, one a line, name first",
+    "answers": "for the trainer: what each scenario applied to the lab broke, and the commands that fix it",
+    "seed": "pick the same objects again (default: a random pick, printed)", "lab": LAB_HELP, "topology": TOPOLOGY_HELP})
+@user_errors
+def break_(c, scenario=None, list=False, answers=False, seed=None, topology=None, lab=None):
+    """Break a running lab on purpose, a known way (a training exercise); lab.check says what is broken, lab.up repairs."""
+    from labkit import breaking
+
+    if list:
+        for s in breaking.catalogue().values():
+            print(f"{s.name:<22} {s.summary}")
+        return
+    need_root()
+    path, name = commands.target(topology, lab)
+    if answers:
+        applied = commands.faults(name)
+        if not applied:
+            print(f"lab {name}: no scenario applied since its last lab.up")
+        for fault in applied:
+            s = breaking.scenario(fault.scenario)
+            print(f"{s.name} (seed {fault.seed}): {s.summary}\n" + "\n".join(f"  {line}" for line in fault.answer(s).splitlines())
+                  + "\n  fix:\n" + "\n".join(f"    {line}" for line in fault.fix(s)))
+        return
+    if not scenario:
+        raise LabkitError("name a scenario (`invoke lab.break --list` lists them), or give --list or --answers")
+    seed = _int_option("--seed", seed) if seed is not None else int.from_bytes(os.urandom(2), "big")
+    commands.break_lab(path, name, scenario, seed, say=say)
+    say(f"lab {name}: scenario {scenario} applied (seed {seed}); `invoke lab.check --lab {name}` shows what is broken, "
+        f"`invoke lab.break --answers --lab {name}` the fix, `invoke lab.up` repairs it")
+
+
+@task(help={"topology": TOPOLOGY_HELP, "lab": LAB_HELP, "timeout": "seconds to wait for the guests to boot (default 180)"})
+@user_errors
+def check(c, topology=None, lab=None, timeout=180):
+    """For a trainee: what is still broken in the lab, in one table, without how to fix it; exits 1 while anything is."""
+    need_root()
+    reading = read_host()
+    path, _ = commands.target(topology, lab)
+    text, fine = commands.check(path, float(timeout), say=lambda _line: None, reading=reading)
+    print(text)
+    if not fine:
+        raise Exit(code=1)
+
+
 @task(help={"port": "TCP port (default 9440, Prism's)", "bind": "address to listen on (default 127.0.0.1: this host only)",
             "insecure_http": "plain HTTP instead of HTTPS (for tests and local scripts)"})
 @user_errors
@@ -718,7 +788,8 @@ def test(c, pytest_args=""):
 lab = Collection("lab")
 for t, name in ((up, "up"), (down, "down"), (status, "status"), (verify, "verify"), (console, "console"),
                 (render_, "render"), (plan_, "plan"), (link_down, "link-down"), (link_up, "link-up"), (export, "export"), (list_, "list"), (diagram, "diagram"),
-                (serve, "serve"), (users, "users"), (capture, "capture"), (impair, "impair"), (flap, "flap")):
+                (serve, "serve"), (users, "users"), (capture, "capture"), (impair, "impair"), (flap, "flap"),
+                (break_, "break"), (check, "check")):
     lab.add_task(t, name)
 host = Collection("host")
 host.add_task(bootstrap, "bootstrap")

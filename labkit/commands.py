@@ -281,3 +281,54 @@ def target(path: str | None, lab: str | None) -> tuple[str | None, str]:
     if lab and lab != default_lab_name():
         raise HostError(f"lab {lab} has no state under {state.lab_dir(lab)}; give --topology FILE")
     return None, name
+
+
+FAULTS = "faults.json"  # lab.break's record: the scenarios applied since the lab was last brought up
+
+
+def faults(lab_name: str) -> list:
+    from .breaking import Fault
+
+    return [Fault(**f) for f in state.load(lab_name, FAULTS).get("faults", [])]
+
+
+def break_lab(path: str | None, lab_name: str, scenario_name: str, seed: int, say=print):
+    """Apply a scenario of the catalogue (breaking.py) through plan and apply: only the changes it
+    makes (other drift, earlier faults included, is left as it is; but an OVS bridge is converged
+    whole, so a second fault on the same bridge repairs the first's). The lab's design stays as it
+    was, so lab.status shows the drift and lab.up repairs it. Returns the Fault (kept for
+    `lab.break --answers`)."""
+    from . import breaking
+    from .apply import Applier
+    from .pipeline import dhcp_digests, relay_version
+
+    scenario = breaking.scenario(scenario_name)
+    with state.LabLock(lab_name, say):
+        seen = look(path)
+        if seen.desired.lab.name != lab_name:
+            raise LabkitError(f"the topology is lab {seen.desired.lab.name}'s, not {lab_name}'s")
+        before = seen.desired.lab
+        after, fault = breaking.broken(scenario, before, seen.observed, seed)
+
+        def planned(lab: model.Lab) -> plan.Plan:
+            return plan.plan(lab, seen.observed, seen.desired.docs, dhcp_digests(lab), relay_version())
+
+        todo = planned(after).without(planned(before))
+        if todo.empty:
+            raise LabkitError(f"scenario {scenario_name} changes nothing in lab {lab_name}: it is broken that way already")
+        with state.names_lock(say), host_session() as host:
+            Applier(host.ovs, host.netlink, host.virt, lambda _line: None).apply(todo, after)
+        state.save(lab_name, {"faults": [f.__dict__ for f in faults(lab_name)] + [fault.__dict__]}, FAULTS)
+    return fault
+
+
+def check(path: str | None, timeout: float, say=print, reading=None) -> tuple[str, bool]:
+    """lab.check's table, and whether nothing is broken."""
+    from . import checking
+
+    seen = look(path, reading=reading)
+    verification = verify_lab(seen.desired.lab, timeout, say, settled_tries=1)
+    bonds = {port: list(problems) for b in seen.observed.bridges for port, problems in b.bond_problems}
+    found = checking.findings(seen.desired.lab, seen.pending, bonds, verification)
+    checked = len(verification.outcomes) + len(verification.dhcp)
+    return checking.table(seen.desired.lab.name, found, checked), not found

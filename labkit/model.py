@@ -106,6 +106,7 @@ class Veth:
     node: str | None = None
     uplink: str | None = None  # for uplinks: the AHV NIC name in the topology (eth2), whatever `peer` is called
     impaired: tuple[tuple[str, Impairment], ...] = ()  # (one of its ends, what that end's egress suffers)
+    down: tuple[str, ...] = ()  # ends held down (lab.break's uplink down): never by the topology
 
 
 @dataclass(frozen=True)
@@ -121,7 +122,7 @@ class LinuxBridge:
 @dataclass(frozen=True)
 class Netns:
     name: str
-    role: Literal["node", "gateway"]
+    role: Literal["node", "gateway", "intruder"]  # intruder: a device lab.break plugs in (breaking.py)
     node: str | None
     routes: tuple[tuple[str, str], ...] = ()  # (destination, gateway)
 
@@ -151,6 +152,7 @@ class DhcpServer:
     netns: str
     subnets: tuple[DhcpSubnet, ...]
     hosts: tuple[tuple[str, str, str], ...]  # (MAC, address, hostname)
+    rogue: bool = False  # lab.break's rogue: broadcasts offers nobody asked for (labkit/rogue_dhcp.py), no dnsmasq
 
 
 # --------------------------------------------------------------------------- libvirt

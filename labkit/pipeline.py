@@ -323,6 +323,7 @@ def _converge(wanted, effective: state.Effective | None, reparse, source: str | 
                 Applier(host.ovs, host.netlink, host.virt, say, phase).apply(todo, desired.lab)  # apply
     state.save(name, {"lab": name, "source": source, "profile": lab.profile,
                       "deviations": [str(d) for d in desired.deviations]})
+    (state.lab_dir(name) / "faults.json").unlink(missing_ok=True)  # lab.break's faults: repaired now
     if addr is not None:  # what status, verify, acli, the API and a bare lab.up mean from now on
         save_effective(addr, effective)
     decided = (facts, desired) if addr is not None or desired is not getattr(wanted, "desired", None) else None
@@ -447,13 +448,14 @@ BUSY = 0.6  # the host's CPU busier than this: guests are not settled, a failed 
 SETTLED_TRIES = 2  # a check that still fails this many more times on a settled host is broken
 
 
-def verify_lab(lab: model.Lab, timeout: float, say=print, phase=None) -> Verification:
+def verify_lab(lab: model.Lab, timeout: float, say=print, phase=None, settled_tries: int = SETTLED_TRIES) -> Verification:
     """verify, for a lab already resolved (lab.up's): agents are sockets, no host session needed.
 
     A check that fails is tried again (with backoff, within `timeout`) while the guests are not
     settled (the host's CPU is busy: TCG guests still booting, say) and then twice more on a
     settled host: a failure is reported only when it persists, so a lab that is merely slow is
-    not called broken, and a broken one is still named within seconds of settling."""
+    not called broken, and a broken one is still named within seconds of settling (lab.check, which
+    expects faults, asks `settled_tries` 1: each try of a probe that fails waits lkping's REACH_MS)."""
     import time
 
     from .features import verifier
@@ -471,7 +473,7 @@ def verify_lab(lab: model.Lab, timeout: float, say=print, phase=None) -> Verific
         while True:
             failed = ({o.probe for o in outcomes if not o.ok and o.detail != verifier.DID_NOT_COME_UP},
                       {o.check for o in dhcp if not o.ok and o.detail != verifier.DID_NOT_COME_UP})
-            if not any(failed) or settled >= SETTLED_TRIES or time.monotonic() + pause > started + timeout:
+            if not any(failed) or settled >= settled_tries or time.monotonic() + pause > started + timeout:
                 break
             busy = verifier.host_busy(pause)
             settled = 0 if busy > BUSY else settled + 1

@@ -198,8 +198,8 @@ class _Planner:
             diffs.append(f"addresses {', '.join(veth.addresses) or 'none'}")
         if end.mtu != veth.mtu or peer.mtu != veth.mtu:
             diffs.append(f"mtu {veth.mtu}")
-        if not (end.up and peer.up):
-            diffs.append("up")
+        if (end.up, peer.up) != (veth.name not in veth.down, veth.peer not in veth.down):
+            diffs.append("up" if not veth.down else "down " + ", ".join(veth.down))
         if diffs:
             self.add("update", "veth", veth.name, where=where, detail=", ".join(diffs), obj=veth)
         if veth.peer_master and peer.master != veth.peer_master:

@@ -19,6 +19,7 @@ import pwd
 import re
 import signal
 import subprocess
+import sys
 import time
 from pathlib import Path
 
@@ -63,8 +64,18 @@ def _values(*items: object) -> str:
 
 
 def config(lab: str, server: DhcpServer) -> str:
-    """dnsmasq's configuration for a node: its subnets, options and bindings."""
+    """dnsmasq's configuration for a node: its subnets, options and bindings (a rogue's: what
+    labkit/rogue_dhcp.py offers)."""
     base = directory(lab) / server.node
+    if server.rogue:
+        subnet = server.subnets[0]
+        return "\n".join(["# written by labkit: a rogue DHCP server that lab.break plugged in (labkit/rogue_dhcp.py)",
+                          f"# netns={_value(server.netns)}", f"interface={_value(subnet.ifname)}",
+                          f"server={_value(ipaddress.IPv4Address(subnet.server))}",
+                          f"offer={_value(ipaddress.IPv4Address(server.hosts[0][1]))}",
+                          f"netmask={_value(ipaddress.IPv4Network(subnet.subnet).netmask)}",
+                          f"router={_value(ipaddress.IPv4Address(subnet.gateway))}",
+                          f"pid-file={_value(f'{base}.pid')}"]) + "\n"
     lines = ["# written by labkit: the DHCP server of a node's managed networks (AHV's IPAM)",
              f"# netns={_value(server.netns)}",
              "port=0", "bind-interfaces", "except-interface=lo", "dhcp-authoritative",
@@ -138,7 +149,8 @@ def start(lab: str, server: DhcpServer) -> None:
     candidate = folder / f".{server.node}.conf.next"
     text = config(lab, server)
     state.write_private(candidate, text)
-    test = _run(["dnsmasq", "--test", f"--conf-file={candidate}"], "check the configuration of")
+    test = _run(["dnsmasq", "--test", f"--conf-file={candidate}"], "check the configuration of") \
+        if not server.rogue else subprocess.CompletedProcess([], 0)
     if test.returncode:
         candidate.unlink(missing_ok=True)
         raise HostError(f"dnsmasq refuses the configuration for node {server.node} ({test.stderr.strip()[-300:]}); "
@@ -149,7 +161,14 @@ def start(lab: str, server: DhcpServer) -> None:
 
     # nsenter, not a preexec setns: this process may run threads (ovsdbapp's), and a fork that
     # runs Python before exec is not safe then.
-    run = _run(["nsenter", f"--net={NETNS_DIR}/{server.netns}", "dnsmasq", f"--conf-file={conf}"], "start")
+    if server.rogue:  # not a daemon by itself: started in a session of its own, it writes its pid file
+        with open(base.with_suffix(".log"), "ab") as log:
+            subprocess.Popen(["nsenter", f"--net={NETNS_DIR}/{server.netns}", sys.executable, "-m",
+                              "labkit.rogue_dhcp", f"--conf-file={conf}"], stdin=subprocess.DEVNULL, stdout=log,
+                             stderr=log, start_new_session=True, cwd=str(Path(__file__).resolve().parents[2]))
+        run = subprocess.CompletedProcess([], 0)
+    else:
+        run = _run(["nsenter", f"--net={NETNS_DIR}/{server.netns}", "dnsmasq", f"--conf-file={conf}"], "start")
     if run.returncode:
         raise HostError(f"dnsmasq for node {server.node} did not start ({run.stderr.strip()[-300:]}); see {base}.log")
     deadline = time.monotonic() + RUN_SECONDS

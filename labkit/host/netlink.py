@@ -206,7 +206,7 @@ class Netlink(Connection):
                 if cidr not in have:
                     iface = ipaddress.IPv4Interface(cidr)
                     ipr.addr("add", index=index, address=str(iface.ip), prefixlen=iface.network.prefixlen)
-            ipr.link("set", index=index, state="up")
+            ipr.link("set", index=index, state="down" if name in veth.down else "up")
 
     def _checksum_in_software(self, namespace: str, name: str) -> None:
         """No TX checksum offload (nor the segmentation offloads that need it) on a namespace's end:

@@ -12,7 +12,10 @@ agent, or a lab namespace) to an address, with the expected outcome:
   borrows in the target's subnet (`borrow`; the guest never holds it), so a
   leak between VLANs shows, not just a missing route. A VM whose port is in the wrong VLAN fails to reach its own
   gateway and reaches the other one, so user VMs are not probed pairwise across
-  VLANs: that grew as the square of a lab's VMs and saturated 30-VM labs.
+  VLANs: that grew as the square of a lab's VMs and saturated 30-VM labs;
+- every guest address is held by one device only: one guest of its subnet asks
+  for it by ARP and listens on (`unique`); two MACs answering is a duplicate
+  address, which pings alone never show (whichever answers, the ping passes).
 """
 
 from __future__ import annotations
@@ -42,6 +45,7 @@ class Probe:
     borrow: str | None = None  # cross-VLAN checks: the cidr whose address asks, by ARP out of `dev`
     dev: str | None = None
     size: int = 0  # ICMP payload: jumbo paths are probed with full-size frames, unfragmented
+    unique: bool = False  # asked by ARP as the source's own address (`borrow`): one device, and one only, answers
 
 
 @dataclass(frozen=True)
@@ -120,6 +124,25 @@ def probes(lab: Lab) -> list[Probe]:
             if other_vlan != vlan and other.role == "cvm" and other.node == dom.node \
                     and not any(m[0] is dom and m[2] == other_vlan for m in members):
                 out.append(_across(me, f"{other.name} {other_dev}", other_iface, dev, lab))
+    out += _held_once(members)
+    return out
+
+
+def _held_once(members: list) -> list[Probe]:
+    """Per subnet of a VLAN, every guest address asked for by ARP by one guest there, which listens
+    for a second answer: each guest asks for the next one's, round the subnet (one ARP a guest:
+    no guest asks for everybody's)."""
+    groups: dict[tuple, list] = {}
+    for member in members:
+        groups.setdefault((member[2], member[3].network), []).append(member)
+    out = []
+    for group in groups.values():
+        if len(group) < 2:
+            continue
+        for asker, target in zip(group, group[1:] + group[:1]):
+            dom, dev, _, iface = asker
+            out.append(Probe(Endpoint("guest", dom.name, _label(dom.name, dev)), f"{target[0].name} {target[1]}",
+                             str(target[3].ip), True, borrow=str(iface), dev=dev, unique=True))
     return out
 
 
@@ -156,6 +179,8 @@ def _across(source: Endpoint, label: str, target: ipaddress.IPv4Interface, dev: 
 # all at once, so a guest's checks take about as long as its slowest answer.
 REACH_MS, BLOCKED_MS = 5000, 200
 NOT_RUN = 99  # a probe with no line in lkping's output
+TWO_ANSWERS = 2  # a `unique` probe answered by two MACs
+DUPLICATE = "two devices answer for it"
 
 
 def guest_script(probes: list[Probe]) -> str:
@@ -164,7 +189,7 @@ def guest_script(probes: list[Probe]) -> str:
     holds: nothing in the guest changes. It prints lkping's `<index> <status> <ms>` lines."""
     specs = []
     for p in probes:
-        spec = ("+" if p.expect else "-") + p.address
+        spec = ("=" if p.unique else "+" if p.expect else "-") + p.address
         if p.borrow:
             spec += f"@{p.dev}={p.borrow.split('/')[0]}"
         if p.size:
@@ -184,6 +209,7 @@ def parse_script_output(probes: list[Probe], output: str) -> dict[int, int]:
 
 
 def matrix(outcomes: list[Outcome]) -> str:
+    outcomes = [o for o in outcomes if not o.probe.unique]  # one per address: failures list them
     sources = list(dict.fromkeys(o.probe.source.label for o in outcomes))
     targets = list(dict.fromkeys(o.probe.target for o in outcomes))
     cell = {(o.probe.source.label, o.probe.target): o for o in outcomes}
@@ -206,6 +232,8 @@ def describe_failure(outcome: Outcome) -> str:
     p = outcome.probe
     if not outcome.ran:
         return f"{p.source.label} -> {p.target} ({p.address}) not checked: {outcome.detail}"
+    if p.unique and outcome.detail == DUPLICATE:
+        return f"{p.source.label} hears two devices answer ARP for {p.target}'s address {p.address}: a duplicate address"
     if p.expect:
         return f"{p.source.label} cannot reach {p.target} ({p.address}){': ' + outcome.detail if outcome.detail else ''}"
     return f"{p.source.label} reaches {p.target} ({p.address}) across VLANs; they must be isolated"

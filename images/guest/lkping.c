@@ -1,6 +1,6 @@
 /* lkping: ICMP echo to many addresses at once, for lab.verify (labkit/verify.py writes its command).
  *
- *   lkping [-t TOTAL_MS] [-b BLOCKED_MS] -- SPEC...     SPEC: {+|-}ADDRESS[@DEVICE[=SENDER]][/SIZE]
+ *   lkping [-t TOTAL_MS] [-b BLOCKED_MS] -- SPEC...     SPEC: {+|-|=}ADDRESS[@DEVICE[=SENDER]][/SIZE]
  *
  * `+` must answer, `-` must not (an isolation check). Every probe is sent at once, then again after
  * 100, 200, 400... ms until it answers (backing off: in a lab of thirty guests probing each other
@@ -13,8 +13,10 @@
  * target's subnet that the guest does not hold): an isolation check at layer 2 that changes
  * nothing in the guest (no address to add and remove: two process starts and two route changes
  * less per probe, which thirty software-emulated guests at once pay dearly). Output, one line per
- * SPEC in order: `<index> <status> <ms>`, status 0 answered, 1 no answer, 97 too big for the
- * device's MTU, 98 bad spec or no socket.
+ * SPEC in order: `<index> <status> <ms>`, status 0 answered, 1 no answer, 2 answered by two MACs
+ * (`=`), 97 too big for the device's MTU, 98 bad spec or no socket. `=ADDRESS@DEVICE=SENDER` asks
+ * by ARP as SENDER (the guest's own address) and listens as long as the isolation checks do: one
+ * device must answer, and only one (a second MAC answering is a duplicate address).
  */
 #define _GNU_SOURCE
 #include <arpa/inet.h>
@@ -41,9 +43,9 @@
 #define SLOW_FACTOR 2 /* isolation probes wait this many times the median answer, when that is longer */
 
 struct probe {
-    int expect, sock, status, size, arp, ifindex;
+    int expect, sock, status, size, arp, ifindex, unique;
     struct in_addr addr, sender;
-    unsigned char mac[6];
+    unsigned char mac[6], first[6]; /* first: the MAC that answered first (`=`) */
     char dev[32];
     double answered_ms;
 };
@@ -96,8 +98,9 @@ static int open_arp_socket(struct probe *p) {
 
 static int parse(const char *spec, struct probe *p) {
     char text[128], *at, *slash, *eq;
-    if ((spec[0] != '+' && spec[0] != '-') || strlen(spec) >= sizeof text) return -1;
-    p->expect = spec[0] == '+';
+    if ((spec[0] != '+' && spec[0] != '-' && spec[0] != '=') || strlen(spec) >= sizeof text) return -1;
+    p->expect = spec[0] != '-';
+    p->unique = spec[0] == '=';
     strcpy(text, spec + 1);
     if ((slash = strchr(text, '/'))) { *slash = 0; p->size = atoi(slash + 1); }
     if ((at = strchr(text, '@'))) {
@@ -109,7 +112,7 @@ static int parse(const char *spec, struct probe *p) {
         }
         snprintf(p->dev, sizeof p->dev, "%s", at + 1);
     }
-    if (p->arp && !*p->dev) return -1;
+    if ((p->arp && !*p->dev) || (p->unique && !p->arp)) return -1;
     return inet_pton(AF_INET, text, &p->addr) == 1 ? 0 : -1;
 }
 
@@ -150,7 +153,7 @@ int main(int argc, char **argv) {
     while ((opt = getopt(argc, argv, "t:b:")) != -1) {
         if (opt == 't') total_ms = atoi(optarg);
         else if (opt == 'b') blocked_ms = atoi(optarg);
-        else { fprintf(stderr, "usage: lkping [-t TOTAL_MS] [-b BLOCKED_MS] -- {+|-}ADDRESS[@DEVICE][/SIZE]...\n"); return 2; }
+        else { fprintf(stderr, "usage: lkping [-t TOTAL_MS] [-b BLOCKED_MS] -- {+|-|=}ADDRESS[@DEVICE[=SENDER]][/SIZE]...\n"); return 2; }
     }
     unsigned short ident = (unsigned short)getpid();
     struct pollfd fds[MAX_SPECS];
@@ -178,7 +181,7 @@ int main(int argc, char **argv) {
         int waiting = 0, any_blocked = 0;
         for (int i = 0; i < n; i++) {
             waiting |= probes[i].expect && probes[i].status == 1;
-            any_blocked |= !probes[i].expect && probes[i].status == 1;
+            any_blocked |= (!probes[i].expect && probes[i].status == 1) || (probes[i].unique && probes[i].status == 0);
         }
         double typical = answered ? answers[answered / 2] : 0;
         double blocked_until = blocked_ms > SLOW_FACTOR * typical ? blocked_ms : SLOW_FACTOR * typical;
@@ -194,9 +197,14 @@ int main(int argc, char **argv) {
             ssize_t r;
             while ((r = recvfrom(fds[i].fd, buf, sizeof buf, 0, (struct sockaddr *)&from, &fl)) > 0) {
                 if (probes[i].arp) { /* an ARP socket: a reply from the target to the borrowed sender */
+                    const unsigned char *sha = ((const struct arp_packet *)buf)->sha;
                     if (probes[i].status == 1 && arp_answers(&probes[i], buf, r)) {
                         probes[i].status = 0;
                         probes[i].answered_ms = now_ms() - start;
+                        memcpy(probes[i].first, sha, 6);
+                    } else if (probes[i].unique && probes[i].status == 0 && arp_answers(&probes[i], buf, r)
+                               && memcmp(probes[i].first, sha, 6)) {
+                        probes[i].status = 2;
                     }
                     continue;
                 }

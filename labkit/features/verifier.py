@@ -50,7 +50,8 @@ def run(lab: Lab, down: list[str] = (), only: tuple[set, set] | None = None) -> 
     from .. import dhcpcheck  # these and pyroute2: not for commands that only wait for agents
     from ..dhcpcheck import DhcpCheck, DhcpOutcome
     from ..host.ping import ping_many
-    from ..verify import NOT_RUN, REACH_MS, Outcome, Probe, guest_script, parse_script_output, probes
+    from ..verify import (DUPLICATE, NOT_RUN, REACH_MS, TWO_ANSWERS, Outcome, Probe, guest_script,
+                          parse_script_output, probes)
 
     todo = probes(lab)
     dhcp_todo, rogues = dhcpcheck.checks(lab)
@@ -89,8 +90,9 @@ def run(lab: Lab, down: list[str] = (), only: tuple[set, set] | None = None) -> 
             return ([Outcome(p, False, f"no answer from the agent ({exc})", ran=False) for p in mine],
                     [DhcpOutcome(c, False, f"no answer from the agent ({exc})", ran=False) for c in dhcp])
         statuses = parse_script_output(mine, result.output)
-        return ([Outcome(p, statuses[i] == 0, "the probe did not run" if statuses[i] == NOT_RUN else "",
-                         ran=statuses[i] in (0, 1, 97)) for i, p in enumerate(mine)],
+        return ([Outcome(p, statuses[i] == 0, "the probe did not run" if statuses[i] == NOT_RUN else
+                         DUPLICATE if statuses[i] == TWO_ANSWERS else "",
+                         ran=statuses[i] in (0, 1, TWO_ANSWERS, 97)) for i, p in enumerate(mine)],
                 dhcpcheck.evaluate(dhcp, result.output))
 
     from_netns = [p for p in todo if p.source.kind == "netns" and p not in results]

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import ipaddress
+
 import pytest
 
 from labkit import dhcpcheck, model, pipeline, verify
@@ -14,8 +16,9 @@ EXAMPLES = sorted(p.stem for p in (REPO / "examples").glob("*.yaml"))
 @pytest.mark.parametrize("example", EXAMPLES)
 def test_golden_expectations(example, golden):
     lab = model.resolve(pipeline.load(str(REPO / "examples" / f"{example}.yaml")))
-    lines = [f"{p.source.label} -> {p.target} {p.address}: {'reach' if p.expect else 'blocked'}"
-             + (f" (borrowing {p.borrow} on {p.dev})" if p.borrow else "") + (f" ({p.size}-byte payload)" if p.size else "")
+    lines = [f"{p.source.label} -> {p.target} {p.address}: {'held once' if p.unique else 'reach' if p.expect else 'blocked'}"
+             + (f" (asking as {p.borrow} on {p.dev})" if p.unique else f" (borrowing {p.borrow} on {p.dev})" if p.borrow else "")
+             + (f" ({p.size}-byte payload)" if p.size else "")
              for p in verify.probes(lab)]
     checks, rogues = dhcpcheck.checks(lab)
     lines += [f"DHCP: {c}" for c in checks] + [f"DHCP rogue: {r.source.label} {r.dev} as {r.address}" for r in rogues]
@@ -42,10 +45,10 @@ def test_in_a_cluster_each_guest_probes_one_peer_per_node_and_each_is_probed():
     targets = {p.target.split(" ")[0] for p in probes if p.expect}
     assert set(uvms) <= targets
     for name, dom in uvms.items():
-        peers = [p.target.split(" ")[0] for p in probes if p.source.name == name and p.expect and p.target in
+        peers = [p.target.split(" ")[0] for p in probes if p.source.name == name and p.expect and not p.unique and p.target in
                  {f"{other} eth0" for other in uvms}]
         assert sorted(uvms[peer].node for peer in peers) == ["n1", "n2", "n3"], (name, peers)
-    assert len(probes) < 300  # every same-VLAN pair was 621
+    assert len([p for p in probes if not p.unique]) < 300  # every same-VLAN pair was 621
 
 
 def test_every_same_vlan_pair_is_checked_both_ways():
@@ -76,7 +79,7 @@ def test_a_guest_runs_all_its_probes_in_one_lkping_and_changes_nothing():
     specs = script.split()[6:]  # after lkping -t N -b N --
     assert len(specs) == len(mine)
     for spec, p in zip(specs, mine):
-        assert spec.startswith("+" if p.expect else "-") and p.address in spec
+        assert spec.startswith("=" if p.unique else "+" if p.expect else "-") and p.address in spec
         assert ("@" in spec) == bool(p.borrow) and (not p.borrow or spec.endswith(f"@{p.dev}={p.borrow.split('/')[0]}"))
     assert verify.parse_script_output(mine, "0 0 12\n1 1 0\nnoise\n") == {0: 0, 1: 1} | {i: verify.NOT_RUN for i in range(2, len(mine))}
 
@@ -86,3 +89,20 @@ def test_jumbo_probes_carry_their_payload_size():
     sized = [p for p in verify.probes(lab) if p.size]
     assert sized
     assert f"+{sized[0].address}/{sized[0].size}" in verify.guest_script(sized)
+
+
+def test_every_guest_address_is_asked_for_once_by_a_guest_of_its_subnet():
+    """A duplicate address answers pings: only an ARP that hears two MACs shows it (verify._held_once)."""
+    lab = model.resolve(pipeline.load(str(REPO / "examples" / "three-nodes.yaml")))
+    unique = [p for p in verify.probes(lab) if p.unique]
+    subnets = {}
+    for d in lab.domains:
+        for n in d.nics:
+            for a in n.addresses if n.kind == "ovs" else ():
+                subnets.setdefault((n.tag or 0, ipaddress.IPv4Interface(a).network), []).append((d.name, a.split("/")[0]))
+    shared = {a for held in subnets.values() if len(held) > 1 for _, a in held}  # a guest alone has nobody to ask
+    assert {p.address for p in unique} == shared and len(unique) == len(shared)
+    assert len({p.source for p in unique}) == len(unique)  # one ARP a guest
+    for p in unique:
+        assert p.borrow.split("/")[0] != p.address and p.dev  # asked as the asker's own address, out of its NIC
+    assert verify.guest_script(unique[:1]).endswith(f"={unique[0].address}@{unique[0].dev}={unique[0].borrow.split('/')[0]}")

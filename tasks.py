@@ -655,6 +655,52 @@ def check(c, topology=None, lab=None, timeout=180):
         raise Exit(code=1)
 
 
+@task(klass=OptionalPositionalTask, positional=["name"], help={
+    "name": "the save's name (letters, digits, . _ -)", "list": "list the lab's saves, with the disk each takes",
+    "delete": "delete this save", "lab": LAB_HELP, "topology": "topology file (only its lab name is used)"})
+@user_errors
+def save_(c, name=None, list=False, delete=None, topology=None, lab=None):
+    """Save the running lab, guests and all (memory, disks, design, leases), to restore it in seconds."""
+    need_root()
+    from labkit import saves
+    from labkit.features import saving
+
+    lab_name = commands.lab_name(topology, lab)
+    if list:
+        found = saving.listed(lab_name)
+        print("\n".join(m.line() for m in found) + f"\n{len(found)} save(s) of lab {lab_name}, {saving.total(lab_name)} "
+              f"in {saves.directory(lab_name)}" if found else f"lab {lab_name} has no saves")
+        return
+    if delete:
+        saving.delete(lab_name, saves.checked_name(delete))
+        say(f"save {delete} of lab {lab_name} deleted")
+        return
+    if not name:
+        raise LabkitError("name the save (invoke lab.save NAME), or give --list or --delete NAME")
+    manifest = saving.save(lab_name, saves.checked_name(name), say=say)
+    say(f"lab {lab_name} saved as {name}: {len(manifest.domains)} guest(s), {len(manifest.files)} disk file(s), "
+        f"{saves.size_text(manifest.size)} in {saves.directory(lab_name, name)}; `invoke lab.restore {name} --lab {lab_name}` "
+        f"goes back to it")
+
+
+@task(help={"name": "the save to go back to (`invoke lab.save --list` lists them)", "lab": LAB_HELP,
+            "topology": "topology file (only its lab name is used)", "timings": "print how long each phase took"})
+@user_errors
+def restore(c, name, topology=None, lab=None, timings=False):
+    """Put the lab back as it was saved: its design, host objects, and every guest running on from that moment."""
+    need_root()
+    from labkit import saves
+    from labkit.features import saving
+    from labkit.timings import Phases
+
+    lab_name = commands.lab_name(topology, lab)
+    phases = Phases()
+    saved = saving.restore(lab_name, saves.checked_name(name), say=say, phases=phases)
+    say(f"lab {lab_name} is back at save {name} ({saved.created}): {len(saved.domains)} guest(s) running on from then")
+    if timings:
+        say(phases.table())
+
+
 @task(help={"port": "TCP port (default 9440, Prism's)", "bind": "address to listen on (default 127.0.0.1: this host only)",
             "insecure_http": "plain HTTP instead of HTTPS (for tests and local scripts)"})
 @user_errors
@@ -789,7 +835,7 @@ lab = Collection("lab")
 for t, name in ((up, "up"), (down, "down"), (status, "status"), (verify, "verify"), (console, "console"),
                 (render_, "render"), (plan_, "plan"), (link_down, "link-down"), (link_up, "link-up"), (export, "export"), (list_, "list"), (diagram, "diagram"),
                 (serve, "serve"), (users, "users"), (capture, "capture"), (impair, "impair"), (flap, "flap"),
-                (break_, "break"), (check, "check")):
+                (break_, "break"), (check, "check"), (save_, "save"), (restore, "restore")):
     lab.add_task(t, name)
 host = Collection("host")
 host.add_task(bootstrap, "bootstrap")

@@ -5,7 +5,9 @@ Three labs: the default one (the seed's node, 2 domains), bench/topologies/clust
 domains on three VLANs). For each: lab.up until verified, a no-op lab.up, lab.verify, lab.down, the
 baseline's up (until every guest's boot marker) and down; peak RSS (every QEMU plus labkit), idle
 CPU and RSS per guest, OVSDB transactions and libvirt calls; for the default lab also a guest's
-boot to its agent's hello, and `invoke --list`. Prints the numbers and the ratios, writes
+boot to its agent's hello, lab.capture's start, lab.save and lab.restore (as a trainer resets a
+lab: restored while it runs) and the disk a save takes, the same for examples/three-nodes.yaml,
+and `invoke --list`. Prints the numbers and the ratios, writes
 docs/benchmarks.md and docs/lab-up-phases.svg. Run as root on a host with the services up
 (`invoke host.bootstrap`); not part of the test suite. `--quick`: the default lab only.
 """
@@ -63,7 +65,11 @@ TARGETS = {  # issue 9's targets: (metric, bound, how it is compared)
     "api: list VMs p99, 50 clients (ms)": 25.0,
     "api: server peak RSS (MB)": 100,
     "api: SDK create-to-lease / acli's": 1.5,
+    # issue 20: a lab goes back to a save in seconds
+    "default: lab.restore / up and verified": 2.0,
+    "three-node: lab.restore (s)": 10.0,
 }
+THREE_NODES = str(REPO / "examples/three-nodes.yaml")
 
 
 def say(message: str) -> None:
@@ -233,6 +239,7 @@ def scenario(label: str, topology: str | None, rounds: int) -> dict:
                 result["capture start s"], result["baseline capture start s"] = capture_start()
                 say(f"{label}: lab.capture listens after {result['capture start s']:.2f} s "
                     f"(tcpdump by hand: {result['baseline capture start s']:.2f} s)")
+                result.update(save_restore(label, lab_name))
         down_stats = tempfile.mktemp(prefix="labkit-stats-")
         down, _, _ = invoke("lab.down", "--lab", lab_name, stats=down_stats)
         result.setdefault("down s", []).append(down)
@@ -264,6 +271,31 @@ def scenario(label: str, topology: str | None, rounds: int) -> dict:
     result["baseline commands"] = dict(hand.commands)
     say(f"{label}: baseline down in {result['baseline down s']:.2f} s")
     return result
+
+
+def save_restore(label: str, lab_name: str, samples: int = 3) -> dict:
+    """lab.save of the running lab, then lab.restore of it (the lab running: the usual reset), as
+    whole commands, the median of `samples`; and the disk the save takes."""
+    from labkit.features import saving
+
+    saves_s, restores_s = [], []
+    for _ in range(samples):
+        saves_s.append(invoke("lab.save", "bench", "--lab", lab_name)[0])
+        size = saving.manifest(lab_name, "bench").size
+        restores_s.append(invoke("lab.restore", "bench", "--lab", lab_name)[0])
+        invoke("lab.save", "--delete", "bench", "--lab", lab_name)
+    out = {"save s": statistics.median(saves_s), "restore s": statistics.median(restores_s), "save MB": size / 2**20}
+    say(f"{label}: lab.save {out['save s']:.2f} s, lab.restore {out['restore s']:.2f} s, the save takes {out['save MB']:.0f} MB")
+    return out
+
+
+def three_node_save_restore() -> dict:
+    invoke("lab.down", "--lab", "trio")
+    invoke("lab.up", "--topology", THREE_NODES)
+    try:
+        return save_restore("three-node", "trio")
+    finally:
+        invoke("lab.down", "--lab", "trio")
 
 
 def hello_time(samples: int = 5) -> tuple[float, float]:
@@ -335,6 +367,10 @@ def measurements(default: dict, cluster: dict | None, list_s: float, hundred: di
         "lab.capture start to listening (s)": default["capture start s"],
         "baseline: tcpdump start to listening (s)": default["baseline capture start s"],
         "lab.capture start / tcpdump by hand": default["capture start s"] / default["baseline capture start s"],
+        "default: lab.save (s)": default["save s"],
+        "default: lab.restore (s)": default["restore s"],
+        "default: lab.restore / up and verified": default["restore s"] / default["up s"],
+        "default: disk a save takes (MB)": default["save MB"],
         "idle guest CPU (% of a core)": default["idle cpu %"],
         "idle guest RSS (MB)": default["idle rss MB"],
         "default: peak RSS, QEMUs + labkit (MB)": default["peak rss MB"],
@@ -428,6 +464,9 @@ def main() -> int:
         results.append(scenario("3 nodes x 10 VMs (33 domains)", CLUSTER, rounds=1))
         results.append(scenario("4 nodes x 24 VMs (100 domains)", HUNDRED, rounds=1))
     m = measurements(results[0], results[1] if len(results) > 1 else None, list_s, results[2] if len(results) > 2 else None)
+    trio = three_node_save_restore()
+    m.update({"three-node: lab.save (s)": trio["save s"], "three-node: lab.restore (s)": trio["restore s"],
+              "three-node: disk a save takes (MB)": trio["save MB"]})
     if not args.quick:
         import api
 

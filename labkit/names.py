@@ -136,3 +136,9 @@ def metadata_of(xml: str) -> dict[str, str]:
     root = etree.fromstring(xml.encode())
     node = root.find(f"metadata/{{{METADATA_NS}}}lab")
     return dict(node.attrib) if node is not None else {}
+
+
+def stable_mac(*parts: str) -> str:
+    """A locally administered unicast MAC from `parts` (the same parts, the same MAC)."""
+    digest = hashlib.sha256("\0".join(parts).encode()).digest()
+    return ":".join(f"{b:02x}" for b in (0x02,) + tuple(digest[:5]))

@@ -22,6 +22,7 @@ IMAGES = Path("/var/lib/labkit/images")  # built guest images by digest; `guest`
 IMAGE_DIR = IMAGES / "guest"
 DISK_DIR = Path("/var/lib/labkit/disks")  # per lab: copy-on-write overlays and cloud-init seeds of VMs with their own image
 STORAGE_DIR = Path("/var/lib/labkit/storage")  # per lab: its storage container (a libvirt pool) of images and vmdisks
+SAVE_DIR = Path("/var/lib/labkit/saves")  # per lab: lab.save's saves (saves.py)
 LOG_DIR = Path("/var/log/labkit")  # per lab: the guests' serial logs
 DEB_CACHE = Path("/var/cache/labkit/debs")  # Debian packages labkit downloads (the kernel's source)
 KERNEL_CACHE = Path("/var/cache/labkit/kernel")  # built guest kernels by digest

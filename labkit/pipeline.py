@@ -18,7 +18,7 @@ from __future__ import annotations
 import contextlib
 import functools
 import threading
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from typing import TYPE_CHECKING
 
@@ -221,14 +221,16 @@ class UpResult:
 
 
 def up(path: str | None, profile: str | None = None, *, strict: bool = False, say=print, phases=None,
-       reading=None, max_oversubscription: float | None = None) -> UpResult:
-    """lab.up of a topology file: decided again only if its inputs or the host changed (memo.py)."""
+       reading=None, max_oversubscription: float | None = None, held: frozenset[str] = frozenset()) -> UpResult:
+    """lab.up of a topology file: decided again only if its inputs or the host changed (memo.py).
+    `held`: domains defined but neither started nor stopped (lab.restore resumes them from their saves)."""
     from . import memo
 
     _build_image(say, phases)
     with wanted_from(path, profile, lock=True, say=say) as (inputs, wanted):
         result, decided = _converge(wanted, inputs.effective, lambda: parse_inputs(inputs), path, strict=strict,
-                                    say=say, phases=phases, reading=reading, max_oversubscription=max_oversubscription)
+                                    say=say, phases=phases, reading=reading, max_oversubscription=max_oversubscription,
+                                    held=held)
         if decided is not None and not memo.remember(inputs, *decided):
             say("the topology file changed while lab.up ran; run lab.up again to apply the change")
     return result
@@ -283,7 +285,7 @@ def _rendered(wanted, lab: model.Lab, adapt: render.Adaptation) -> Desired:
 
 
 def _converge(wanted, effective: state.Effective | None, reparse, source: str | None, *, strict: bool, say, phases,
-              reading, max_oversubscription: float | None):
+              reading, max_oversubscription: float | None, held: frozenset[str] = frozenset()):
     """Bring the host to `wanted` (called with the lab's lock held): a topology.Topology, or a
     memo.Remembered decision (used as it is if the host facts it was decided from still hold,
     else decided again from `reparse()`). `effective`: the lab's effective state as read under
@@ -307,6 +309,7 @@ def _converge(wanted, effective: state.Effective | None, reparse, source: str | 
             preflight.enforce(checks, strict)
             desired = _rendered(wanted, lab, checks.adaptation())         # render
             todo = plan_up(desired, observed)                             # plan
+            todo, applied = _holding(todo, desired.lab, held)
         for note in addr.assigned.notes if addr else ():
             say(f"IPAM: {note}")
         if todo.empty:
@@ -320,7 +323,7 @@ def _converge(wanted, effective: state.Effective | None, reparse, source: str | 
             from .apply import Applier
 
             with host_session(phase) as host:
-                Applier(host.ovs, host.netlink, host.virt, say, phase).apply(todo, desired.lab)  # apply
+                Applier(host.ovs, host.netlink, host.virt, say, phase).apply(todo, applied)  # apply
     state.save(name, {"lab": name, "source": source, "profile": lab.profile,
                       "deviations": [str(d) for d in desired.deviations]})
     (state.lab_dir(name) / "faults.json").unlink(missing_ok=True)  # lab.break's faults: repaired now
@@ -328,6 +331,16 @@ def _converge(wanted, effective: state.Effective | None, reparse, source: str | 
         save_effective(addr, effective)
     decided = (facts, desired) if addr is not None or desired is not getattr(wanted, "desired", None) else None
     return UpResult(desired, todo, checks), decided
+
+
+def _holding(todo: plan.Plan, lab: model.Lab, held: frozenset[str]) -> tuple[plan.Plan, model.Lab]:
+    """The plan and the lab to apply with the `held` domains defined (made anew if need be) but
+    neither started nor stopped: lab.restore resumes them from their saves."""
+    if not held:
+        return todo, lab
+    kept = tuple(a for a in todo.actions if not (a.kind == "domain" and a.verb in ("start", "stop") and a.name in held))
+    return plan.Plan(todo.lab, kept), replace(lab, domains=tuple(replace(d, power_on=False) if d.name in held else d
+                                                                 for d in lab.domains))
 
 
 def save_effective(addr: Addressed, before: state.Effective | None) -> None:

@@ -179,6 +179,9 @@ class Netlink(Connection):
         peer = {"ifname": veth.name}
         if veth.netns:
             peer["net_ns_fd"] = veth.netns  # created inside: its name may be taken in the root namespace
+            # Its MAC from its marker: the same each time it is made, so guests' ARP caches stay right
+            # when a lab is made again around them (lab.restore of a lab that was down).
+            peer["address"] = names.stable_mac(veth.alias, veth.name)
         try:
             ipr.link("add", ifname=veth.peer, kind="veth", peer=peer)
         except NetlinkError as exc:

@@ -15,6 +15,7 @@ Either leaves nothing half-made: a save is written to a hidden directory and ren
 
 from __future__ import annotations
 
+import contextlib
 import json
 import shutil
 import time
@@ -134,6 +135,8 @@ def delete(lab_name: str, name: str) -> None:
     folder = saves.directory(lab_name, name)
     manifest(lab_name, name)  # one that exists, or the sentence saying which do
     shutil.rmtree(folder)
+    with contextlib.suppress(OSError):  # the lab's folder too, once it holds no save
+        folder.parent.rmdir()
 
 
 def restore(lab_name: str, name: str, say=print, phases=None) -> saves.Manifest:

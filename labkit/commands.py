@@ -307,6 +307,10 @@ def break_lab(path: str | None, lab_name: str, scenario_name: str, seed: int, sa
         seen = look(path)
         if seen.desired.lab.name != lab_name:
             raise LabkitError(f"the topology is lab {seen.desired.lab.name}'s, not {lab_name}'s")
+        missing = [a for a in seen.pending.actions if a.verb in ("create", "start")]
+        if state.read_effective(lab_name) is None or missing:
+            raise LabkitError(f"lab {lab_name} is not up as designed ({len(missing)} object(s) missing or stopped: "
+                              f"lab.status shows them); bring it up first (invoke lab.up)")
         before = seen.desired.lab
         after, fault = breaking.broken(scenario, before, seen.observed, seed)
 
@@ -327,7 +331,7 @@ def check(path: str | None, timeout: float, say=print, reading=None) -> tuple[st
     from . import checking
 
     seen = look(path, reading=reading)
-    verification = verify_lab(seen.desired.lab, timeout, say, settled_tries=1)
+    verification = verify_lab(seen.desired.lab, timeout, say, settled_tries=0)
     bonds = {port: list(problems) for b in seen.observed.bridges for port, problems in b.bond_problems}
     found = checking.findings(seen.desired.lab, seen.pending, bonds, verification)
     checked = len(verification.outcomes) + len(verification.dhcp)

@@ -468,7 +468,7 @@ def verify_lab(lab: model.Lab, timeout: float, say=print, phase=None, settled_tr
     settled (the host's CPU is busy: TCG guests still booting, say) and then twice more on a
     settled host: a failure is reported only when it persists, so a lab that is merely slow is
     not called broken, and a broken one is still named within seconds of settling (lab.check, which
-    expects faults, asks `settled_tries` 1: each try of a probe that fails waits lkping's REACH_MS)."""
+    expects faults, asks `settled_tries` 0: what fails on the first try is reported, as it is now)."""
     import time
 
     from .features import verifier

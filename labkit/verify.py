@@ -7,8 +7,10 @@ agent, or a lab namespace) to an address, with the expected outcome:
   every node namespace reaches its CVM's 192.168.5.254 and its CVM's address;
 - user VMs reach their VLAN's gateway and one user VM of the same VLAN on each
   node (_one_per_node);
-- user VMs do not reach another VLAN: its gateway, nor their node's CVM on it.
-  That is checked at layer 2: the source asks by ARP as an unused address it
+- user VMs do not reach another VLAN: its gateway, nor their node's CVM on it,
+  checked by the first user VM of each VLAN on each node's bridge (isolation is
+  the bridge's and the switch's, which the VLAN's guests there share; one whose
+  own port is in another VLAN fails its own gateway and peers). That is checked at layer 2: the source asks by ARP as an unused address it
   borrows in the target's subnet (`borrow`; the guest never holds it), so a
   leak between VLANs shows, not just a missing route. A VM whose port is in the wrong VLAN fails to reach its own
   gateway and reaches the other one, so user VMs are not probed pairwise across
@@ -96,7 +98,7 @@ def probes(lab: Lab) -> list[Probe]:
 
     # Every addressed interface of every guest with its VLAN: access NICs, and trunk NICs' sub-interfaces.
     members = []
-    mtu = {}
+    mtu, bridge = {}, {}
     for dom in lab.domains:
         for nic in dom.nics:
             if nic.kind == "ovs" and nic.addresses and _vlan_of(nic) is not None:
@@ -105,15 +107,20 @@ def probes(lab: Lab) -> list[Probe]:
                 members.append((dom, f"{nic.guest_name}.{vlan}", vlan, ipaddress.IPv4Interface(cidr)))
             mtu.update({(dom.name, nic.guest_name): nic.mtu} | {(dom.name, f"{nic.guest_name}.{v}"): nic.mtu
                                                                for v, _ in nic.vlan_addresses})
+            bridge.update({(dom.name, nic.guest_name): nic.source} | {(dom.name, f"{nic.guest_name}.{v}"): nic.source
+                                                                     for v, _ in nic.vlan_addresses})
+    guards: set[tuple] = set()  # (node, bridge, VLAN) whose isolation a guest checks already
     for index, (dom, dev, vlan, iface) in enumerate(members):
         if dom.role != "uvm":
             continue
         me = Endpoint("guest", dom.name, _label(dom.name, dev))
+        guard = (dom.node, bridge[(dom.name, dev)], vlan) not in guards
+        guards.add((dom.node, bridge[(dom.name, dev)], vlan))
         for vlan_gw, (label, cidr) in sorted(gateways.items()):
             gw = ipaddress.IPv4Interface(cidr)
             if vlan_gw == vlan and iface.ip in gw.network:
                 out.append(Probe(me, label, str(gw.ip), True))
-            elif vlan_gw != vlan and not any(m[0] is dom and m[2] == vlan_gw for m in members):
+            elif guard and vlan_gw != vlan and not any(m[0] is dom and m[2] == vlan_gw for m in members):
                 out.append(_across(me, label, gw, dev, lab))
         peers = [m for m in members if m[0] is not dom and m[2] == vlan and m[3].network == iface.network]
         for other, other_dev, _, other_iface in _one_per_node(peers, index):
@@ -121,7 +128,7 @@ def probes(lab: Lab) -> list[Probe]:
             size = path_mtu - 28 if path_mtu > 1500 else 0  # IPv4 + ICMP headers
             out.append(Probe(me, f"{other.name} {other_dev}", str(other_iface.ip), True, size=size))
         for other, other_dev, other_vlan, other_iface in members:  # its node's CVM: the others add no path
-            if other_vlan != vlan and other.role == "cvm" and other.node == dom.node \
+            if guard and other_vlan != vlan and other.role == "cvm" and other.node == dom.node \
                     and not any(m[0] is dom and m[2] == other_vlan for m in members):
                 out.append(_across(me, f"{other.name} {other_dev}", other_iface, dev, lab))
     out += _held_once(members)

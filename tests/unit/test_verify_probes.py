@@ -74,8 +74,8 @@ def test_a_guest_runs_all_its_probes_in_one_lkping_and_changes_nothing():
     mine = [p for p in verify.probes(lab) if p.source.name == "fw1"]
     script = verify.guest_script(mine)
     assert script.startswith("lkping ") and ";" not in script and "ip addr" not in script
-    # eth0 and eth1 both ask as 10.59.31.254: each by ARP out of its own device, so they run together
-    assert "@eth0=10.59.31.254" in script and "@eth1=10.59.31.254" in script
+    # fw1 eth1 guards VLAN 50 on its bridge (web1 guards VLAN 32): it asks by ARP out of its own device
+    assert "@eth1=10.59.31.254" in script and "@eth0=10.59.31.254" not in script
     specs = script.split()[6:]  # after lkping -t N -b N --
     assert len(specs) == len(mine)
     for spec, p in zip(specs, mine):
@@ -106,3 +106,15 @@ def test_every_guest_address_is_asked_for_once_by_a_guest_of_its_subnet():
     for p in unique:
         assert p.borrow.split("/")[0] != p.address and p.dev  # asked as the asker's own address, out of its NIC
     assert verify.guest_script(unique[:1]).endswith(f"={unique[0].address}@{unique[0].dev}={unique[0].borrow.split('/')[0]}")
+
+
+def test_isolation_is_checked_by_one_guest_per_node_bridge_and_vlan():
+    """Isolation is the bridge's and the switch's, which a VLAN's guests on a node share: the first
+    user VM of each (node, bridge, VLAN) checks it; a port in another VLAN fails its own probes."""
+    lab = model.resolve(pipeline.load(str(REPO / "bench/topologies/cluster-4x24.yaml")))
+    probes = verify.probes(lab)
+    guards = {p.source.name for p in probes if not p.expect}
+    domains = {d.name: d for d in lab.domains}
+    vlans = {(d.node, n.source, n.tag or 0) for d in lab.domains if d.role == "uvm" for n in d.nics if n.kind == "ovs"}
+    assert len(guards) == len(vlans)
+    assert {(domains[g].node, domains[g].nics[0].source, domains[g].nics[0].tag or 0) for g in guards} == vlans

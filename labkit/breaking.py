@@ -257,9 +257,9 @@ def rogue_dhcp(p: _Picker) -> tuple[Lab, dict]:
     """A device on a managed network's VLAN offering addresses (lab.break's rogue, rogue_dhcp.py)."""
     served = [(server, sub) for server in p.lab.dhcp_servers if not server.rogue for sub in server.subnets]
     server, sub = p.one(served, "a managed network (one with ip_config)")
-    bridge = next(n.source for d in p.lab.domains if d.node == server.node for n in d.nics if n.network == sub.network) \
-        if any(n.network == sub.network for d in p.lab.domains if d.node == server.node for n in d.nics) \
-        else next(b.name for b in p.lab.bridges if b.role == "node" and b.node == server.node)
+    bridge = next(b.name for b in p.lab.bridges if b.role == "node" for port in b.ports  # the DHCP server's
+                  if port.interfaces[0].name in {v.peer for v in p.lab.veths if v.netns == server.netns
+                                                 and v.name == sub.ifname})
     network = ipaddress.IPv4Network(sub.subnet)
     address, offered = p.unused_addresses(network, 2)
     cidr = f"{address}/{network.prefixlen}"

@@ -219,6 +219,24 @@ def test_export_down_up_restores_images_disks_and_placement(lab, tmp_path):
     assert guest("web1", "cat /sys/block/sdb/size").strip() == str((256 << 20) // 512)
 
 
+def test_a_save_keeps_what_a_guest_wrote_to_its_disk_and_restore_puts_it_back(lab):
+    """lab.save copies a VM's disks while libvirt holds the guest saved; lab.restore puts them
+    back with its memory: the sector written before the save reads back, the one after is gone."""
+    def sector() -> str:
+        return guest("web1", "dd if=/dev/sdb bs=16 count=1 2>/dev/null").strip()
+
+    write = "printf '%-16s' {} | dd of=/dev/sdb bs=16 count=1 conv=notrunc,fsync 2>/dev/null"
+    guest("web1", write.format("before-the-save"))
+    invoke("lab.save", "disks", "--lab", LAB)
+    guest("web1", write.format("after-the-save"))
+    assert sector() == "after-the-save"
+    invoke("lab.restore", "disks", "--lab", LAB)
+    assert sector() == "before-the-save"
+    guest("web1", "echo 3 > /proc/sys/vm/drop_caches")  # from the disk itself, not the restored page cache
+    assert sector() == "before-the-save"
+    invoke("lab.save", "--delete", "disks", "--lab", LAB)
+
+
 def test_deleting_a_disk_and_an_image_removes_their_files(lab):
     pool = re.search(r'container_name: "([^"]+)"', acli("image.get tools")).group(1)
     data = vmdisk(acli("vm.disk_get web1 disk_addr=scsi.1"))

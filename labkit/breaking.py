@@ -214,7 +214,7 @@ def switch_lacp_off(p: _Picker) -> tuple[Lab, dict]:
         if tor_port.lacp:
             candidates.append((bridge, port, tor, tor_port))
     bridge, port, tor, tor_port = p.one(candidates, "a node bond with LACP on both sides (balance-tcp)")
-    static = replace(tor_port, lacp=None, bond_mode="balance-slb")
+    static = replace(tor_port, lacp=None)  # balance-tcp without LACP: OVS runs it as a static bond
     return _with_port(p.lab, tor, tor_port, static), dict(node=bridge.node, bond=port.name, switch=tor.name,
                                                           switch_port=tor_port.name)
 

@@ -62,8 +62,13 @@ def status(path: str | None, profile: str | None = None, reading=None):
     seen = look(path, profile, reading)
     desired, bridges = seen.desired, seen.observed.bridges
     vm_ports = {v.iface_id: (v.name, v.tag, v.problem) for b in bridges for v in b.vm_ports}
-    bonds = {port: list(problems) for b in bridges for port, problems in b.bond_problems}
-    return status_mod.build(desired.lab, seen.pending, vm_ports, [str(d) for d in desired.deviations], bonds)
+    return status_mod.build(desired.lab, seen.pending, vm_ports, [str(d) for d in desired.deviations],
+                            _bond_problems(seen.observed))
+
+
+def _bond_problems(observed) -> dict[str, list[str]]:
+    """Bond port -> what keeps each of its members idle (link down, LACP not negotiated), as OVS says."""
+    return {port: list(problems) for b in observed.bridges for port, problems in b.bond_problems}
 
 
 def verify(path: str | None, timeout: float, say=print, reading=None) -> Verification:
@@ -283,13 +288,10 @@ def target(path: str | None, lab: str | None) -> tuple[str | None, str]:
     return None, name
 
 
-FAULTS = "faults.json"  # lab.break's record: the scenarios applied since the lab was last brought up
-
-
 def faults(lab_name: str) -> list:
     from .breaking import Fault
 
-    return [Fault(**f) for f in state.load(lab_name, FAULTS).get("faults", [])]
+    return [Fault(**f) for f in state.load(lab_name, state.FAULTS).get("faults", [])]
 
 
 def break_lab(path: str | None, lab_name: str, scenario_name: str, seed: int, say=print):
@@ -311,18 +313,15 @@ def break_lab(path: str | None, lab_name: str, scenario_name: str, seed: int, sa
         if state.read_effective(lab_name) is None or missing:
             raise LabkitError(f"lab {lab_name} is not up as designed ({len(missing)} object(s) missing or stopped: "
                               f"lab.status shows them); bring it up first (invoke lab.up)")
-        before = seen.desired.lab
-        after, fault = breaking.broken(scenario, before, seen.observed, seed)
+        after, fault = breaking.broken(scenario, seen.desired.lab, seen.observed, seed)
 
-        def planned(lab: model.Lab) -> plan.Plan:
-            return plan.plan(lab, seen.observed, seen.desired.docs, dhcp_digests(lab), relay_version())
-
-        todo = planned(after).without(planned(before))
+        todo = plan.plan(after, seen.observed, seen.desired.docs, dhcp_digests(after), relay_version()).without(
+            seen.pending)  # what the design's own plan would not do: the fault's changes alone
         if todo.empty:
             raise LabkitError(f"scenario {scenario_name} changes nothing in lab {lab_name}: it is broken that way already")
         with state.names_lock(say), host_session() as host:
             Applier(host.ovs, host.netlink, host.virt, lambda _line: None).apply(todo, after)
-        state.save(lab_name, {"faults": [f.__dict__ for f in faults(lab_name)] + [fault.__dict__]}, FAULTS)
+        state.save(lab_name, {"faults": [f.__dict__ for f in faults(lab_name)] + [fault.__dict__]}, state.FAULTS)
     return fault
 
 
@@ -332,7 +331,6 @@ def check(path: str | None, timeout: float, say=print, reading=None) -> tuple[st
 
     seen = look(path, reading=reading)
     verification = verify_lab(seen.desired.lab, timeout, say, settled_tries=0)
-    bonds = {port: list(problems) for b in seen.observed.bridges for port, problems in b.bond_problems}
-    found = checking.findings(seen.desired.lab, seen.pending, bonds, verification)
+    found = checking.findings(seen.desired.lab, seen.pending, _bond_problems(seen.observed), verification)
     checked = len(verification.outcomes) + len(verification.dhcp)
     return checking.table(seen.desired.lab.name, found, checked), not found

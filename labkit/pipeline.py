@@ -326,7 +326,7 @@ def _converge(wanted, effective: state.Effective | None, reparse, source: str | 
                 Applier(host.ovs, host.netlink, host.virt, say, phase).apply(todo, applied)  # apply
     state.save(name, {"lab": name, "source": source, "profile": lab.profile,
                       "deviations": [str(d) for d in desired.deviations]})
-    (state.lab_dir(name) / "faults.json").unlink(missing_ok=True)  # lab.break's faults: repaired now
+    (state.lab_dir(name) / state.FAULTS).unlink(missing_ok=True)  # lab.break's faults: repaired now
     if addr is not None:  # what status, verify, acli, the API and a bare lab.up mean from now on
         save_effective(addr, effective)
     decided = (facts, desired) if addr is not None or desired is not getattr(wanted, "desired", None) else None

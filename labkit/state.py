@@ -185,6 +185,9 @@ def append_private(path: Path, text: str, sync: bool = False) -> None:
             os.fsync(out.fileno())
 
 
+FAULTS = "faults.json"  # lab.break's record: the scenarios applied since the lab was last brought up
+
+
 def save(lab: str, record: dict, name: str = "state.json") -> None:
     write_private(own_lab_dir(lab) / name, json.dumps(record, indent=1, sort_keys=True) + "\n")
 

@@ -26,7 +26,11 @@ PROBE_CACHE = RUN_DIR / "kvm-probe"  # the KVM probe's verdict, once per boot
 TSC_CACHE = RUN_DIR / "tsc-khz"  # the host's measured TSC frequency, once per boot
 CAP_SYS_RESOURCE = 24
 QEMU_OVERHEAD_MIB = 96  # per guest: QEMU itself, TCG translation cache, page tables
-TB_CACHE_MIB = 16  # TCG's translation cache per guest (MiB): boots as fast as with 32 and QEMU's 1 GiB default; 8 is slower
+# TCG's translation cache per guest (MiB). A built-in guest's boot translates about 28 MiB of code:
+# at 16 the cache was full again right at the agent's hello, so the first commands after boot
+# (lab.verify's) flushed it and retranslated everything, 110-180 ms of a core per guest; at 24 it
+# flushes once during boot and keeps 10 MiB free after it (QEMU's `info jit`). 8 boots slower.
+TB_CACHE_MIB = 24
 
 
 @dataclass(frozen=True)
@@ -79,10 +83,10 @@ class Report:
 # idle, one takes about 0.1 % of a core (measured: bench/), so a 4-node x 24-VM lab fits two cores.
 MAX_OVERSUBSCRIPTION = 24.0
 BUILTIN_VCPU = 0.05  # 50x the measured idle use: lab.verify's probes and timers, with room
-# A built-in guest's memory on the host, measured (ps RSS of its QEMU): about 98 MiB at 128 MiB,
-# 107 at 1 GiB, 124 at 2 GiB: QEMU, the 16 MiB translation cache and what the guest touches,
+# A built-in guest's memory on the host, measured (ps RSS of its QEMU): about 108 MiB at 128 MiB,
+# 115 at 256 MiB (with a 16 MiB cache, 8 less): QEMU, the translation cache and what the guest touches,
 # whose free pages the balloon returns (free page reporting), plus the guest's page tables.
-BUILTIN_BASE_MIB = 96
+BUILTIN_BASE_MIB = 106
 
 
 def footprint_mib(dom, locked: bool) -> int:

@@ -57,8 +57,8 @@ def test_memory_counts_only_the_guests_lab_up_will_start(monkeypatch):
 
 
 def test_memory_counts_what_guests_really_take(monkeypatch):
-    """Built-in guests take what they touch (measured: about 98 MiB each at 128 MiB; the balloon
-    returns their free pages), so 100 of them need about 9.8 GB, not 100 x (memory + QEMU); a
+    """Built-in guests take what they touch (measured: about 108 MiB each at 128 MiB; the balloon
+    returns their free pages), so 100 of them need about 10.8 GB, not 100 x (memory + QEMU); a
     guest with its own image, or locked memory, takes all of its memory."""
     from dataclasses import replace
 
@@ -67,13 +67,13 @@ def test_memory_counts_what_guests_really_take(monkeypatch):
 
     lab = model.resolve(pipeline.load(None))
     cvm, uvm = lab.domains
-    assert preflight.footprint_mib(uvm, locked=False) == 98 and preflight.footprint_mib(cvm, locked=False) == 100
+    assert preflight.footprint_mib(uvm, locked=False) == 108 and preflight.footprint_mib(cvm, locked=False) == 110
     assert preflight.footprint_mib(cvm, locked=True) == 256 + preflight.QEMU_OVERHEAD_MIB
     assert preflight.footprint_mib(replace(uvm, image="/x.qcow2"), locked=False) == 128 + preflight.QEMU_OVERHEAD_MIB
     hundred = replace(lab, domains=tuple(replace(uvm, name=f"v{i}") for i in range(100)))
     monkeypatch.setattr(preflight, "_meminfo_mib", lambda _key: 23540)
     check = preflight.check_memory(hundred)
-    assert check.status == PASS and check.detail == "lab needs 9800 MiB of 23540 MiB available"
+    assert check.status == PASS and check.detail == "lab needs 10800 MiB of 23540 MiB available"
 
 
 def test_vcpu_oversubscription_counts_every_running_guest_and_stops_above_the_limit(monkeypatch):

@@ -38,17 +38,35 @@ def _invoke(*args: str) -> str:
 
 
 def _ms(text: str) -> float:
-    number, unit = re.fullmatch(r"([\d.]+)(us|ms|s)", text).groups()
-    return float(number) * {"us": 0.001, "ms": 1.0, "s": 1000.0}[unit]
+    """A latency as wrk prints it (its units: us, ms, s, m, h), in milliseconds."""
+    number, unit = re.fullmatch(r"([\d.]+)(us|ms|s|m|h)", text).groups()
+    return float(number) * {"us": 0.001, "ms": 1.0, "s": 1000.0, "m": 60_000.0, "h": 3_600_000.0}[unit]
 
 
 def wrk(url: str, auth: str, clients: int, seconds: int = 10) -> dict:
     run = subprocess.run(["wrk", "-t1", f"-c{clients}", f"-d{seconds}s", "--latency", "-H", f"Authorization: Basic {auth}", url],
                          capture_output=True, text=True, timeout=seconds + 60)
     out = run.stdout
+    if not re.search(r"50%\s+[\d.]+(us|ms|s|m|h)\s", out):
+        raise RuntimeError(f"wrk {url} with {clients} client(s) measured nothing: {(out + run.stderr).strip()[-600:]}")
     return {"p50 ms": _ms(re.search(r"50%\s+(\S+)", out).group(1)), "p99 ms": _ms(re.search(r"99%\s+(\S+)", out).group(1)),
             "rps": float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1)),
             "errors": int(m.group(1)) if (m := re.search(r"Non-2xx or 3xx responses: (\d+)", out)) else 0}
+
+
+def _answers(url: str, auth: str, timeout: float = 30) -> None:
+    import urllib.request
+
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            with urllib.request.urlopen(urllib.request.Request(url, headers={"Authorization": f"Basic {auth}"}), timeout=5) as reply:
+                reply.read()
+                return
+        except OSError as exc:
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"lab.serve did not answer {url}: {exc}") from exc
+            time.sleep(0.2)
 
 
 def _rss_mb(pid: int) -> float:
@@ -95,6 +113,7 @@ def measure(topology: str, say=print) -> dict:
                 time.sleep(0.1)
         auth = base64.b64encode(f"admin:{password}".encode()).decode()
         url = f"http://127.0.0.1:{port}/api/vmm/v4.3/ahv/config/vms?$limit=50"
+        _answers(url, auth)  # listening is not yet serving: one whole answer first
         wrk(url, auth, 1, 3)  # warm-up: the password verified once, the list shaped once
         peak, stop = [0.0], threading.Event()
 

@@ -252,7 +252,8 @@ def scenario(label: str, topology: str | None, rounds: int) -> dict:
         hand = by_hand(label, topology)
         for key in ("baseline up s", "baseline down s"):
             result.setdefault(key, []).append(hand[key])
-        result["baseline peak rss MB"], result["baseline commands"] = hand["baseline peak rss MB"], hand["baseline commands"]
+        result.setdefault("baseline peak rss MB", hand["baseline peak rss MB"])  # the first round's, as labkit's
+        result["baseline commands"] = hand["baseline commands"]
         result.setdefault("pair ratios", []).append(wall / hand["baseline up s"])
     result.update({"up s": statistics.median(ups), "labkit cpu s": statistics.median(cpus), "phases": phases,
                    "peak rss MB": peak, "down s": statistics.median(result["down s"]),
